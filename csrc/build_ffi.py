@@ -1,0 +1,27 @@
+"""cffi out-of-line API mode: compiles csrc/microgpt.c into microgpt_c._engine.
+
+The header is the cdef. No fast-math and no FP contraction: exact mode relies
+on every + and * being one correctly rounded IEEE double operation."""
+import os
+
+from cffi import FFI
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "microgpt.h")) as f:
+    cdef = f.read()
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef)
+ffibuilder.set_source(
+    "microgpt_c._engine",
+    '#include "microgpt.h"',
+    sources=["csrc/microgpt.c"],
+    include_dirs=["csrc"],
+    extra_compile_args=["-O2", "-std=c99", "-fno-fast-math", "-ffp-contract=off"]
+    + os.environ.get("MICROGPT_CFLAGS", "").split(),
+    extra_link_args=os.environ.get("MICROGPT_LDFLAGS", "").split(),
+    libraries=["m"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

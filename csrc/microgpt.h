@@ -1,0 +1,67 @@
+/* microgpt.h: the C engine's interface. cffi reads this file as its cdef, so
+   it holds declarations and integer #defines only.
+
+   Every node is one float: value, gradient, and edges (child id, local
+   gradient). Node ids are int32. Functions that make nodes return the id of
+   their first output (vector ops put their outputs on consecutive ids) or a
+   negative MG_E* code, with a message in `err`. */
+
+#define MG_EXACT 0   /* the reference's graph, node for node */
+#define MG_FAST 1    /* n-ary fused nodes, reverse-creation-order backward */
+
+#define MG_EARG -1   /* bad argument (ValueError) */
+#define MG_ENOMEM -2 /* allocation failed (MemoryError) */
+#define MG_EMATH -3  /* math domain error, e.g. log of 0 (ValueError) */
+
+typedef struct {
+    double *val, *grad;      /* node i: value and gradient */
+    int32_t *e0, *ne;        /* node i: edges e0[i] .. e0[i]+ne[i]-1 */
+    int32_t *ch;             /* edge: child id */
+    double *lg;              /* edge: local gradient d(node)/d(child) */
+    int32_t n, cap;          /* nodes in use, allocated */
+    int32_t nedge, ecap;     /* edges in use, allocated */
+    int32_t mark, emark;     /* parameters: nodes [0, mark), kept by reset */
+    int32_t mode;            /* MG_EXACT or MG_FAST */
+    int32_t *tmp;            /* scratch node ids for one op */
+    int32_t tcap;
+    uint32_t *seen;          /* backward: visit stamps, one per node */
+    int32_t *stack, *topo;   /* backward: DFS stack of (node, next edge); order */
+    uint32_t epoch;
+    int32_t scap;
+    char err[200];
+} mg_store;
+
+/* node store */
+mg_store *mg_new(int32_t mode);
+void mg_free(mg_store *s);
+int32_t mg_params(mg_store *s, const double *v, int32_t n);
+int32_t mg_reset(mg_store *s);
+
+/* scalar ops */
+int32_t mg_leaf(mg_store *s, double v);
+int32_t mg_add(mg_store *s, int32_t a, int32_t b);
+int32_t mg_mul(mg_store *s, int32_t a, int32_t b);
+int32_t mg_pow(mg_store *s, int32_t a, double p);
+int32_t mg_log(mg_store *s, int32_t a);
+int32_t mg_exp(mg_store *s, int32_t a);
+int32_t mg_relu(mg_store *s, int32_t a);
+
+/* vector ops: x is a vector of n consecutive nodes starting at id x;
+   a matrix w of nout x nin is nout*nin consecutive nodes, row-major */
+int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
+                 int32_t tok, int32_t pos);
+int32_t mg_vadd(mg_store *s, int32_t a, int32_t b, int32_t n);
+int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n);
+int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c);
+int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n);
+int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout);
+int32_t mg_softmax(mg_store *s, int32_t x, int32_t n);
+int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
+                     const int32_t *keys, const int32_t *values, int32_t t);
+int32_t mg_nll(mg_store *s, int32_t logits, int32_t n, int32_t target);
+int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n);
+
+/* backward: gradient of root is 1, accumulated into every node below it */
+int32_t mg_backward(mg_store *s, int32_t root);
+/* Adam's exact elementwise power: out[i] = pow(x[i], p), the C library's pow */
+int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p);

@@ -1,0 +1,42 @@
+"""python -m microgpt_c: train microgpt on the packaged names, then sample."""
+import argparse
+import time
+
+from .model import Config, Run, load_docs
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m microgpt_c", description=__doc__)
+    p.add_argument("--engine", choices=["c", "python"], default="c")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--n-layer", type=int, default=1)
+    p.add_argument("--n-embd", type=int, default=16)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--num-samples", type=int, default=20)
+    p.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
+    p.add_argument("--log-every", type=int, default=1, metavar="K", help="print the loss every K steps")
+    a = p.parse_args(argv)
+
+    cfg = Config(a.n_layer, a.n_embd, a.n_head, a.block_size)
+    run = Run(cfg, load_docs(a.data), a.seed, a.steps, a.lr, a.engine)
+    print(f"num docs: {len(run.docs)}")
+    print(f"vocab size: {run.tok.vocab_size}")
+    print(f"num params: {run.num_params}")
+    elapsed = 0.0
+    for step in range(a.steps):
+        t0 = time.perf_counter()
+        loss = run.train_step()
+        elapsed += time.perf_counter() - t0
+        if (step + 1) % a.log_every == 0 or step + 1 == a.steps:
+            print(f"step {step + 1:4d} / {a.steps:4d} | loss {loss:.4f}", flush=True)
+    print(f"training time: {elapsed:.2f}s ({elapsed / max(a.steps, 1) * 1000:.2f}ms/step)")
+    for i, name in enumerate(run.sample(a.num_samples, a.temperature)):
+        print(f"sample {i + 1:2d}: {name}")
+
+
+if __name__ == "__main__":
+    main()

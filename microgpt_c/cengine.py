@@ -1,0 +1,113 @@
+"""The C engine: the model's vector ops as calls into the C node store.
+
+A vector is (first node id, length): every C vector op puts its outputs on
+consecutive ids. A matrix is (first id, rows, cols), row-major. Node values and
+gradients are numpy views of the store's arrays (valid until the store grows)."""
+import numpy as np
+
+from ._engine import ffi, lib
+
+MODES = {"exact": lib.MG_EXACT, "fast": lib.MG_FAST}
+_ERRORS = {lib.MG_ENOMEM: MemoryError}
+
+
+class CEngine:
+    name = "c"
+
+    def __init__(self, mode="exact"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}, not {mode!r}")
+        s = lib.mg_new(MODES[mode])
+        if s == ffi.NULL:
+            raise MemoryError("cannot allocate the node store")
+        self.s = ffi.gc(s, lib.mg_free)
+        self.mode = mode
+
+    def _ok(self, r):
+        """The one place a C error code becomes a Python exception."""
+        if r < 0:
+            raise _ERRORS.get(r, ValueError)(ffi.string(self.s.err).decode())
+        return r
+
+    def _view(self, ptr, start, n):
+        return np.frombuffer(ffi.buffer(ptr + start, 8 * n), dtype=np.float64)
+
+    @property
+    def num_nodes(self):
+        return self.s.n
+
+    def data(self):
+        """Values of all nodes, a view."""
+        return self._view(self.s.val, 0, self.s.n)
+
+    def grads(self):
+        """Gradients of all nodes, a view."""
+        return self._view(self.s.grad, 0, self.s.n)
+
+    def create_params(self, shapes, flat):
+        flat = np.ascontiguousarray(flat, dtype=np.float64)
+        start = self._ok(lib.mg_params(self.s, ffi.from_buffer("double[]", flat), len(flat)))
+        params = {}
+        for name, (nout, nin) in shapes.items():
+            params[name] = (start, nout, nin)
+            start += nout * nin
+        return params
+
+    def reset(self):
+        lib.mg_reset(self.s)
+
+    def embed(self, wte, wpe, token, pos):
+        n = wte[2]
+        return self._ok(lib.mg_embed(self.s, wte[0], wte[1], wpe[0], wpe[1], n, token, pos)), n
+
+    def add(self, a, b):
+        return self._ok(lib.mg_vadd(self.s, a[0], b[0], a[1])), a[1]
+
+    def relu(self, x):
+        return self._ok(lib.mg_vrelu(self.s, x[0], x[1])), x[1]
+
+    def scale(self, x, c):
+        return self._ok(lib.mg_scale(self.s, x[0], x[1], c)), x[1]
+
+    def rmsnorm(self, x):
+        return self._ok(lib.mg_rmsnorm(self.s, x[0], x[1])), x[1]
+
+    def linear(self, x, w):
+        return self._ok(lib.mg_linear(self.s, x[0], x[1], w[0], w[1])), w[1]
+
+    def softmax(self, x):
+        return self._ok(lib.mg_softmax(self.s, x[0], x[1])), x[1]
+
+    def attention(self, q, keys, values, n_head):
+        t = len(keys)
+        return self._ok(lib.mg_attention(self.s, q[0], q[1], n_head, [k[0] for k in keys],
+                                         [v[0] for v in values], t)), q[1]
+
+    def nll(self, logits, target):
+        return self._ok(lib.mg_nll(self.s, logits[0], logits[1], target))
+
+    def mean(self, losses):
+        return self._ok(lib.mg_mean(self.s, losses, len(losses)))
+
+    def backward(self, loss):
+        self._ok(lib.mg_backward(self.s, loss))
+
+    def value(self, x):
+        return self.s.val[x]
+
+    def values(self, x):
+        return ffi.unpack(self.s.val + x[0], x[1])
+
+    def step_params(self, update):
+        """update(data, grad) on views of the parameters, then zero the grads."""
+        grad = self._view(self.s.grad, 0, self.s.mark)
+        update(self._view(self.s.val, 0, self.s.mark), grad)
+        grad[:] = 0.0
+
+    def pow(self, x, p):
+        """Elementwise x ** p with the C library's pow (numpy's differs in the last bit)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty_like(x)
+        self._ok(lib.mg_vpow(self.s, ffi.from_buffer("double[]", out, require_writable=True),
+                             ffi.from_buffer("double[]", x), x.size, p))
+        return out

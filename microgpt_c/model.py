@@ -1,0 +1,163 @@
+"""microgpt's model, optimiser, tokenizer and sampler, written once for either
+engine. An engine E supplies the vector ops (embed, rmsnorm, linear, attention,
+...) and builds them into its own scalar graph; SPEC.md says what each builds."""
+import random
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+
+@dataclass
+class Config:
+    n_layer: int = 1
+    n_embd: int = 16
+    n_head: int = 4
+    block_size: int = 16
+
+
+def load_docs(path=None):
+    """The lines of a text file, stripped, blank lines dropped."""
+    if path is None:
+        path = resources.files("microgpt_c") / "data" / "names.txt"
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+class Tokenizer:
+    """Characters of the documents, sorted; BOS is the id after the last one."""
+
+    def __init__(self, docs):
+        self.chars = sorted(set("".join(docs)))
+        self.bos = len(self.chars)
+        self.vocab_size = len(self.chars) + 1
+        self._ids = {ch: i for i, ch in enumerate(self.chars)}
+
+    def encode(self, doc):
+        return [self.bos] + [self._ids[ch] for ch in doc] + [self.bos]
+
+
+def param_shapes(cfg, vocab_size):
+    """Parameter matrices (rows, cols) in the reference's creation order."""
+    d = cfg.n_embd
+    shapes = {"wte": (vocab_size, d), "wpe": (cfg.block_size, d), "lm_head": (vocab_size, d)}
+    for i in range(cfg.n_layer):
+        for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo"):
+            shapes[f"layer{i}.{name}"] = (d, d)
+        shapes[f"layer{i}.mlp_fc1"] = (4 * d, d)
+        shapes[f"layer{i}.mlp_fc2"] = (d, 4 * d)
+    return shapes
+
+
+def init_params(E, cfg, vocab_size, rng, std=0.08):
+    shapes = param_shapes(cfg, vocab_size)
+    flat = [rng.gauss(0, std) for nout, nin in shapes.values() for _ in range(nout * nin)]
+    return E.create_params(shapes, flat)
+
+
+def gpt(E, P, cfg, token, pos, keys, values):
+    """Logits for the next token at position pos; appends this position's
+    keys and values to the per-layer caches."""
+    x = E.embed(P["wte"], P["wpe"], token, pos)
+    x = E.rmsnorm(x)
+    for li in range(cfg.n_layer):
+        x_residual = x
+        x = E.rmsnorm(x)
+        q = E.linear(x, P[f"layer{li}.attn_wq"])
+        keys[li].append(E.linear(x, P[f"layer{li}.attn_wk"]))
+        values[li].append(E.linear(x, P[f"layer{li}.attn_wv"]))
+        x = E.attention(q, keys[li], values[li], cfg.n_head)
+        x = E.linear(x, P[f"layer{li}.attn_wo"])
+        x = E.add(x, x_residual)
+        x_residual = x
+        x = E.rmsnorm(x)
+        x = E.relu(E.linear(x, P[f"layer{li}.mlp_fc1"]))
+        x = E.linear(x, P[f"layer{li}.mlp_fc2"])
+        x = E.add(x, x_residual)
+    return E.linear(x, P["lm_head"])
+
+
+def doc_loss(E, P, cfg, tokens):
+    """Mean next-token loss over the document's first block_size positions."""
+    n = min(cfg.block_size, len(tokens) - 1)
+    keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
+    losses = [E.nll(gpt(E, P, cfg, tokens[pos], pos, keys, values), tokens[pos + 1]) for pos in range(n)]
+    return E.mean(losses)
+
+
+class Adam:
+    """The reference's Adam with linear learning-rate decay, elementwise over
+    the flat parameter arrays. `pow` is the engine's exact elementwise power:
+    numpy's ** 0.5 is a sqrt, which differs from pow() in the last bit."""
+
+    def __init__(self, n, lr, num_steps, pow, beta1=0.85, beta2=0.99, eps=1e-8):
+        self.lr, self.num_steps, self.pow = lr, num_steps, pow
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = np.zeros(n)
+        self.v = np.zeros(n)
+
+    def step(self, p, g, step):
+        lr_t = self.lr * (1 - step / self.num_steps)
+        self.m = self.beta1 * self.m + (1 - self.beta1) * g
+        self.v = self.beta2 * self.v + (1 - self.beta2) * self.pow(g, 2)
+        m_hat = self.m / (1 - self.beta1 ** (step + 1))
+        v_hat = self.v / (1 - self.beta2 ** (step + 1))
+        p -= lr_t * m_hat / (self.pow(v_hat, 0.5) + self.eps)
+
+
+def sample(E, P, cfg, tok, rng, temperature=0.5):
+    """One name: from BOS, draw tokens at this temperature until BOS."""
+    E.reset()
+    keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
+    token, out = tok.bos, []
+    for pos in range(cfg.block_size):
+        logits = gpt(E, P, cfg, token, pos, keys, values)
+        probs = E.softmax(E.scale(logits, temperature**-1))
+        token = rng.choices(range(tok.vocab_size), weights=E.values(probs))[0]
+        if token == tok.bos:
+            break
+        out.append(tok.chars[token])
+    return "".join(out)
+
+
+def make_engine(engine="c", mode="exact"):
+    if engine == "python":
+        if mode != "exact":
+            raise ValueError("the pure-Python engine has exact mode only")
+        from .pyengine import PyEngine
+        return PyEngine()
+    if engine == "c":
+        from .cengine import CEngine
+        return CEngine(mode)
+    raise ValueError(f"engine must be 'c' or 'python', not {engine!r}")
+
+
+class Run:
+    """One training run as the reference does it: one random stream seeded
+    once drives the document shuffle, the parameter init, then sampling."""
+
+    def __init__(self, cfg=None, docs=None, seed=42, steps=1000, lr=0.01, engine="c", mode="exact"):
+        self.cfg = cfg or Config()
+        self.steps = steps
+        self.rng = random.Random(seed)
+        self.docs = list(load_docs() if docs is None else docs)
+        self.rng.shuffle(self.docs)
+        self.tok = Tokenizer(self.docs)
+        self.E = make_engine(engine, mode)
+        self.P = init_params(self.E, self.cfg, self.tok.vocab_size, self.rng)
+        self.num_params = sum(r * c for r, c in param_shapes(self.cfg, self.tok.vocab_size).values())
+        self.adam = Adam(self.num_params, lr, steps, self.E.pow)
+        self.step = 0
+
+    def train_step(self):
+        """One step on the next document; returns its loss."""
+        E, step = self.E, self.step
+        E.reset()
+        loss = doc_loss(E, self.P, self.cfg, self.tok.encode(self.docs[step % len(self.docs)]))
+        E.backward(loss)
+        E.step_params(lambda p, g: self.adam.step(p, g, step))
+        self.step += 1
+        return E.value(loss)
+
+    def sample(self, num_samples=20, temperature=0.5):
+        return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature) for _ in range(num_samples)]

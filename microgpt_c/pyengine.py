@@ -1,0 +1,165 @@
+"""The pure-Python engine: the reference's scalar Value, and the model's vector
+ops built from it exactly as the reference builds them (SPEC.md, "The scalar
+graph"). It is the baseline the C engine is measured and checked against."""
+import math
+
+import numpy as np
+
+
+class Value:
+    """One scalar node: value, gradient, children, local gradients."""
+
+    __slots__ = ("data", "grad", "_children", "_local_grads")
+
+    def __init__(self, data, children=(), local_grads=()):
+        self.data = data
+        self.grad = 0
+        self._children = children
+        self._local_grads = local_grads
+
+    def __add__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data + other.data, (self, other), (1, 1))
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data * other.data, (self, other), (other.data, self.data))
+
+    def __pow__(self, other):
+        return Value(self.data**other, (self,), (other * self.data ** (other - 1),))
+
+    def log(self):
+        return Value(math.log(self.data), (self,), (1 / self.data,))
+
+    def exp(self):
+        return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+
+    def relu(self):
+        return Value(max(0, self.data), (self,), (float(self.data > 0),))
+
+    def __neg__(self):
+        return self * -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return other + (-self)
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __truediv__(self, other):
+        return self * other**-1
+
+    def __rtruediv__(self, other):
+        return other * self**-1
+
+    def backward(self):
+        # The reference's recursive depth-first post-order, made iterative so
+        # deep graphs (bigger models) do not hit Python's recursion limit.
+        topo, visited = [], {self}
+        stack = [(self, iter(self._children))]
+        while stack:
+            v, children = stack[-1]
+            for child in children:
+                if child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(child._children)))
+                    break
+            else:
+                stack.pop()
+                topo.append(v)
+        self.grad = 1
+        for v in reversed(topo):
+            for child, local_grad in zip(v._children, v._local_grads):
+                child.grad += local_grad * v.grad
+
+
+class PyEngine:
+    """Vectors are lists of Values, matrices lists of rows, tokens ints."""
+
+    name = "python"
+    mode = "exact"
+
+    def create_params(self, shapes, flat):
+        values = iter(flat)
+        params = {name: [[Value(next(values)) for _ in range(nin)] for _ in range(nout)]
+                  for name, (nout, nin) in shapes.items()}
+        self.params = [p for mat in params.values() for row in mat for p in row]
+        return params
+
+    def reset(self):
+        pass  # the graph of the last step is garbage-collected
+
+    def embed(self, wte, wpe, token, pos):
+        return [t + p for t, p in zip(wte[token], wpe[pos])]
+
+    def add(self, a, b):
+        return [x + y for x, y in zip(a, b)]
+
+    def relu(self, x):
+        return [xi.relu() for xi in x]
+
+    def scale(self, x, c):
+        return [xi * c for xi in x]
+
+    def rmsnorm(self, x):
+        ms = sum(xi * xi for xi in x) / len(x)
+        scale = (ms + 1e-5) ** -0.5
+        return [xi * scale for xi in x]
+
+    def linear(self, x, w):
+        return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+
+    def softmax(self, logits):
+        max_val = max(val.data for val in logits)
+        exps = [(val - max_val).exp() for val in logits]
+        total = sum(exps)
+        return [e / total for e in exps]
+
+    def attention(self, q, keys, values, n_head):
+        head_dim = len(q) // n_head
+        out = []
+        for h in range(n_head):
+            hs = h * head_dim
+            q_h = q[hs:hs + head_dim]
+            k_h = [ki[hs:hs + head_dim] for ki in keys]
+            v_h = [vi[hs:hs + head_dim] for vi in values]
+            logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim**0.5
+                      for t in range(len(k_h))]
+            weights = self.softmax(logits)
+            out.extend(sum(weights[t] * v_h[t][j] for t in range(len(v_h))) for j in range(head_dim))
+        return out
+
+    def nll(self, logits, target):
+        return -self.softmax(logits)[target].log()
+
+    def mean(self, losses):
+        return (1 / len(losses)) * sum(losses)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def value(self, x):
+        return x.data
+
+    def values(self, x):
+        return [v.data for v in x]
+
+    def step_params(self, update):
+        """update(data, grad) on arrays of the parameters, then zero the grads."""
+        data = np.array([p.data for p in self.params], dtype=np.float64)
+        grad = np.array([p.grad for p in self.params], dtype=np.float64)
+        update(data, grad)
+        for p, d in zip(self.params, data.tolist()):
+            p.data = d
+            p.grad = 0
+
+    @staticmethod
+    def pow(x, p):
+        """Elementwise x ** p with Python's float power (the C library's pow)."""
+        return np.array([xi**p for xi in x.tolist()], dtype=np.float64)

@@ -1,10 +1,14 @@
 /* microgpt.c: the node store, forward ops and backward pass of microgpt_c.
 
-   Exact mode builds the reference's scalar graph node for node (see
-   SPEC.md, "The scalar graph"): the same children in the same order, the same
-   local gradients, computed with the same IEEE double operations and the C
-   library's pow/exp/log. Built without fast-math or FP contraction, so every
-   value and gradient is bit-identical to the pure-Python engine. */
+   Exact mode builds the reference's scalar graph node for node (SPEC.md, "The
+   scalar graph"): the same children in the same order, the same local
+   gradients, from the same IEEE double operations and the C library's
+   pow/exp/log. Built without fast-math or FP contraction, so every value and
+   gradient is bit-identical to the pure-Python engine.
+
+   Every op call goes through call(), which can record it: a recorded sequence
+   (a program: one document's forward pass) is replayed by one mg_replay call,
+   which is what takes the per-op Python overhead out of training. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -13,7 +17,7 @@
 #include <string.h>
 #include "microgpt.h"
 
-#define NEW (-1) /* "make a new node" (as opposed to filling a reserved id) */
+#define NEW (-1) /* make a new node (rather than fill a reserved id) */
 
 /* ------------------------------------------------------------------------ */
 /* node store */
@@ -26,74 +30,91 @@ static int32_t fail(mg_store *s, int32_t code, const char *fmt, ...) {
     return code;
 }
 
-/* Grow *p (of *cap elements of size sz) to hold at least want elements. */
-static int grow(void **p, int32_t *cap, int64_t want, size_t sz) {
+/* Grow *p, *cap elements of size sz, to hold `want` elements (at most max). */
+static int grow(void *p, int64_t *cap, int64_t want, size_t sz, int64_t max) {
     if (want <= *cap) return 0;
-    if (want > INT32_MAX) return -1;
+    if (want > max) return -1;
     int64_t c = *cap ? *cap : 1024;
     while (c < want) c *= 2;
-    if (c > INT32_MAX) c = INT32_MAX;
-    void *q = realloc(*p, (size_t)c * sz);
+    if (c > max) c = max;
+    void *q = realloc(*(void **)p, (size_t)c * sz);
     if (!q) return -1;
-    *p = q;
-    *cap = (int32_t)c;
+    *(void **)p = q;
+    *cap = c;
     return 0;
 }
 
-/* Make room for `nodes` more nodes, `edges` more edges and `tmp` scratch ids,
-   before an op writes anything: an op either completes or changes nothing. */
-static int32_t reserve(mg_store *s, int64_t nodes, int64_t edges, int64_t tmp) {
-    int32_t c = s->cap;
-    if (grow((void **)&s->val, &c, s->n + nodes, sizeof *s->val) ||
-        (c = s->cap, grow((void **)&s->grad, &c, s->n + nodes, sizeof *s->grad)) ||
-        (c = s->cap, grow((void **)&s->e0, &c, s->n + nodes, sizeof *s->e0)) ||
-        (c = s->cap, grow((void **)&s->ne, &c, s->n + nodes, sizeof *s->ne)))
+/* Make room for `nodes` more nodes and `tmp` scratch ids before an op writes
+   anything: an op either completes or changes nothing. */
+static int32_t reserve(mg_store *s, int64_t nodes, int64_t tmp) {
+    int64_t want = s->n + nodes, c = s->cap;
+    if (grow(&s->val, &c, want, sizeof *s->val, INT32_MAX) ||
+        (c = s->cap, grow(&s->grad, &c, want, sizeof *s->grad, INT32_MAX)) ||
+        (c = s->cap, grow(&s->kid, &c, want, sizeof *s->kid, INT32_MAX)) ||
+        (c = s->cap, grow(&s->lg, &c, want, sizeof *s->lg, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate %lld more nodes", (long long)nodes);
     s->cap = c;
-    c = s->ecap;
-    if (grow((void **)&s->ch, &c, (int64_t)s->nedge + edges, sizeof *s->ch) ||
-        (c = s->ecap, grow((void **)&s->lg, &c, (int64_t)s->nedge + edges, sizeof *s->lg)))
-        return fail(s, MG_ENOMEM, "cannot allocate %lld more edges", (long long)edges);
-    s->ecap = c;
-    if (grow((void **)&s->tmp, &s->tcap, tmp, sizeof *s->tmp))
+    if (grow(&s->tmp, &s->tmpcap, tmp, sizeof *s->tmp, INT32_MAX))
         return fail(s, MG_ENOMEM, "cannot allocate scratch space");
     return 0;
 }
 
+/* A node with value v and children a, b (-1: none), local gradients ga, gb:
+   a new one, or the reserved id `at`. Capacity was reserved by the op. */
+static inline int32_t node(mg_store *s, int32_t at, double v, int32_t a, double ga, int32_t b, double gb) {
+    int32_t i = at >= 0 ? at : s->n++;
+    s->val[i] = v;
+    s->grad[i] = 0.0;
+    s->kid[i][0] = a; s->kid[i][1] = b;
+    s->lg[i][0] = ga; s->lg[i][1] = gb;
+    return i;
+}
+
+static inline int32_t leaf(mg_store *s, double v) { return node(s, NEW, v, -1, 0, -1, 0); }
+
 mg_store *mg_new(int32_t mode) {
-    if (mode != MG_EXACT && mode != MG_FAST) return NULL;
+    if (mode != MG_EXACT) return NULL;
     mg_store *s = calloc(1, sizeof *s);
-    if (s) s->mode = mode;
+    if (!s) return NULL;
+    s->mode = mode;
     return s;
 }
 
 void mg_free(mg_store *s) {
     if (!s) return;
-    free(s->val); free(s->grad); free(s->e0); free(s->ne); free(s->ch); free(s->lg);
-    free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
+    for (int32_t i = 0; i < s->nprog; i++) free(s->progs[i].code);
+    free(s->progs);
+    free(s->val); free(s->grad); free(s->kid); free(s->lg);
+    free(s->tape); free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
     free(s);
 }
 
 /* Append n parameter leaves with values v; they survive every reset. */
 int32_t mg_params(mg_store *s, const double *v, int32_t n) {
-    if (s->n != s->mark) return fail(s, MG_EARG, "parameters must be created before any other node");
+    if (s->n != s->mark || s->recording) return fail(s, MG_EARG, "parameters must be created before any other node");
     if (n < 1 || !v) return fail(s, MG_EARG, "bad parameter count %d", n);
-    int32_t r = reserve(s, n, 0, 0);
+    int32_t r = reserve(s, n, 0);
     if (r) return r;
     int32_t first = s->n;
-    for (int32_t i = 0; i < n; i++) {
-        int32_t j = s->n++;
-        s->val[j] = v[i]; s->grad[j] = 0.0; s->e0[j] = s->nedge; s->ne[j] = 0;
-    }
+    for (int32_t i = 0; i < n; i++) leaf(s, v[i]);
     s->mark = s->n;
-    s->emark = s->nedge;
     return first;
 }
 
 /* Drop every node but the parameters. */
 int32_t mg_reset(mg_store *s) {
     s->n = s->mark;
-    s->nedge = s->emark;
+    s->ntape = 0;
+    s->recording = 0;
+    return 0;
+}
+
+/* The tokens that embed and nll read: a replayed program reads new ones. */
+int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) {
+    if (n < 0 || (n && !tok)) return fail(s, MG_EARG, "bad token count %d", n);
+    if (grow(&s->tok, &s->tokcap, n, sizeof *s->tok, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate tokens");
+    memcpy(s->tok, tok, (size_t)n * sizeof *tok);
+    s->ntok = n;
     return 0;
 }
 
@@ -101,74 +122,54 @@ int32_t mg_reset(mg_store *s) {
 #define CHECK_ID(a) CHECK((a) >= 0 && (a) < s->n, "node id %d is not in [0, %d)", (int)(a), (int)s->n)
 #define CHECK_VEC(x, len) CHECK((len) >= 1 && (x) >= 0 && (int64_t)(x) + (len) <= s->n, \
     "vector [%d, %d+%lld) is not within the %d nodes", (int)(x), (int)(x), (long long)(len), (int)s->n)
+#define CHECK_NARGS(na, want) CHECK((na) == (want), "op given %d arguments, wants %d", (int)(na), (int)(want))
 
 /* ------------------------------------------------------------------------ */
 /* scalar ops: the reference's Value methods. `at` is NEW or a reserved id. */
 
-static int32_t node(mg_store *s, int32_t at, double v, int32_t k) {
-    int32_t i = at >= 0 ? at : s->n++;
-    s->val[i] = v; s->grad[i] = 0.0; s->e0[i] = s->nedge; s->ne[i] = k;
-    s->nedge += k;
-    return i;
+static inline int32_t add(mg_store *s, int32_t at, int32_t a, int32_t b) {
+    return node(s, at, s->val[a] + s->val[b], a, 1.0, b, 1.0);
 }
 
-static void edge(mg_store *s, int32_t i, int32_t j, int32_t child, double lg) {
-    s->ch[s->e0[i] + j] = child;
-    s->lg[s->e0[i] + j] = lg;
-}
-
-static int32_t leaf(mg_store *s, double v) { return node(s, NEW, v, 0); }
-
-static int32_t add(mg_store *s, int32_t at, int32_t a, int32_t b) {
-    int32_t i = node(s, at, s->val[a] + s->val[b], 2);
-    edge(s, i, 0, a, 1.0);
-    edge(s, i, 1, b, 1.0);
-    return i;
-}
-
-static int32_t mul(mg_store *s, int32_t at, int32_t a, int32_t b) {
-    int32_t i = node(s, at, s->val[a] * s->val[b], 2);
-    edge(s, i, 0, a, s->val[b]);
-    edge(s, i, 1, b, s->val[a]);
-    return i;
+static inline int32_t mul(mg_store *s, int32_t at, int32_t a, int32_t b) {
+    double x = s->val[a], y = s->val[b];
+    return node(s, at, x * y, a, y, b, x);
 }
 
 static int32_t powc(mg_store *s, int32_t at, int32_t a, double p) {
     double x = s->val[a];
-    int32_t i = node(s, at, pow(x, p), 1);
-    edge(s, i, 0, a, p * pow(x, p - 1));
-    return i;
+    return node(s, at, pow(x, p), a, p * pow(x, p - 1), -1, 0);
 }
 
 static int32_t log_(mg_store *s, int32_t a) {
-    int32_t i = node(s, NEW, log(s->val[a]), 1);
-    edge(s, i, 0, a, 1 / s->val[a]);
-    return i;
+    double x = s->val[a];
+    return node(s, NEW, log(x), a, 1 / x, -1, 0);
 }
 
 static int32_t exp_(mg_store *s, int32_t a) {
-    int32_t i = node(s, NEW, exp(s->val[a]), 1);
-    edge(s, i, 0, a, exp(s->val[a]));
-    return i;
+    double x = s->val[a];
+    return node(s, NEW, exp(x), a, exp(x), -1, 0);
 }
 
 static int32_t relu(mg_store *s, int32_t a) {
     double x = s->val[a];
-    int32_t i = node(s, NEW, x > 0 ? x : 0.0, 1);
-    edge(s, i, 0, a, x > 0 ? 1.0 : 0.0);
-    return i;
+    return node(s, NEW, x > 0 ? x : 0.0, a, x > 0 ? 1.0 : 0.0, -1, 0);
 }
 
 /* Python's sum(x): x[0] + 0 (a leaf), then + x[1], ... left to right.
-   n+1 nodes, 2n edges. */
+   n+1 nodes. */
 static int32_t sum(mg_store *s, int32_t at, const int32_t *x, int32_t n) {
-    int32_t acc = add(s, n == 1 ? at : NEW, x[0], leaf(s, 0.0));
-    for (int32_t i = 1; i < n; i++) acc = add(s, i == n - 1 ? at : NEW, acc, x[i]);
+    double v = s->val[x[0]] + 0.0; /* the running value stays in a register */
+    int32_t acc = node(s, n == 1 ? at : NEW, v, x[0], 1.0, leaf(s, 0.0), 1.0);
+    for (int32_t i = 1; i < n; i++) {
+        v = v + s->val[x[i]];
+        acc = node(s, i == n - 1 ? at : NEW, v, acc, 1.0, x[i], 1.0);
+    }
     return acc;
 }
 
-/* softmax of the n nodes x[] into y[]: (x - max) exp'd, each divided by their
-   sum as e * total**-1. 6n+1 nodes, 8n edges. */
+/* softmax of the n nodes x[] into y[] (at[i] if at >= 0): exp(x - max), each
+   divided by their sum as e * total**-1. 6n+1 nodes. */
 static void softmax(mg_store *s, int32_t *y, const int32_t *x, int32_t n, int32_t at) {
     double mx = s->val[x[0]];
     for (int32_t i = 1; i < n; i++) if (s->val[x[i]] > mx) mx = s->val[x[i]];
@@ -177,84 +178,103 @@ static void softmax(mg_store *s, int32_t *y, const int32_t *x, int32_t n, int32_
     for (int32_t i = 0; i < n; i++) y[i] = mul(s, at < 0 ? NEW : at + i, y[i], powc(s, NEW, total, -1));
 }
 
-int32_t mg_leaf(mg_store *s, double v) {
-    int32_t r = reserve(s, 1, 0, 0);
-    return r ? r : leaf(s, v);
+static double arg_double(const int32_t *a) {
+    double d;
+    memcpy(&d, a, sizeof d);
+    return d;
 }
 
-int32_t mg_add(mg_store *s, int32_t a, int32_t b) {
-    CHECK_ID(a); CHECK_ID(b);
-    int32_t r = reserve(s, 1, 2, 0);
-    return r ? r : add(s, NEW, a, b);
+static int32_t op_leaf(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 2);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : leaf(s, arg_double(a));
 }
 
-int32_t mg_mul(mg_store *s, int32_t a, int32_t b) {
-    CHECK_ID(a); CHECK_ID(b);
-    int32_t r = reserve(s, 1, 2, 0);
-    return r ? r : mul(s, NEW, a, b);
+static int32_t op_add(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 2); CHECK_ID(a[0]); CHECK_ID(a[1]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : add(s, NEW, a[0], a[1]);
 }
 
-int32_t mg_pow(mg_store *s, int32_t a, double p) {
-    CHECK_ID(a);
-    int32_t r = reserve(s, 1, 1, 0);
-    return r ? r : powc(s, NEW, a, p);
+static int32_t op_mul(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 2); CHECK_ID(a[0]); CHECK_ID(a[1]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : mul(s, NEW, a[0], a[1]);
 }
 
-int32_t mg_log(mg_store *s, int32_t a) {
-    CHECK_ID(a);
-    int32_t r = reserve(s, 1, 1, 0);
-    return r ? r : log_(s, a);
+static int32_t op_pow(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 3); CHECK_ID(a[0]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : powc(s, NEW, a[0], arg_double(a + 1));
 }
 
-int32_t mg_exp(mg_store *s, int32_t a) {
-    CHECK_ID(a);
-    int32_t r = reserve(s, 1, 1, 0);
-    return r ? r : exp_(s, a);
+static int32_t op_log(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : log_(s, a[0]);
 }
 
-int32_t mg_relu(mg_store *s, int32_t a) {
-    CHECK_ID(a);
-    int32_t r = reserve(s, 1, 1, 0);
-    return r ? r : relu(s, a);
+static int32_t op_exp(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : exp_(s, a[0]);
+}
+
+static int32_t op_relu(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : relu(s, a[0]);
 }
 
 /* ------------------------------------------------------------------------ */
 /* vector ops: each builds, in one call, the nodes the reference's list
    comprehensions build, with its outputs on consecutive ids. */
 
-/* [t + p for t, p in zip(wte[tok], wpe[pos])]: wte has ntok rows of n, wpe npos */
-int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
-                 int32_t tok, int32_t pos) {
-    CHECK_VEC(wte, (int64_t)ntok * n); CHECK_VEC(wpe, (int64_t)npos * n);
-    CHECK(tok >= 0 && tok < ntok, "token %d is not in [0, %d)", tok, ntok);
-    CHECK(pos >= 0 && pos < npos, "position %d is not in [0, %d)", pos, npos);
-    return mg_vadd(s, wte + tok * n, wpe + pos * n, n);
-}
-
-/* [a + b for a, b in zip(x, y)] */
-int32_t mg_vadd(mg_store *s, int32_t a, int32_t b, int32_t n) {
-    CHECK_VEC(a, n); CHECK_VEC(b, n);
-    int32_t r = reserve(s, n, 2 * (int64_t)n, 0);
+/* [a + b for a, b in zip(x, y)]: (a, b, n) */
+static int32_t op_vadd(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 3);
+    int32_t x = a[0], y = a[1], n = a[2];
+    CHECK_VEC(x, n); CHECK_VEC(y, n);
+    int32_t r = reserve(s, n, 0);
     if (r) return r;
     int32_t out = s->n;
-    for (int32_t i = 0; i < n; i++) add(s, NEW, a + i, b + i);
+    for (int32_t i = 0; i < n; i++) add(s, NEW, x + i, y + i);
     return out;
 }
 
-/* [xi.relu() for xi in x] */
-int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n) {
+/* [t + p for t, p in zip(wte[tok], wpe[pos])]: (wte, ntok, wpe, npos, n, tok
+   index, pos); wte has ntok rows of n, wpe npos rows */
+static int32_t op_embed(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 7);
+    int32_t wte = a[0], ntok = a[1], wpe = a[2], npos = a[3], n = a[4], ti = a[5], pos = a[6];
+    CHECK_VEC(wte, (int64_t)ntok * n); CHECK_VEC(wpe, (int64_t)npos * n);
+    CHECK(ti >= 0 && ti < s->ntok, "token index %d is not in [0, %d)", ti, s->ntok);
+    int32_t tok = s->tok[ti];
+    CHECK(tok >= 0 && tok < ntok, "token %d is not in [0, %d)", tok, ntok);
+    CHECK(pos >= 0 && pos < npos, "position %d is not in [0, %d)", pos, npos);
+    int32_t b[3] = {wte + tok * n, wpe + pos * n, n};
+    return op_vadd(s, b, 3);
+}
+
+/* [xi.relu() for xi in x]: (x, n) */
+static int32_t op_vrelu(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 2);
+    int32_t x = a[0], n = a[1];
     CHECK_VEC(x, n);
-    int32_t r = reserve(s, n, n, 0);
+    int32_t r = reserve(s, n, 0);
     if (r) return r;
     int32_t out = s->n;
     for (int32_t i = 0; i < n; i++) relu(s, x + i);
     return out;
 }
 
-/* [xi * c for xi in x]: a leaf c and a mul per element */
-int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) {
+/* [xi * c for xi in x]: a leaf c and a mul per element; (x, n, c) */
+static int32_t op_scale(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 4);
+    int32_t x = a[0], n = a[1];
+    double c = arg_double(a + 2);
     CHECK_VEC(x, n);
-    int32_t r = reserve(s, 2 * (int64_t)n, 2 * (int64_t)n, 0);
+    int32_t r = reserve(s, 2 * (int64_t)n, 0);
     if (r) return r;
     int32_t out = s->n;
     s->n += n;
@@ -262,12 +282,15 @@ int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) {
     return out;
 }
 
-/* ms = sum(xi * xi) / n; scale = (ms + 1e-5) ** -0.5; [xi * scale] */
-int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) {
+/* ms = sum(xi * xi) / n; scale = (ms + 1e-5) ** -0.5; [xi * scale]: (x, n) */
+static int32_t op_rmsnorm(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 2);
+    int32_t x = a[0], n = a[1];
     CHECK_VEC(x, n);
-    int32_t r = reserve(s, 3 * (int64_t)n + 6, 6 * (int64_t)n + 5, n);
+    int32_t r = reserve(s, 3 * (int64_t)n + 6, n);
     if (r) return r;
     for (int32_t i = 0; i < n; i++) s->tmp[i] = mul(s, NEW, x + i, x + i);
+    /* "/ len(x)" is "* len(x)**-1", a float pow in Python */
     int32_t ms = mul(s, NEW, sum(s, NEW, s->tmp, n), leaf(s, pow(n, -1)));
     int32_t scale = powc(s, NEW, add(s, NEW, ms, leaf(s, 1e-5)), -0.5);
     int32_t out = s->n;
@@ -275,13 +298,15 @@ int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) {
     return out;
 }
 
-/* [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w] */
-int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
+/* [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]: (x, nin, w, nout) */
+static int32_t op_linear(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 4);
+    int32_t x = a[0], nin = a[1], w = a[2], nout = a[3];
     CHECK_VEC(x, nin);
     CHECK(nout >= 1, "linear needs at least one output row, got %d", nout);
-    CHECK_VEC(w, (int64_t)nin * nout);
     int64_t cells = (int64_t)nin * nout;
-    int32_t r = reserve(s, 2 * cells + nout, 4 * cells, nin);
+    CHECK_VEC(w, cells);
+    int32_t r = reserve(s, 2 * cells + nout, nin);
     if (r) return r;
     int32_t out = s->n;
     s->n += nout;
@@ -292,9 +317,12 @@ int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) 
     return out;
 }
 
-int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) {
+/* (x, n) */
+static int32_t op_softmax(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 2);
+    int32_t x = a[0], n = a[1];
     CHECK_VEC(x, n);
-    int32_t r = reserve(s, 6 * (int64_t)n + 1, 8 * (int64_t)n, 2 * (int64_t)n);
+    int32_t r = reserve(s, 6 * (int64_t)n + 1, 2 * (int64_t)n);
     if (r) return r;
     int32_t out = s->n;
     s->n += n;
@@ -306,18 +334,19 @@ int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) {
 /* Causal self-attention of query q (n = n_head * head_dim nodes) over t cached
    keys and values (vectors of n nodes). Per head: logits[t] = dot(q_h, k_h[t])
    / head_dim**0.5, weights = softmax(logits), out[j] = sum_t weights[t] *
-   v_h[t][j]; heads concatenated. */
-int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
-                     const int32_t *keys, const int32_t *values, int32_t t) {
+   v_h[t][j]; heads concatenated. (q, n, n_head, t, keys[t], values[t]) */
+static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK(na >= 4, "attention given %d arguments", na);
+    int32_t q = a[0], n = a[1], n_head = a[2], t = a[3];
+    const int32_t *keys = a + 4, *values = a + 4 + t;
+    CHECK(t >= 1 && na == 4 + 2 * (int64_t)t, "attention needs t >= 1 keys and values, got t = %d", t);
     CHECK(n_head >= 1 && n >= 1 && n % n_head == 0, "n_embd %d is not a multiple of n_head %d", n, n_head);
-    CHECK(t >= 1 && keys && values, "attention needs at least one cached position, got %d", t);
     CHECK_VEC(q, n);
     for (int32_t i = 0; i < t; i++) { CHECK_VEC(keys[i], n); CHECK_VEC(values[i], n); }
     int32_t hd = n / n_head;
     double c = pow(pow(hd, 0.5), -1); /* "/ head_dim**0.5" is "* (head_dim**0.5)**-1" */
     int64_t nodes = n_head * (t * (2 * (int64_t)hd + 3) + 6 * (int64_t)t + 1) + n * (2 * (int64_t)t + 1);
-    int64_t edges = n_head * (t * (4 * (int64_t)hd + 2) + 8 * (int64_t)t) + n * 4 * (int64_t)t;
-    int32_t r = reserve(s, nodes, edges, (hd > t ? hd : t) + 2 * (int64_t)t);
+    int32_t r = reserve(s, nodes, (hd > t ? hd : t) + 2 * (int64_t)t);
     if (r) return r;
     int32_t out = s->n;
     s->n += n;
@@ -337,68 +366,204 @@ int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
     return out;
 }
 
-/* -softmax(logits)[target].log(), i.e. log(p) * -1 */
-int32_t mg_nll(mg_store *s, int32_t logits, int32_t n, int32_t target) {
-    CHECK_VEC(logits, n);
+/* -softmax(logits)[target].log(), i.e. log(p) * -1: (logits, n, target index) */
+static int32_t op_nll(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 3);
+    int32_t x = a[0], n = a[1], ti = a[2];
+    CHECK_VEC(x, n);
+    CHECK(ti >= 0 && ti < s->ntok, "token index %d is not in [0, %d)", ti, s->ntok);
+    int32_t target = s->tok[ti];
     CHECK(target >= 0 && target < n, "target %d is not in [0, %d)", target, n);
-    int32_t r = reserve(s, 6 * (int64_t)n + 4, 8 * (int64_t)n + 3, 2 * (int64_t)n);
+    int32_t r = reserve(s, 6 * (int64_t)n + 4, 2 * (int64_t)n);
     if (r) return r;
-    for (int32_t i = 0; i < n; i++) s->tmp[n + i] = logits + i;
+    for (int32_t i = 0; i < n; i++) s->tmp[n + i] = x + i;
     softmax(s, s->tmp, s->tmp + n, n, NEW);
     return mul(s, NEW, log_(s, s->tmp[target]), leaf(s, -1));
 }
 
-/* (1 / n) * sum(x): the mean of n scalar nodes */
-int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
-    CHECK(n >= 1 && x, "mean of %d nodes", n);
+/* (1 / n) * sum(x): the mean of n scalar nodes; (n, x[n]) */
+static int32_t op_mean(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK(na >= 2 && na == 1 + (int64_t)a[0], "mean given %d arguments", na);
+    int32_t n = a[0];
+    const int32_t *x = a + 1;
     for (int32_t i = 0; i < n; i++) CHECK_ID(x[i]);
-    int32_t r = reserve(s, (int64_t)n + 3, 2 * (int64_t)n + 2, 0);
+    int32_t r = reserve(s, (int64_t)n + 3, 0);
     if (r) return r;
     return mul(s, NEW, sum(s, NEW, x, n), leaf(s, 1.0 / n));
 }
 
 /* ------------------------------------------------------------------------ */
+/* op calls: the one entry to every op, recording it when asked */
+
+enum { OP_LEAF, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_EMBED, OP_VADD,
+       OP_VRELU, OP_SCALE, OP_RMSNORM, OP_LINEAR, OP_SOFTMAX, OP_ATTENTION, OP_NLL, OP_MEAN, NOPS };
+
+typedef int32_t (*op_fn)(mg_store *, const int32_t *, int32_t);
+static const op_fn OPS[NOPS] = {
+    op_leaf, op_add, op_mul, op_pow, op_log, op_exp, op_relu, op_embed, op_vadd,
+    op_vrelu, op_scale, op_rmsnorm, op_linear, op_softmax, op_attention, op_nll, op_mean,
+};
+
+/* Run op with its na arguments a; while recording, also append
+   (op, na, output, a...) to the tape. */
+static int32_t call(mg_store *s, int32_t op, const int32_t *a, int32_t na) {
+    int64_t at = s->ntape;
+    if (s->recording) {
+        if (grow(&s->tape, &s->tcap, at + 3 + (int64_t)na, sizeof *s->tape, INT64_MAX / 8))
+            return fail(s, MG_ENOMEM, "cannot allocate the tape");
+        s->tape[at] = op; s->tape[at + 1] = na;
+        memcpy(s->tape + at + 3, a, (size_t)na * sizeof *a);
+    }
+    int32_t r = OPS[op](s, a, na);
+    if (s->recording && r >= 0) {
+        s->tape[at + 2] = r;
+        s->ntape = at + 3 + na;
+    }
+    return r;
+}
+
+int32_t mg_leaf(mg_store *s, double v) { int32_t a[2]; memcpy(a, &v, sizeof v); return call(s, OP_LEAF, a, 2); }
+int32_t mg_add(mg_store *s, int32_t x, int32_t y) { int32_t a[] = {x, y}; return call(s, OP_ADD, a, 2); }
+int32_t mg_mul(mg_store *s, int32_t x, int32_t y) { int32_t a[] = {x, y}; return call(s, OP_MUL, a, 2); }
+int32_t mg_pow(mg_store *s, int32_t x, double p) {
+    int32_t a[3] = {x};
+    memcpy(a + 1, &p, sizeof p);
+    return call(s, OP_POW, a, 3);
+}
+int32_t mg_log(mg_store *s, int32_t x) { return call(s, OP_LOG, &x, 1); }
+int32_t mg_exp(mg_store *s, int32_t x) { return call(s, OP_EXP, &x, 1); }
+int32_t mg_relu(mg_store *s, int32_t x) { return call(s, OP_RELU, &x, 1); }
+int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
+                 int32_t tok, int32_t pos) {
+    int32_t a[] = {wte, ntok, wpe, npos, n, tok, pos};
+    return call(s, OP_EMBED, a, 7);
+}
+int32_t mg_vadd(mg_store *s, int32_t x, int32_t y, int32_t n) { int32_t a[] = {x, y, n}; return call(s, OP_VADD, a, 3); }
+int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n) { int32_t a[] = {x, n}; return call(s, OP_VRELU, a, 2); }
+int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) {
+    int32_t a[4] = {x, n};
+    memcpy(a + 2, &c, sizeof c);
+    return call(s, OP_SCALE, a, 4);
+}
+int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) { int32_t a[] = {x, n}; return call(s, OP_RMSNORM, a, 2); }
+int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
+    int32_t a[] = {x, nin, w, nout};
+    return call(s, OP_LINEAR, a, 4);
+}
+int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) { int32_t a[] = {x, n}; return call(s, OP_SOFTMAX, a, 2); }
+int32_t mg_nll(mg_store *s, int32_t x, int32_t n, int32_t target) {
+    int32_t a[] = {x, n, target};
+    return call(s, OP_NLL, a, 3);
+}
+
+int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
+                     const int32_t *keys, const int32_t *values, int32_t t) {
+    if (t < 1 || t > (INT32_MAX - 4) / 2 || !keys || !values) return fail(s, MG_EARG, "attention over %d positions", t);
+    int32_t *a = malloc((4 + 2 * (size_t)t) * sizeof *a);
+    if (!a) return fail(s, MG_ENOMEM, "cannot allocate attention arguments");
+    a[0] = q; a[1] = n; a[2] = n_head; a[3] = t;
+    memcpy(a + 4, keys, (size_t)t * sizeof *a);
+    memcpy(a + 4 + t, values, (size_t)t * sizeof *a);
+    int32_t r = call(s, OP_ATTENTION, a, 4 + 2 * t);
+    free(a);
+    return r;
+}
+
+int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
+    if (n < 1 || n > INT32_MAX - 1 || !x) return fail(s, MG_EARG, "mean of %d nodes", n);
+    int32_t *a = malloc((1 + (size_t)n) * sizeof *a);
+    if (!a) return fail(s, MG_ENOMEM, "cannot allocate mean arguments");
+    a[0] = n;
+    memcpy(a + 1, x, (size_t)n * sizeof *a);
+    int32_t r = call(s, OP_MEAN, a, 1 + n);
+    free(a);
+    return r;
+}
+
+int32_t mg_record_begin(mg_store *s) {
+    if (s->recording) return fail(s, MG_EARG, "already recording");
+    s->recording = 1;
+    s->rec_tape = s->ntape;
+    s->rec_n = s->n;
+    return 0;
+}
+
+/* Save the calls since mg_record_begin as a program; returns its index. */
+int32_t mg_record_end(mg_store *s) {
+    if (!s->recording) return fail(s, MG_EARG, "not recording");
+    s->recording = 0;
+    int64_t len = s->ntape - s->rec_tape, c = s->pcap;
+    s->ntape = s->rec_tape;
+    if (grow(&s->progs, &c, s->nprog + 1, sizeof *s->progs, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a program");
+    s->pcap = c;
+    int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
+    if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
+    memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
+    s->progs[s->nprog] = (mg_prog){code, len, s->rec_n};
+    return s->nprog++;
+}
+
+/* Run a recorded program again: from the same node count, every call makes the
+   same node ids, reading the current tokens and parameter values. */
+int32_t mg_replay(mg_store *s, int32_t prog) {
+    if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
+    mg_prog *p = &s->progs[prog];
+    if (s->n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->n);
+    for (int64_t i = 0; i < p->len; ) {
+        int32_t op = p->code[i], na = p->code[i + 1];
+        if (op < 0 || op >= NOPS || na < 0 || i + 3 + na > p->len) return fail(s, MG_EARG, "corrupt program %d", prog);
+        int32_t r = call(s, op, p->code + i + 3, na);
+        if (r < 0) return r;
+        i += 3 + na;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* backward */
 
-/* The reference's order: a depth-first post-order from the root (children in
-   order, each node once), visited in reverse. The order in which a shared
-   child receives its contributions decides the last bits, so it is kept. */
+/* The reference's depth-first post-order from root: children in order, each
+   node once. Leaves are left out: they have nothing to pass on. Returns its
+   length. */
+static int32_t topo_sort(mg_store *s, int32_t root) {
+    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
+    uint8_t *seen = s->seen;
+    int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
+    memset(seen, 0, (size_t)s->n);
+    seen[root] = 1;
+    for (;;) {
+        int32_t c = -1;
+        while (j < 2 && (c = kid[v][j]) >= 0 && (seen[c] || kid[c][0] < 0)) j++;
+        if (j < 2 && c >= 0) { /* descend into the next unvisited child */
+            st[sp++] = v; st[sp++] = j + 1;
+            seen[c] = 1;
+            v = c; j = 0;
+            continue;
+        }
+        topo[nt++] = v;
+        if (!sp) return nt;
+        j = st[--sp]; v = st[--sp];
+    }
+}
+
+/* Backward in the reference's order, the reverse of that post-order: the
+   order in which a shared child receives its contributions decides the last
+   bits of its gradient. */
 int32_t mg_backward(mg_store *s, int32_t root) {
     CHECK_ID(root);
-    int32_t c = s->scap;
-    if (grow((void **)&s->seen, &c, s->n, sizeof *s->seen) ||
-        (c = s->scap, grow((void **)&s->topo, &c, s->n, sizeof *s->topo)) ||
-        (c = s->scap, grow((void **)&s->stack, &c, s->n, 2 * sizeof *s->stack)))
+    int64_t c = s->scap;
+    if (grow(&s->seen, &c, s->n, sizeof *s->seen, INT32_MAX) ||
+        (c = s->scap, grow(&s->topo, &c, s->n, sizeof *s->topo, INT32_MAX)) ||
+        (c = s->scap, grow(&s->stack, &c, s->n, 2 * sizeof *s->stack, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate the backward pass's buffers");
-    if (c > s->scap) memset(s->seen + s->scap, 0, (size_t)(c - s->scap) * sizeof *s->seen);
     s->scap = c;
-    if (++s->epoch == 0) { /* stamps wrapped: clear them */
-        memset(s->seen, 0, (size_t)s->scap * sizeof *s->seen);
-        s->epoch = 1;
-    }
-    uint32_t ep = s->epoch;
-    int32_t *st = s->stack, sp = 0, nt = 0;
-    s->seen[root] = ep;
-    st[0] = root; st[1] = 0; sp = 1;
-    while (sp) {
-        int32_t v = st[2 * sp - 2], k = st[2 * sp - 1];
-        if (k < s->ne[v]) {
-            st[2 * sp - 1] = k + 1;
-            int32_t c2 = s->ch[s->e0[v] + k];
-            if (s->seen[c2] != ep) {
-                s->seen[c2] = ep;
-                st[2 * sp] = c2; st[2 * sp + 1] = 0; sp++;
-            }
-        } else {
-            s->topo[nt++] = v;
-            sp--;
-        }
-    }
-    s->grad[root] = 1.0;
-    for (int32_t t = nt - 1; t >= 0; t--) {
-        int32_t v = s->topo[t];
-        double g = s->grad[v];
-        for (int32_t e = s->e0[v], end = e + s->ne[v]; e < end; e++) s->grad[s->ch[e]] += s->lg[e] * g;
+    const int32_t *topo = s->topo;
+    double *grad = s->grad;
+    grad[root] = 1.0;
+    for (int32_t i = topo_sort(s, root) - 1; i >= 0; i--) {
+        int32_t v = topo[i];
+        double g = grad[v];
+        for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) grad[s->kid[v][j]] += s->lg[v][j] * g;
     }
     return 0;
 }

@@ -1,10 +1,11 @@
 /* microgpt.h: the C engine's interface. cffi reads this file as its cdef, so
    it holds declarations and integer #defines only.
 
-   Every node is one float: value, gradient, and edges (child id, local
-   gradient). Node ids are int32. Functions that make nodes return the id of
-   their first output (vector ops put their outputs on consecutive ids) or a
-   negative MG_E* code, with a message in `err`. */
+   Every node is one float: a value and a gradient, and, as the reference's
+   Value, up to two children with the local gradient toward each. Node ids are
+   int32. Functions that make nodes return the id of their first output (vector
+   ops put their outputs on consecutive ids) or a negative MG_E* code, with a
+   message in `err`. */
 
 #define MG_EXACT 0   /* the reference's graph, node for node */
 #define MG_FAST 1    /* n-ary fused nodes, reverse-creation-order backward */
@@ -14,20 +15,33 @@
 #define MG_EMATH -3  /* math domain error, e.g. log of 0 (ValueError) */
 
 typedef struct {
+    int32_t *code;           /* recorded op calls, as on the tape */
+    int64_t len;
+    int32_t start;           /* the node count it was recorded from */
+} mg_prog;
+
+typedef struct {
     double *val, *grad;      /* node i: value and gradient */
-    int32_t *e0, *ne;        /* node i: edges e0[i] .. e0[i]+ne[i]-1 */
-    int32_t *ch;             /* edge: child id */
-    double *lg;              /* edge: local gradient d(node)/d(child) */
-    int32_t n, cap;          /* nodes in use, allocated */
-    int32_t nedge, ecap;     /* edges in use, allocated */
-    int32_t mark, emark;     /* parameters: nodes [0, mark), kept by reset */
+    int32_t (*kid)[2];       /* node i: children, -1 where there is none */
+    double (*lg)[2];         /* node i: local gradients d(node)/d(child) */
+    int32_t n, mark;         /* nodes in use; parameters are [0, mark), kept by reset */
+    int64_t cap;             /* nodes allocated */
     int32_t mode;            /* MG_EXACT or MG_FAST */
-    int32_t *tmp;            /* scratch node ids for one op */
-    int32_t tcap;
-    uint32_t *seen;          /* backward: visit stamps, one per node */
-    int32_t *stack, *topo;   /* backward: DFS stack of (node, next edge); order */
-    uint32_t epoch;
-    int32_t scap;
+    int32_t *tape;           /* op calls since reset: (op, nargs, out, args...) */
+    int64_t ntape, tcap;
+    int64_t rec_tape;        /* recording: where its calls start on the tape */
+    int32_t rec_n, recording;
+    mg_prog *progs;          /* recorded programs, replayable after a reset */
+    int32_t nprog;
+    int64_t pcap;
+    int32_t *tok;            /* tokens that embed/nll read by index */
+    int32_t ntok;
+    int64_t tokcap;
+    int32_t *tmp;            /* scratch ids for one op */
+    int64_t tmpcap;
+    uint8_t *seen;           /* backward: visited flags */
+    int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
+    int64_t scap;
     char err[200];
 } mg_store;
 
@@ -36,6 +50,13 @@ mg_store *mg_new(int32_t mode);
 void mg_free(mg_store *s);
 int32_t mg_params(mg_store *s, const double *v, int32_t n);
 int32_t mg_reset(mg_store *s);
+int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n);
+
+/* recording: the op calls between begin and end become a program that
+   mg_replay runs again in one call, from the same node count */
+int32_t mg_record_begin(mg_store *s);
+int32_t mg_record_end(mg_store *s);
+int32_t mg_replay(mg_store *s, int32_t prog);
 
 /* scalar ops */
 int32_t mg_leaf(mg_store *s, double v);
@@ -46,8 +67,9 @@ int32_t mg_log(mg_store *s, int32_t a);
 int32_t mg_exp(mg_store *s, int32_t a);
 int32_t mg_relu(mg_store *s, int32_t a);
 
-/* vector ops: x is a vector of n consecutive nodes starting at id x;
-   a matrix w of nout x nin is nout*nin consecutive nodes, row-major */
+/* vector ops: x is a vector of n consecutive nodes starting at id x; a matrix
+   w of nout x nin is nout*nin consecutive nodes, row-major; tok and target are
+   indices into the tokens set by mg_tokens */
 int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
                  int32_t tok, int32_t pos);
 int32_t mg_vadd(mg_store *s, int32_t a, int32_t b, int32_t n);

@@ -2,13 +2,23 @@
 
 A vector is (first node id, length): every C vector op puts its outputs on
 consecutive ids. A matrix is (first id, rows, cols), row-major. Node values and
-gradients are numpy views of the store's arrays (valid until the store grows)."""
+gradients are numpy views of the store's arrays: a view keeps the store alive,
+and is valid until the store next grows (a new node beyond its capacity)."""
 import numpy as np
 
 from ._engine import ffi, lib
 
 MODES = {"exact": lib.MG_EXACT, "fast": lib.MG_FAST}
 _ERRORS = {lib.MG_ENOMEM: MemoryError}
+
+
+class _Memory:
+    """n doubles at ptr, owned by engine: numpy's base object for a view."""
+
+    def __init__(self, engine, ptr, n):
+        self.engine = engine
+        self.__array_interface__ = {"data": (int(ffi.cast("uintptr_t", ptr)), False),
+                                    "shape": (n,), "typestr": "<f8", "version": 3}
 
 
 class CEngine:
@@ -22,6 +32,7 @@ class CEngine:
             raise MemoryError("cannot allocate the node store")
         self.s = ffi.gc(s, lib.mg_free)
         self.mode = mode
+        self._programs = {}  # run() key -> (program index, fn's result)
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -29,20 +40,18 @@ class CEngine:
             raise _ERRORS.get(r, ValueError)(ffi.string(self.s.err).decode())
         return r
 
-    def _view(self, ptr, start, n):
-        return np.frombuffer(ffi.buffer(ptr + start, 8 * n), dtype=np.float64)
-
-    @property
-    def num_nodes(self):
-        return self.s.n
-
     def data(self):
         """Values of all nodes, a view."""
-        return self._view(self.s.val, 0, self.s.n)
+        return np.asarray(_Memory(self, self.s.val, self.s.n))
 
     def grads(self):
         """Gradients of all nodes, a view."""
-        return self._view(self.s.grad, 0, self.s.n)
+        return np.asarray(_Memory(self, self.s.grad, self.s.n))
+
+    def param_views(self):
+        """(values, gradients) of the parameters, views."""
+        n = self.s.mark
+        return np.asarray(_Memory(self, self.s.val, n)), np.asarray(_Memory(self, self.s.grad, n))
 
     def create_params(self, shapes, flat):
         flat = np.ascontiguousarray(flat, dtype=np.float64)
@@ -55,6 +64,27 @@ class CEngine:
 
     def reset(self):
         lib.mg_reset(self.s)
+
+    def run(self, fn, tokens, key=None):
+        """fn(token refs): the ops fn calls see tokens through indices into the
+        store's token list. With a key, the first run records the op calls and
+        later runs with that key replay them in one C call (so the key must
+        determine which ops fn makes), from a store just reset."""
+        self._ok(lib.mg_tokens(self.s, tokens, len(tokens)))
+        refs = range(len(tokens))
+        if key is None:
+            return fn(refs)
+        if key in self._programs:
+            prog, out = self._programs[key]
+            self._ok(lib.mg_replay(self.s, prog))
+            return out
+        self._ok(lib.mg_record_begin(self.s))
+        try:
+            out = fn(refs)
+        finally:
+            prog = lib.mg_record_end(self.s)
+        self._programs[key] = self._ok(prog), out
+        return out
 
     def embed(self, wte, wpe, token, pos):
         n = wte[2]
@@ -100,8 +130,8 @@ class CEngine:
 
     def step_params(self, update):
         """update(data, grad) on views of the parameters, then zero the grads."""
-        grad = self._view(self.s.grad, 0, self.s.mark)
-        update(self._view(self.s.val, 0, self.s.mark), grad)
+        data, grad = self.param_views()
+        update(data, grad)
         grad[:] = 0.0
 
     def pow(self, x, p):

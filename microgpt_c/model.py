@@ -77,9 +77,15 @@ def gpt(E, P, cfg, token, pos, keys, values):
     return E.linear(x, P["lm_head"])
 
 
-def doc_loss(E, P, cfg, tokens):
-    """Mean next-token loss over the document's first block_size positions."""
+def doc_loss(E, P, cfg, tokens, replay=True):
+    """The loss node of a document (a list of token ids). With replay, the C
+    engine records the ops once per document length and replays them after."""
     n = min(cfg.block_size, len(tokens) - 1)
+    return E.run(lambda t: loss_over(E, P, cfg, t, n), tokens, key=n if replay else None)
+
+
+def loss_over(E, P, cfg, tokens, n):
+    """Mean next-token loss over the first n positions of tokens."""
     keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
     losses = [E.nll(gpt(E, P, cfg, tokens[pos], pos, keys, values), tokens[pos + 1]) for pos in range(n)]
     return E.mean(losses)
@@ -111,7 +117,7 @@ def sample(E, P, cfg, tok, rng, temperature=0.5):
     keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
     token, out = tok.bos, []
     for pos in range(cfg.block_size):
-        logits = gpt(E, P, cfg, token, pos, keys, values)
+        logits = E.run(lambda t: gpt(E, P, cfg, t[0], pos, keys, values), [token])
         probs = E.softmax(E.scale(logits, temperature**-1))
         token = rng.choices(range(tok.vocab_size), weights=E.values(probs))[0]
         if token == tok.bos:

@@ -17,7 +17,7 @@ ffibuilder.set_source(
     '#include "microgpt.h"',
     sources=["csrc/microgpt.c"],
     include_dirs=["csrc"],
-    extra_compile_args=["-O2", "-std=c99", "-fno-fast-math", "-ffp-contract=off"]
+    extra_compile_args=["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off"]
     + os.environ.get("MICROGPT_CFLAGS", "").split(),
     extra_link_args=os.environ.get("MICROGPT_LDFLAGS", "").split(),
     libraries=["m"],

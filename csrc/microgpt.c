@@ -72,8 +72,16 @@ static inline int32_t node(mg_store *s, int32_t at, double v, int32_t a, double 
 
 static inline int32_t leaf(mg_store *s, double v) { return node(s, NEW, v, -1, 0, -1, 0); }
 
+/* Fast mode: k fused nodes on consecutive ids, values to be filled by the op,
+   no children (their op's backward kernel knows what they depend on). */
+static int32_t fresh(mg_store *s, int32_t k) {
+    int32_t first = s->n;
+    for (int32_t i = 0; i < k; i++) leaf(s, 0.0);
+    return first;
+}
+
 mg_store *mg_new(int32_t mode) {
-    if (mode != MG_EXACT) return NULL;
+    if (mode != MG_EXACT && mode != MG_FAST) return NULL;
     mg_store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->mode = mode;
@@ -106,6 +114,7 @@ int32_t mg_reset(mg_store *s) {
     s->n = s->mark;
     s->ntape = 0;
     s->recording = 0;
+    s->backed = 0;
     return 0;
 }
 
@@ -176,6 +185,15 @@ static void softmax(mg_store *s, int32_t *y, const int32_t *x, int32_t n, int32_
     for (int32_t i = 0; i < n; i++) y[i] = exp_(s, add(s, NEW, x[i], leaf(s, -mx)));
     int32_t total = sum(s, NEW, y, n);
     for (int32_t i = 0; i < n; i++) y[i] = mul(s, at < 0 ? NEW : at + i, y[i], powc(s, NEW, total, -1));
+}
+
+/* The values softmax() gives, for fast mode: y may be x. */
+static void softmax_vals(double *y, const double *x, int32_t n) {
+    double mx = x[0], total = 0.0;
+    for (int32_t i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (int32_t i = 0; i < n; i++) total = total + (y[i] = exp(x[i] + -mx));
+    double inv = pow(total, -1);
+    for (int32_t i = 0; i < n; i++) y[i] = y[i] * inv;
 }
 
 static double arg_double(const int32_t *a) {
@@ -282,11 +300,22 @@ static int32_t op_scale(mg_store *s, const int32_t *a, int32_t na) {
     return out;
 }
 
-/* ms = sum(xi * xi) / n; scale = (ms + 1e-5) ** -0.5; [xi * scale]: (x, n) */
+/* ms = sum(xi * xi) / n; scale = (ms + 1e-5) ** -0.5; [xi * scale]: (x, n).
+   Fast: one fused node per output. */
 static int32_t op_rmsnorm(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 2);
     int32_t x = a[0], n = a[1];
     CHECK_VEC(x, n);
+    if (s->mode == MG_FAST) {
+        int32_t r = reserve(s, n, 0);
+        if (r) return r;
+        double ss = 0.0;
+        for (int32_t i = 0; i < n; i++) ss = ss + s->val[x + i] * s->val[x + i];
+        double scale = pow(ss * pow(n, -1) + 1e-5, -0.5);
+        int32_t out = fresh(s, n);
+        for (int32_t i = 0; i < n; i++) s->val[out + i] = s->val[x + i] * scale;
+        return out;
+    }
     int32_t r = reserve(s, 3 * (int64_t)n + 6, n);
     if (r) return r;
     for (int32_t i = 0; i < n; i++) s->tmp[i] = mul(s, NEW, x + i, x + i);
@@ -298,7 +327,8 @@ static int32_t op_rmsnorm(mg_store *s, const int32_t *a, int32_t na) {
     return out;
 }
 
-/* [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]: (x, nin, w, nout) */
+/* [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]: (x, nin, w, nout).
+   Fast: each output one n-ary dot-product node. */
 static int32_t op_linear(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 4);
     int32_t x = a[0], nin = a[1], w = a[2], nout = a[3];
@@ -306,6 +336,31 @@ static int32_t op_linear(mg_store *s, const int32_t *a, int32_t na) {
     CHECK(nout >= 1, "linear needs at least one output row, got %d", nout);
     int64_t cells = (int64_t)nin * nout;
     CHECK_VEC(w, cells);
+    if (s->mode == MG_FAST) {
+        int32_t r = reserve(s, nout, 0);
+        if (r) return r;
+        int32_t out = fresh(s, nout), o = 0;
+        const double *v = s->val, *xv = v + x, *wo = v + w;
+        /* four rows at a time: four independent sums in flight, each summed
+           in the exact order */
+        for (; o + 4 <= nout; o += 4, wo += 4 * (int64_t)nin) {
+            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+            for (int32_t i = 0; i < nin; i++) {
+                a0 = a0 + wo[i] * xv[i];
+                a1 = a1 + wo[nin + i] * xv[i];
+                a2 = a2 + wo[2 * nin + i] * xv[i];
+                a3 = a3 + wo[3 * nin + i] * xv[i];
+            }
+            s->val[out + o] = a0; s->val[out + o + 1] = a1;
+            s->val[out + o + 2] = a2; s->val[out + o + 3] = a3;
+        }
+        for (; o < nout; o++, wo += nin) {
+            double acc = 0.0;
+            for (int32_t i = 0; i < nin; i++) acc = acc + wo[i] * xv[i];
+            s->val[out + o] = acc;
+        }
+        return out;
+    }
     int32_t r = reserve(s, 2 * cells + nout, nin);
     if (r) return r;
     int32_t out = s->n;
@@ -317,11 +372,18 @@ static int32_t op_linear(mg_store *s, const int32_t *a, int32_t na) {
     return out;
 }
 
-/* (x, n) */
+/* (x, n). Fast: fused nodes. */
 static int32_t op_softmax(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 2);
     int32_t x = a[0], n = a[1];
     CHECK_VEC(x, n);
+    if (s->mode == MG_FAST) {
+        int32_t r = reserve(s, n, 0);
+        if (r) return r;
+        int32_t out = fresh(s, n);
+        softmax_vals(s->val + out, s->val + x, n);
+        return out;
+    }
     int32_t r = reserve(s, 6 * (int64_t)n + 1, 2 * (int64_t)n);
     if (r) return r;
     int32_t out = s->n;
@@ -334,7 +396,8 @@ static int32_t op_softmax(mg_store *s, const int32_t *a, int32_t na) {
 /* Causal self-attention of query q (n = n_head * head_dim nodes) over t cached
    keys and values (vectors of n nodes). Per head: logits[t] = dot(q_h, k_h[t])
    / head_dim**0.5, weights = softmax(logits), out[j] = sum_t weights[t] *
-   v_h[t][j]; heads concatenated. (q, n, n_head, t, keys[t], values[t]) */
+   v_h[t][j]; heads concatenated. (q, n, n_head, t, keys[t], values[t]).
+   Fast: the n outputs, then each head's t attention weights as fused nodes. */
 static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
     CHECK(na >= 4, "attention given %d arguments", na);
     int32_t q = a[0], n = a[1], n_head = a[2], t = a[3];
@@ -345,6 +408,28 @@ static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
     for (int32_t i = 0; i < t; i++) { CHECK_VEC(keys[i], n); CHECK_VEC(values[i], n); }
     int32_t hd = n / n_head;
     double c = pow(pow(hd, 0.5), -1); /* "/ head_dim**0.5" is "* (head_dim**0.5)**-1" */
+    if (s->mode == MG_FAST) {
+        int32_t r = reserve(s, n + (int64_t)n_head * t, 0);
+        if (r) return r;
+        int32_t out = fresh(s, n), wts = fresh(s, n_head * t);
+        double *v = s->val;
+        for (int32_t h = 0; h < n_head; h++) {
+            int32_t hs = h * hd;
+            double *w = v + wts + h * t;
+            for (int32_t i = 0; i < t; i++) {
+                double d = 0.0;
+                for (int32_t j = 0; j < hd; j++) d = d + v[q + hs + j] * v[keys[i] + hs + j];
+                w[i] = d * c;
+            }
+            softmax_vals(w, w, t);
+            for (int32_t j = 0; j < hd; j++) {
+                double acc = 0.0;
+                for (int32_t i = 0; i < t; i++) acc = acc + w[i] * v[values[i] + hs + j];
+                v[out + hs + j] = acc;
+            }
+        }
+        return out;
+    }
     int64_t nodes = n_head * (t * (2 * (int64_t)hd + 3) + 6 * (int64_t)t + 1) + n * (2 * (int64_t)t + 1);
     int32_t r = reserve(s, nodes, (hd > t ? hd : t) + 2 * (int64_t)t);
     if (r) return r;
@@ -366,7 +451,9 @@ static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
     return out;
 }
 
-/* -softmax(logits)[target].log(), i.e. log(p) * -1: (logits, n, target index) */
+/* -softmax(logits)[target].log(), i.e. log(p) * -1: (logits, n, target index).
+   Fast: one fused softmax + cross-entropy node, followed by n nodes holding
+   its local gradients toward the logits, p - onehot(target). */
 static int32_t op_nll(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 3);
     int32_t x = a[0], n = a[1], ti = a[2];
@@ -374,6 +461,16 @@ static int32_t op_nll(mg_store *s, const int32_t *a, int32_t na) {
     CHECK(ti >= 0 && ti < s->ntok, "token index %d is not in [0, %d)", ti, s->ntok);
     int32_t target = s->tok[ti];
     CHECK(target >= 0 && target < n, "target %d is not in [0, %d)", target, n);
+    if (s->mode == MG_FAST) {
+        int32_t r = reserve(s, 1 + (int64_t)n, 0);
+        if (r) return r;
+        int32_t out = fresh(s, 1 + n);
+        double *p = s->val + out + 1;
+        softmax_vals(p, s->val + x, n);
+        s->val[out] = log(p[target]) * -1;
+        p[target] -= 1.0;
+        return out;
+    }
     int32_t r = reserve(s, 6 * (int64_t)n + 4, 2 * (int64_t)n);
     if (r) return r;
     for (int32_t i = 0; i < n; i++) s->tmp[n + i] = x + i;
@@ -381,12 +478,21 @@ static int32_t op_nll(mg_store *s, const int32_t *a, int32_t na) {
     return mul(s, NEW, log_(s, s->tmp[target]), leaf(s, -1));
 }
 
-/* (1 / n) * sum(x): the mean of n scalar nodes; (n, x[n]) */
+/* (1 / n) * sum(x): the mean of n scalar nodes; (n, x[n]). Fast: one node. */
 static int32_t op_mean(mg_store *s, const int32_t *a, int32_t na) {
     CHECK(na >= 2 && na == 1 + (int64_t)a[0], "mean given %d arguments", na);
     int32_t n = a[0];
     const int32_t *x = a + 1;
     for (int32_t i = 0; i < n; i++) CHECK_ID(x[i]);
+    if (s->mode == MG_FAST) {
+        int32_t r = reserve(s, 1, 0);
+        if (r) return r;
+        double acc = 0.0;
+        for (int32_t i = 0; i < n; i++) acc = acc + s->val[x[i]];
+        int32_t out = fresh(s, 1);
+        s->val[out] = acc * (1.0 / n);
+        return out;
+    }
     int32_t r = reserve(s, (int64_t)n + 3, 0);
     if (r) return r;
     return mul(s, NEW, sum(s, NEW, x, n), leaf(s, 1.0 / n));
@@ -404,20 +510,23 @@ static const op_fn OPS[NOPS] = {
     op_vrelu, op_scale, op_rmsnorm, op_linear, op_softmax, op_attention, op_nll, op_mean,
 };
 
-/* Run op with its na arguments a; while recording, also append
-   (op, na, output, a...) to the tape. */
+/* Run op with its na arguments a. In fast mode (for backward) and while
+   recording (for replay), also append (op, na, output, a..., na) to the tape:
+   the trailing na lets backward walk it from the end. */
 static int32_t call(mg_store *s, int32_t op, const int32_t *a, int32_t na) {
     int64_t at = s->ntape;
-    if (s->recording) {
-        if (grow(&s->tape, &s->tcap, at + 3 + (int64_t)na, sizeof *s->tape, INT64_MAX / 8))
+    int taping = s->recording || s->mode == MG_FAST;
+    if (taping) {
+        if (grow(&s->tape, &s->tcap, at + 4 + (int64_t)na, sizeof *s->tape, INT64_MAX / 8))
             return fail(s, MG_ENOMEM, "cannot allocate the tape");
         s->tape[at] = op; s->tape[at + 1] = na;
         memcpy(s->tape + at + 3, a, (size_t)na * sizeof *a);
+        s->tape[at + 3 + na] = na;
     }
     int32_t r = OPS[op](s, a, na);
-    if (s->recording && r >= 0) {
+    if (taping && r >= 0) {
         s->tape[at + 2] = r;
-        s->ntape = at + 3 + na;
+        s->ntape = at + 4 + na;
     }
     return r;
 }
@@ -493,7 +602,7 @@ int32_t mg_record_end(mg_store *s) {
     if (!s->recording) return fail(s, MG_EARG, "not recording");
     s->recording = 0;
     int64_t len = s->ntape - s->rec_tape, c = s->pcap;
-    s->ntape = s->rec_tape;
+    if (s->mode == MG_EXACT) s->ntape = s->rec_tape; /* the tape was only for this */
     if (grow(&s->progs, &c, s->nprog + 1, sizeof *s->progs, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a program");
     s->pcap = c;
     int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
@@ -511,10 +620,11 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
     if (s->n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->n);
     for (int64_t i = 0; i < p->len; ) {
         int32_t op = p->code[i], na = p->code[i + 1];
-        if (op < 0 || op >= NOPS || na < 0 || i + 3 + na > p->len) return fail(s, MG_EARG, "corrupt program %d", prog);
+        if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
+            return fail(s, MG_EARG, "corrupt program %d", prog);
         int32_t r = call(s, op, p->code + i + 3, na);
         if (r < 0) return r;
-        i += 3 + na;
+        i += 4 + na;
     }
     return 0;
 }
@@ -549,8 +659,7 @@ static int32_t topo_sort(mg_store *s, int32_t root) {
 /* Backward in the reference's order, the reverse of that post-order: the
    order in which a shared child receives its contributions decides the last
    bits of its gradient. */
-int32_t mg_backward(mg_store *s, int32_t root) {
-    CHECK_ID(root);
+static int32_t backward_exact(mg_store *s, int32_t root) {
     int64_t c = s->scap;
     if (grow(&s->seen, &c, s->n, sizeof *s->seen, INT32_MAX) ||
         (c = s->scap, grow(&s->topo, &c, s->n, sizeof *s->topo, INT32_MAX)) ||
@@ -566,6 +675,136 @@ int32_t mg_backward(mg_store *s, int32_t root) {
         for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) grad[s->kid[v][j]] += s->lg[v][j] * g;
     }
     return 0;
+}
+
+/* Fast mode: each op's backward kernel, given its arguments and first output.
+   Nodes whose gradient is zero pass nothing on and are skipped. */
+
+/* k nodes with children (scalar ops, elementwise vector ops), last first */
+static void back_nodes(mg_store *s, int32_t out, int32_t k) {
+    double *grad = s->grad;
+    for (int32_t i = out + k - 1; i >= out; i--) {
+        double g = grad[i];
+        if (g == 0) continue;
+        for (int32_t j = 0; j < 2 && s->kid[i][j] >= 0; j++) grad[s->kid[i][j]] += s->lg[i][j] * g;
+    }
+}
+
+static void back_scalar(mg_store *s, const int32_t *a, int32_t out) { (void)a; back_nodes(s, out, 1); }
+static void back_embed(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[4]); }
+static void back_vadd(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[2]); }
+static void back_vector(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[1]); }
+
+/* out_i = x_i * r, r = (ss / n + 1e-5) ** -0.5:
+   dx_j = g_j r - x_j (ss / n + 1e-5) ** -1.5 / n * sum_i g_i x_i */
+static void back_rmsnorm(mg_store *s, const int32_t *a, int32_t out) {
+    int32_t x = a[0], n = a[1];
+    const double *xv = s->val + x, *g = s->grad + out;
+    double ss = 0.0, gx = 0.0;
+    for (int32_t i = 0; i < n; i++) { ss = ss + xv[i] * xv[i]; gx = gx + g[i] * xv[i]; }
+    double ms = ss * pow(n, -1) + 1e-5, r = pow(ms, -0.5), k = -gx * pow(ms, -1.5) * pow(n, -1);
+    double *dx = s->grad + x;
+    for (int32_t i = 0; i < n; i++) dx[i] += g[i] * r + k * xv[i];
+}
+
+/* out_o = w_o . x: dw_o += g_o x, dx += g_o w_o */
+static void back_linear(mg_store *s, const int32_t *a, int32_t out) {
+    int32_t x = a[0], nin = a[1], w = a[2], nout = a[3];
+    const double *xv = s->val + x;
+    double *dx = s->grad + x;
+    for (int32_t o = 0; o < nout; o++) {
+        double g = s->grad[out + o];
+        if (g == 0) continue;
+        const double *wo = s->val + w + (int64_t)o * nin;
+        double *dw = s->grad + w + (int64_t)o * nin;
+        for (int32_t i = 0; i < nin; i++) {
+            dw[i] += g * xv[i];
+            dx[i] += g * wo[i];
+        }
+    }
+}
+
+/* p = softmax(x): dx_j += p_j (g_j - sum_i g_i p_i) */
+static void back_softmax(mg_store *s, const int32_t *a, int32_t out) {
+    int32_t x = a[0], n = a[1];
+    const double *p = s->val + out, *g = s->grad + out;
+    double gp = 0.0;
+    for (int32_t i = 0; i < n; i++) gp += g[i] * p[i];
+    for (int32_t i = 0; i < n; i++) s->grad[x + i] += p[i] * (g[i] - gp);
+}
+
+/* Per head, with weights w = softmax(c q.k_i): dv_i += w_i g, dw_i = g . v_i
+   (kept as the weight nodes' gradients), dlogit_i = w_i (dw_i - w . dw),
+   dq += c sum_i dlogit_i k_i, dk_i += c dlogit_i q. */
+static void back_attention(mg_store *s, const int32_t *a, int32_t out) {
+    int32_t q = a[0], n = a[1], n_head = a[2], t = a[3], hd = n / n_head;
+    const int32_t *keys = a + 4, *values = a + 4 + t;
+    double c = pow(pow(hd, 0.5), -1), *v = s->val, *grad = s->grad;
+    for (int32_t h = 0; h < n_head; h++) {
+        int32_t hs = h * hd, wts = out + n + h * t, any = 0;
+        const double *g = grad + out + hs;
+        for (int32_t j = 0; j < hd; j++) any |= g[j] != 0;
+        if (!any) continue;
+        double wdw = 0.0;
+        for (int32_t i = 0; i < t; i++) {
+            double wi = v[wts + i], dw = 0.0;
+            for (int32_t j = 0; j < hd; j++) {
+                dw += g[j] * v[values[i] + hs + j];
+                grad[values[i] + hs + j] += wi * g[j];
+            }
+            grad[wts + i] += dw;
+            wdw += wi * dw;
+        }
+        for (int32_t i = 0; i < t; i++) {
+            double dl = v[wts + i] * (grad[wts + i] - wdw) * c;
+            for (int32_t j = 0; j < hd; j++) {
+                grad[q + hs + j] += dl * v[keys[i] + hs + j];
+                grad[keys[i] + hs + j] += dl * v[q + hs + j];
+            }
+        }
+    }
+}
+
+/* loss = -log softmax(x)[target]: dx += g (p - onehot), kept after the loss */
+static void back_nll(mg_store *s, const int32_t *a, int32_t out) {
+    int32_t x = a[0], n = a[1];
+    double g = s->grad[out];
+    if (g == 0) return;
+    for (int32_t i = 0; i < n; i++) s->grad[x + i] += g * s->val[out + 1 + i];
+}
+
+static void back_mean(mg_store *s, const int32_t *a, int32_t out) {
+    int32_t n = a[0];
+    double g = s->grad[out] * (1.0 / n);
+    for (int32_t i = 0; i < n; i++) s->grad[a[1 + i]] += g;
+}
+
+typedef void (*back_fn)(mg_store *, const int32_t *, int32_t);
+static const back_fn BACK[NOPS] = {
+    back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar,
+    back_embed, back_vadd, back_vector, back_vector, back_rmsnorm, back_linear, back_softmax,
+    back_attention, back_nll, back_mean,
+};
+
+/* Fast mode: the tape's ops in reverse, each by its kernel: reverse creation
+   order, no topological sort. Gradients would double up if run again over
+   the same graph, so once per reset. */
+static int32_t backward_fast(mg_store *s, int32_t root) {
+    if (s->backed) return fail(s, MG_EARG, "fast mode runs backward once per graph: reset first");
+    s->backed = 1;
+    s->grad[root] = 1.0;
+    for (int64_t end = s->ntape; end > 0; ) {
+        int32_t na = s->tape[end - 1];
+        const int32_t *rec = s->tape + end - 4 - na;
+        BACK[rec[0]](s, rec + 3, rec[2]);
+        end -= 4 + na;
+    }
+    return 0;
+}
+
+int32_t mg_backward(mg_store *s, int32_t root) {
+    CHECK_ID(root);
+    return s->mode == MG_FAST ? backward_fast(s, root) : backward_exact(s, root);
 }
 
 int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p) {

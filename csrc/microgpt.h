@@ -27,7 +27,8 @@ typedef struct {
     int32_t n, mark;         /* nodes in use; parameters are [0, mark), kept by reset */
     int64_t cap;             /* nodes allocated */
     int32_t mode;            /* MG_EXACT or MG_FAST */
-    int32_t *tape;           /* op calls since reset: (op, nargs, out, args...) */
+    int32_t backed;          /* fast mode: backward has run since the reset */
+    int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
     int64_t ntape, tcap;
     int64_t rec_tape;        /* recording: where its calls start on the tape */
     int32_t rec_n, recording;

@@ -8,6 +8,8 @@ from .model import Config, Run, load_docs
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m microgpt_c", description=__doc__)
     p.add_argument("--engine", choices=["c", "python"], default="c")
+    p.add_argument("--mode", choices=["exact", "fast"], default="exact",
+                   help="C engine: exact (the reference's graph, bit for bit) or fast (fused nodes)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--n-layer", type=int, default=1)
@@ -22,7 +24,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     cfg = Config(a.n_layer, a.n_embd, a.n_head, a.block_size)
-    run = Run(cfg, load_docs(a.data), a.seed, a.steps, a.lr, a.engine)
+    run = Run(cfg, load_docs(a.data), a.seed, a.steps, a.lr, a.engine, a.mode)
     print(f"num docs: {len(run.docs)}")
     print(f"vocab size: {run.tok.vocab_size}")
     print(f"num params: {run.num_params}")

@@ -1,7 +1,9 @@
 """cffi out-of-line API mode: compiles csrc/microgpt.c into microgpt_c._engine.
 
-The header is the cdef. No fast-math and no FP contraction: exact mode relies
-on every + and * being one correctly rounded IEEE double operation."""
+The header is the cdef. Exact mode relies on every + and * being one correctly
+rounded IEEE double operation (no fast-math, no FP contraction) and on pow, exp
+and log being the C library's, as in Python: without -fno-builtin-*, GCC turns
+pow(x, -1) into 1/x, which glibc's pow does not always equal."""
 import os
 
 from cffi import FFI
@@ -17,7 +19,8 @@ ffibuilder.set_source(
     '#include "microgpt.h"',
     sources=["csrc/microgpt.c"],
     include_dirs=["csrc"],
-    extra_compile_args=["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off"]
+    extra_compile_args=["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off",
+                        "-fno-builtin-pow", "-fno-builtin-exp", "-fno-builtin-log"]
     + os.environ.get("MICROGPT_CFLAGS", "").split(),
     extra_link_args=os.environ.get("MICROGPT_LDFLAGS", "").split(),
     libraries=["m"],

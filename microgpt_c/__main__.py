@@ -1,11 +1,16 @@
 """python -m microgpt_c: train microgpt on the packaged names, then sample."""
 import argparse
+import sys
 import time
 
 from .model import Config, Run, load_docs
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench
+        return bench(argv[1:])
     p = argparse.ArgumentParser(prog="python -m microgpt_c", description=__doc__)
     p.add_argument("--engine", choices=["c", "python"], default="c")
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",

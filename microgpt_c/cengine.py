@@ -13,10 +13,11 @@ _ERRORS = {lib.MG_ENOMEM: MemoryError}
 
 
 class _Memory:
-    """n doubles at ptr, owned by engine: numpy's base object for a view."""
+    """n doubles at ptr in store s: numpy's base object for a view, keeping
+    the store alive as long as the view."""
 
-    def __init__(self, engine, ptr, n):
-        self.engine = engine
+    def __init__(self, s, ptr, n):
+        self.s = s
         self.__array_interface__ = {"data": (int(ffi.cast("uintptr_t", ptr)), False),
                                     "shape": (n,), "typestr": "<f8", "version": 3}
 
@@ -33,6 +34,7 @@ class CEngine:
         self.s = ffi.gc(s, lib.mg_free)
         self.mode = mode
         self._programs = {}  # run() key -> (program index, fn's result)
+        self._param_views = (None, None)
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -42,16 +44,21 @@ class CEngine:
 
     def data(self):
         """Values of all nodes, a view."""
-        return np.asarray(_Memory(self, self.s.val, self.s.n))
+        return np.asarray(_Memory(self.s, self.s.val, self.s.n))
 
     def grads(self):
         """Gradients of all nodes, a view."""
-        return np.asarray(_Memory(self, self.s.grad, self.s.n))
+        return np.asarray(_Memory(self.s, self.s.grad, self.s.n))
 
     def param_views(self):
-        """(values, gradients) of the parameters, views."""
-        n = self.s.mark
-        return np.asarray(_Memory(self, self.s.val, n)), np.asarray(_Memory(self, self.s.grad, n))
+        """(values, gradients) of the parameters, views (made again only when
+        the store's arrays have moved)."""
+        key = (self.s.val, self.s.grad, self.s.mark)
+        if self._param_views[0] != key:
+            n = self.s.mark
+            self._param_views = key, (np.asarray(_Memory(self.s, self.s.val, n)),
+                                      np.asarray(_Memory(self.s, self.s.grad, n)))
+        return self._param_views[1]
 
     def create_params(self, shapes, flat):
         flat = np.ascontiguousarray(flat, dtype=np.float64)

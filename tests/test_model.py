@@ -39,10 +39,13 @@ def test_model_gradients_bit_identical(cfg, doc):
     assert np.count_nonzero(py_grads) > len(py_grads) // 4  # the gradient reached most parameters
 
 
-@pytest.mark.parametrize("cfg", [Config(), SMALL], ids=["default", "2layer"])
-def test_trajectory_identical(cfg):
-    runs = [Run(cfg, DOCS, seed=3, steps=6, engine=e) for e in ("python", "c")]
-    losses = [[r.train_step() for _ in range(6)] for r in runs]
+@pytest.mark.parametrize("cfg,steps", [(Config(), 30), (SMALL, 6)], ids=["default", "2layer"])
+def test_trajectory_identical(cfg, steps):
+    """Steps of one schedule on both engines: same losses, same parameters,
+    same samples, bit for bit. 30 steps replay programs recorded on earlier
+    documents, after the parameters have moved."""
+    runs = [Run(cfg, DOCS, seed=42, steps=1000, engine=e) for e in ("python", "c")]
+    losses = [[r.train_step() for _ in range(steps)] for r in runs]
     assert bits(losses[0]).tolist() == bits(losses[1]).tolist()
     py_params = [p.data for p in runs[0].E.params]
     assert bits(runs[1].E.data()[:runs[1].num_params]).tolist() == bits(py_params).tolist()

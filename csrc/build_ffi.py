@@ -19,6 +19,7 @@ ffibuilder.set_source(
     '#include "microgpt.h"',
     sources=["csrc/microgpt.c"],
     include_dirs=["csrc"],
+    depends=["csrc/microgpt.h", "csrc/build_ffi.py"],
     extra_compile_args=["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off",
                         "-fno-builtin-pow", "-fno-builtin-exp", "-fno-builtin-log"]
     + os.environ.get("MICROGPT_CFLAGS", "").split(),

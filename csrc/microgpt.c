@@ -696,13 +696,13 @@ static void back_vadd(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s
 static void back_vector(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[1]); }
 
 /* out_i = x_i * r, r = (ss / n + 1e-5) ** -0.5:
-   dx_j = g_j r - x_j (ss / n + 1e-5) ** -1.5 / n * sum_i g_i x_i */
+   dx_j = g_j r - x_j r**3 / n * sum_i g_i x_i */
 static void back_rmsnorm(mg_store *s, const int32_t *a, int32_t out) {
     int32_t x = a[0], n = a[1];
     const double *xv = s->val + x, *g = s->grad + out;
     double ss = 0.0, gx = 0.0;
     for (int32_t i = 0; i < n; i++) { ss = ss + xv[i] * xv[i]; gx = gx + g[i] * xv[i]; }
-    double ms = ss * pow(n, -1) + 1e-5, r = pow(ms, -0.5), k = -gx * pow(ms, -1.5) * pow(n, -1);
+    double r = pow(ss / n + 1e-5, -0.5), k = -gx * r * r * r / n;
     double *dx = s->grad + x;
     for (int32_t i = 0; i < n; i++) dx[i] += g[i] * r + k * xv[i];
 }

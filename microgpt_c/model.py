@@ -103,11 +103,15 @@ class Adam:
         self.v = np.zeros(n)
 
     def step(self, p, g, step):
+        """One update of p (in place) from gradient g, at step `step`."""
+        b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
         lr_t = self.lr * (1 - step / self.num_steps)
-        self.m = self.beta1 * self.m + (1 - self.beta1) * g
-        self.v = self.beta2 * self.v + (1 - self.beta2) * self.pow(g, 2)
-        m_hat = self.m / (1 - self.beta1 ** (step + 1))
-        v_hat = self.v / (1 - self.beta2 ** (step + 1))
+        m *= b1  # m = beta1 * m + (1 - beta1) * g, in place
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * self.pow(g, 2)
+        m_hat = m / (1 - b1 ** (step + 1))
+        v_hat = v / (1 - b2 ** (step + 1))
         p -= lr_t * m_hat / (self.pow(v_hat, 0.5) + self.eps)
 
 

@@ -45,3 +45,19 @@ def test_log_every(tmp_path):
     steps = [ln for ln in cli("--steps", "10", "--log-every", "4", "--num-samples", "1", cwd=tmp_path)
              if ln.startswith("step ")]
     assert [ln[:14] for ln in steps] == ["step    4 /   ", "step    8 /   ", "step   10 /   "]
+
+
+def test_fast_mode_run(tmp_path):
+    out = cli("--mode", "fast", "--steps", "50", "--num-samples", "3", cwd=tmp_path)
+    assert len([ln for ln in out if ln.startswith("step ")]) == 50
+    assert len([ln for ln in out if ln.startswith("sample ")]) == 3
+
+
+def test_bench_prints_the_table(tmp_path):
+    out = cli("bench", "--steps", "20", "--python-steps", "2", "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    rows = [ln.split() for ln in out]
+    assert [r[:3] for r in rows[1:4]] == [["python", "exact", "2"], ["c", "exact", "20"], ["c", "fast", "20"]]
+    assert rows[2][8:10] == ["yes,", "bit"]  # C exact's losses equal the pure-Python engine's
+    import json
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert [len(f["step_seconds"]) for f in figures] == [2, 20, 20]

@@ -63,6 +63,7 @@ static int32_t reserve(mg_store *s, int64_t nodes, int64_t tmp) {
    a new one, or the reserved id `at`. Capacity was reserved by the op. */
 static inline int32_t node(mg_store *s, int32_t at, double v, int32_t a, double ga, int32_t b, double gb) {
     int32_t i = at >= 0 ? at : s->n++;
+    s->nonfinite |= !isfinite(v) | !isfinite(ga) | !isfinite(gb);
     s->val[i] = v;
     s->grad[i] = 0.0;
     s->kid[i][0] = a; s->kid[i][1] = b;
@@ -99,8 +100,11 @@ void mg_free(mg_store *s) {
 
 /* Append n parameter leaves with values v; they survive every reset. */
 int32_t mg_params(mg_store *s, const double *v, int32_t n) {
+    if (!s) return MG_EARG;
     if (s->n != s->mark || s->recording) return fail(s, MG_EARG, "parameters must be created before any other node");
     if (n < 1 || !v) return fail(s, MG_EARG, "bad parameter count %d", n);
+    for (int32_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return fail(s, MG_EMATH, "parameter %d is %g, not finite", i, v[i]);
     int32_t r = reserve(s, n, 0);
     if (r) return r;
     int32_t first = s->n;
@@ -111,6 +115,7 @@ int32_t mg_params(mg_store *s, const double *v, int32_t n) {
 
 /* Drop every node but the parameters. */
 int32_t mg_reset(mg_store *s) {
+    if (!s) return MG_EARG;
     s->n = s->mark;
     s->ntape = 0;
     s->recording = 0;
@@ -120,6 +125,7 @@ int32_t mg_reset(mg_store *s) {
 
 /* The tokens that embed and nll read: a replayed program reads new ones. */
 int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) {
+    if (!s) return MG_EARG;
     if (n < 0 || (n && !tok)) return fail(s, MG_EARG, "bad token count %d", n);
     if (grow(&s->tok, &s->tokcap, n, sizeof *s->tok, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate tokens");
     memcpy(s->tok, tok, (size_t)n * sizeof *tok);
@@ -165,6 +171,11 @@ static int32_t relu(mg_store *s, int32_t a) {
     return node(s, NEW, x > 0 ? x : 0.0, a, x > 0 ? 1.0 : 0.0, -1, 0);
 }
 
+static int32_t tanh_(mg_store *s, int32_t a) {
+    double t = tanh(s->val[a]);
+    return node(s, NEW, t, a, 1 - pow(t, 2), -1, 0);
+}
+
 /* Python's sum(x): x[0] + 0 (a leaf), then + x[1], ... left to right.
    n+1 nodes. */
 static int32_t sum(mg_store *s, int32_t at, const int32_t *x, int32_t n) {
@@ -205,7 +216,7 @@ static double arg_double(const int32_t *a) {
 static int32_t op_leaf(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 2);
     int32_t r = reserve(s, 1, 0);
-    return r ? r : leaf(s, arg_double(a));
+    return r ? r : leaf(s, arg_double(a)); /* a non-finite value is caught by call() */
 }
 
 static int32_t op_add(mg_store *s, const int32_t *a, int32_t na) {
@@ -222,12 +233,16 @@ static int32_t op_mul(mg_store *s, const int32_t *a, int32_t na) {
 
 static int32_t op_pow(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 3); CHECK_ID(a[0]);
+    double x = s->val[a[0]], p = arg_double(a + 1);
+    if (x < 0 && p != floor(p)) return fail(s, MG_EMATH, "%g ** %g: a negative base needs a whole exponent", x, p);
+    if (x == 0 && p < 0) return fail(s, MG_EMATH, "0 ** %g: zero to a negative power", p);
     int32_t r = reserve(s, 1, 0);
-    return r ? r : powc(s, NEW, a[0], arg_double(a + 1));
+    return r ? r : powc(s, NEW, a[0], p);
 }
 
 static int32_t op_log(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 1); CHECK_ID(a[0]);
+    if (!(s->val[a[0]] > 0)) return fail(s, MG_EMATH, "log(%g): not positive", s->val[a[0]]);
     int32_t r = reserve(s, 1, 0);
     return r ? r : log_(s, a[0]);
 }
@@ -242,6 +257,12 @@ static int32_t op_relu(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 1); CHECK_ID(a[0]);
     int32_t r = reserve(s, 1, 0);
     return r ? r : relu(s, a[0]);
+}
+
+static int32_t op_tanh(mg_store *s, const int32_t *a, int32_t na) {
+    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
+    int32_t r = reserve(s, 1, 0);
+    return r ? r : tanh_(s, a[0]);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -401,8 +422,8 @@ static int32_t op_softmax(mg_store *s, const int32_t *a, int32_t na) {
 static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
     CHECK(na >= 4, "attention given %d arguments", na);
     int32_t q = a[0], n = a[1], n_head = a[2], t = a[3];
-    const int32_t *keys = a + 4, *values = a + 4 + t;
     CHECK(t >= 1 && na == 4 + 2 * (int64_t)t, "attention needs t >= 1 keys and values, got t = %d", t);
+    const int32_t *keys = a + 4, *values = a + 4 + t;
     CHECK(n_head >= 1 && n >= 1 && n % n_head == 0, "n_embd %d is not a multiple of n_head %d", n, n_head);
     CHECK_VEC(q, n);
     for (int32_t i = 0; i < t; i++) { CHECK_VEC(keys[i], n); CHECK_VEC(values[i], n); }
@@ -501,20 +522,27 @@ static int32_t op_mean(mg_store *s, const int32_t *a, int32_t na) {
 /* ------------------------------------------------------------------------ */
 /* op calls: the one entry to every op, recording it when asked */
 
-enum { OP_LEAF, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_EMBED, OP_VADD,
+enum { OP_LEAF, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_TANH, OP_EMBED, OP_VADD,
        OP_VRELU, OP_SCALE, OP_RMSNORM, OP_LINEAR, OP_SOFTMAX, OP_ATTENTION, OP_NLL, OP_MEAN, NOPS };
+static const char *const OPNAMES[NOPS] = {
+    "leaf", "add", "mul", "pow", "log", "exp", "relu", "tanh", "embed", "vadd",
+    "vrelu", "scale", "rmsnorm", "linear", "softmax", "attention", "nll", "mean",
+};
 
 typedef int32_t (*op_fn)(mg_store *, const int32_t *, int32_t);
 static const op_fn OPS[NOPS] = {
-    op_leaf, op_add, op_mul, op_pow, op_log, op_exp, op_relu, op_embed, op_vadd,
+    op_leaf, op_add, op_mul, op_pow, op_log, op_exp, op_relu, op_tanh, op_embed, op_vadd,
     op_vrelu, op_scale, op_rmsnorm, op_linear, op_softmax, op_attention, op_nll, op_mean,
 };
 
 /* Run op with its na arguments a. In fast mode (for backward) and while
    recording (for replay), also append (op, na, output, a..., na) to the tape:
-   the trailing na lets backward walk it from the end. */
+   the trailing na lets backward walk it from the end. An op whose nodes hold
+   a non-finite value or local gradient (overflow, say) is undone: an error. */
 static int32_t call(mg_store *s, int32_t op, const int32_t *a, int32_t na) {
+    if (!s) return MG_EARG;
     int64_t at = s->ntape;
+    int32_t n0 = s->n;
     int taping = s->recording || s->mode == MG_FAST;
     if (taping) {
         if (grow(&s->tape, &s->tcap, at + 4 + (int64_t)na, sizeof *s->tape, INT64_MAX / 8))
@@ -523,8 +551,20 @@ static int32_t call(mg_store *s, int32_t op, const int32_t *a, int32_t na) {
         memcpy(s->tape + at + 3, a, (size_t)na * sizeof *a);
         s->tape[at + 3 + na] = na;
     }
+    s->nonfinite = 0;
     int32_t r = OPS[op](s, a, na);
-    if (taping && r >= 0) {
+    if (r < 0) return r;
+    if (s->mode == MG_FAST) /* fused nodes get their values after node() made them */
+        for (int32_t i = n0; i < s->n; i++) s->nonfinite |= !isfinite(s->val[i]);
+    if (s->nonfinite) { /* undo the op; name the first bad node */
+        int32_t i = n0;
+        while (i < s->n - 1 && isfinite(s->val[i]) && isfinite(s->lg[i][0]) && isfinite(s->lg[i][1])) i++;
+        fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
+             OPNAMES[op], i, s->val[i], s->lg[i][0], s->lg[i][1]);
+        s->n = n0;
+        return MG_EMATH;
+    }
+    if (taping) {
         s->tape[at + 2] = r;
         s->ntape = at + 4 + na;
     }
@@ -542,6 +582,7 @@ int32_t mg_pow(mg_store *s, int32_t x, double p) {
 int32_t mg_log(mg_store *s, int32_t x) { return call(s, OP_LOG, &x, 1); }
 int32_t mg_exp(mg_store *s, int32_t x) { return call(s, OP_EXP, &x, 1); }
 int32_t mg_relu(mg_store *s, int32_t x) { return call(s, OP_RELU, &x, 1); }
+int32_t mg_tanh(mg_store *s, int32_t x) { return call(s, OP_TANH, &x, 1); }
 int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
                  int32_t tok, int32_t pos) {
     int32_t a[] = {wte, ntok, wpe, npos, n, tok, pos};
@@ -567,6 +608,7 @@ int32_t mg_nll(mg_store *s, int32_t x, int32_t n, int32_t target) {
 
 int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
                      const int32_t *keys, const int32_t *values, int32_t t) {
+    if (!s) return MG_EARG;
     if (t < 1 || t > (INT32_MAX - 4) / 2 || !keys || !values) return fail(s, MG_EARG, "attention over %d positions", t);
     int32_t *a = malloc((4 + 2 * (size_t)t) * sizeof *a);
     if (!a) return fail(s, MG_ENOMEM, "cannot allocate attention arguments");
@@ -579,6 +621,7 @@ int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
 }
 
 int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
+    if (!s) return MG_EARG;
     if (n < 1 || n > INT32_MAX - 1 || !x) return fail(s, MG_EARG, "mean of %d nodes", n);
     int32_t *a = malloc((1 + (size_t)n) * sizeof *a);
     if (!a) return fail(s, MG_ENOMEM, "cannot allocate mean arguments");
@@ -590,6 +633,7 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
 }
 
 int32_t mg_record_begin(mg_store *s) {
+    if (!s) return MG_EARG;
     if (s->recording) return fail(s, MG_EARG, "already recording");
     s->recording = 1;
     s->rec_tape = s->ntape;
@@ -599,6 +643,7 @@ int32_t mg_record_begin(mg_store *s) {
 
 /* Save the calls since mg_record_begin as a program; returns its index. */
 int32_t mg_record_end(mg_store *s) {
+    if (!s) return MG_EARG;
     if (!s->recording) return fail(s, MG_EARG, "not recording");
     s->recording = 0;
     int64_t len = s->ntape - s->rec_tape, c = s->pcap;
@@ -615,6 +660,7 @@ int32_t mg_record_end(mg_store *s) {
 /* Run a recorded program again: from the same node count, every call makes the
    same node ids, reading the current tokens and parameter values. */
 int32_t mg_replay(mg_store *s, int32_t prog) {
+    if (!s) return MG_EARG;
     if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
     mg_prog *p = &s->progs[prog];
     if (s->n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->n);
@@ -781,7 +827,7 @@ static void back_mean(mg_store *s, const int32_t *a, int32_t out) {
 
 typedef void (*back_fn)(mg_store *, const int32_t *, int32_t);
 static const back_fn BACK[NOPS] = {
-    back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar,
+    back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar,
     back_embed, back_vadd, back_vector, back_vector, back_rmsnorm, back_linear, back_softmax,
     back_attention, back_nll, back_mean,
 };
@@ -803,11 +849,13 @@ static int32_t backward_fast(mg_store *s, int32_t root) {
 }
 
 int32_t mg_backward(mg_store *s, int32_t root) {
+    if (!s) return MG_EARG;
     CHECK_ID(root);
     return s->mode == MG_FAST ? backward_fast(s, root) : backward_exact(s, root);
 }
 
 int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p) {
+    if (!s) return MG_EARG;
     CHECK(out && x && n >= 0, "bad array for pow");
     for (int64_t i = 0; i < n; i++) out[i] = pow(x[i], p);
     return 0;

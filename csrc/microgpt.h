@@ -12,7 +12,7 @@
 
 #define MG_EARG -1   /* bad argument (ValueError) */
 #define MG_ENOMEM -2 /* allocation failed (MemoryError) */
-#define MG_EMATH -3  /* math domain error, e.g. log of 0 (ValueError) */
+#define MG_EMATH -3  /* a math domain error or a non-finite value (ArithmeticError) */
 
 typedef struct {
     int32_t *code;           /* recorded op calls, as on the tape */
@@ -28,6 +28,7 @@ typedef struct {
     int64_t cap;             /* nodes allocated */
     int32_t mode;            /* MG_EXACT or MG_FAST */
     int32_t backed;          /* fast mode: backward has run since the reset */
+    int32_t nonfinite;       /* the op being run made a non-finite number */
     int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
     int64_t ntape, tcap;
     int64_t rec_tape;        /* recording: where its calls start on the tape */
@@ -67,6 +68,7 @@ int32_t mg_pow(mg_store *s, int32_t a, double p);
 int32_t mg_log(mg_store *s, int32_t a);
 int32_t mg_exp(mg_store *s, int32_t a);
 int32_t mg_relu(mg_store *s, int32_t a);
+int32_t mg_tanh(mg_store *s, int32_t a);
 
 /* vector ops: x is a vector of n consecutive nodes starting at id x; a matrix
    w of nout x nin is nout*nin consecutive nodes, row-major; tok and target are

@@ -7,4 +7,11 @@ __path__ = extend_path(__path__, __name__)
 
 from .model import Config, Run, Tokenizer, load_docs, make_engine  # noqa: E402
 
-__all__ = ["Config", "Run", "Tokenizer", "load_docs", "make_engine"]
+__all__ = ["Config", "Run", "Tokenizer", "Value", "load_docs", "make_engine"]
+
+
+def __getattr__(name):  # Value loads the compiled engine: only when asked for
+    if name == "Value":
+        from .value import Value
+        return Value
+    raise AttributeError(f"module 'microgpt_c' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import numpy as np
 from ._engine import ffi, lib
 
 MODES = {"exact": lib.MG_EXACT, "fast": lib.MG_FAST}
-_ERRORS = {lib.MG_ENOMEM: MemoryError}
+_ERRORS = {lib.MG_ENOMEM: MemoryError, lib.MG_EMATH: ArithmeticError}
 
 
 class _Memory:
@@ -35,6 +35,7 @@ class CEngine:
         self.mode = mode
         self._programs = {}  # run() key -> (program index, fn's result)
         self._param_views = (None, None)
+        self.generation = 0  # resets so far: a Value made in another generation is stale
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -70,7 +71,12 @@ class CEngine:
         return params
 
     def reset(self):
+        """Drop every node but the parameters; Values made before are stale."""
         lib.mg_reset(self.s)
+        self.generation += 1
+
+    def leaf(self, x):
+        return self._ok(lib.mg_leaf(self.s, float(x)))
 
     def run(self, fn, tokens, key=None):
         """fn(token refs): the ops fn calls see tokens through indices into the

@@ -1,6 +1,8 @@
 """microgpt's model, optimiser, tokenizer and sampler, written once for either
 engine. An engine E supplies the vector ops (embed, rmsnorm, linear, attention,
 ...) and builds them into its own scalar graph; SPEC.md says what each builds."""
+import io
+import math
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -8,20 +10,41 @@ from importlib import resources
 import numpy as np
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
+    """The model's sizes; a size that cannot make a model is a ValueError."""
+
     n_layer: int = 1
     n_embd: int = 16
     n_head: int = 4
     block_size: int = 16
 
+    def __post_init__(self):
+        if self.n_layer < 0:
+            raise ValueError(f"n_layer must be 0 or more, not {self.n_layer}")
+        for name in ("n_embd", "n_head", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be 1 or more, not {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+
 
 def load_docs(path=None):
-    """The lines of a text file, stripped, blank lines dropped."""
+    """The lines of a UTF-8 text file (the packaged names by default), stripped,
+    blank lines dropped. A file that gives no documents is a ValueError."""
     if path is None:
         path = resources.files("microgpt_c") / "data" / "names.txt"
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
+    docs = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
+    if not docs:
+        raise ValueError(f"{path}: no documents (no line has anything but whitespace)")
+    return docs
 
 
 class Tokenizer:
@@ -147,6 +170,10 @@ class Run:
     once drives the document shuffle, the parameter init, then sampling."""
 
     def __init__(self, cfg=None, docs=None, seed=42, steps=1000, lr=0.01, engine="c", mode="exact"):
+        if steps < 0:
+            raise ValueError(f"steps must be 0 or more, not {steps}")
+        if not math.isfinite(lr):
+            raise ValueError(f"the learning rate must be a finite number, not {lr}")
         self.cfg = cfg or Config()
         self.steps = steps
         self.rng = random.Random(seed)
@@ -170,4 +197,6 @@ class Run:
         return E.value(loss)
 
     def sample(self, num_samples=20, temperature=0.5):
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a positive number, not {temperature}")
         return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature) for _ in range(num_samples)]

@@ -37,6 +37,10 @@ class Value:
     def relu(self):
         return Value(max(0, self.data), (self,), (float(self.data > 0),))
 
+    def tanh(self):
+        t = math.tanh(self.data)
+        return Value(t, (self,), (1 - t**2,))
+
     def __neg__(self):
         return self * -1
 
@@ -57,6 +61,9 @@ class Value:
 
     def __rtruediv__(self, other):
         return other * self**-1
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self.grad})"
 
     def backward(self):
         # The reference's recursive depth-first post-order, made iterative so

@@ -1,0 +1,155 @@
+"""The micrograd-style Value API on both engines: random expression graphs
+with shared subexpressions give bit-identical values and gradients, which
+agree with finite differences; stale and foreign Values are errors."""
+import cmath
+import math
+import struct
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from microgpt_c.cengine import CEngine
+from microgpt_c.pyengine import Value as PyValue
+from microgpt_c.value import Value as CValue
+
+UNARY = ["neg", "exp", "log", "relu", "tanh", "pow"]
+BINARY = ["add", "sub", "mul", "div"]
+WITH_NUMBER = ["add", "sub", "mul", "div", "radd", "rsub", "rmul", "rdiv"]
+EXPONENTS = [2, 3, -1, 0.5, -0.5, 1.5, -2]
+
+
+def apply(op, a, b, c, p):
+    return {
+        "neg": lambda: -a, "exp": a.exp, "log": a.log, "relu": a.relu, "tanh": a.tanh, "pow": lambda: a**p,
+        "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
+        "nadd": lambda: a + c, "nsub": lambda: a - c, "nmul": lambda: a * c, "ndiv": lambda: a / c,
+        "radd": lambda: c + a, "rsub": lambda: c - a, "rmul": lambda: c * a, "rdiv": lambda: c / a,
+    }[op]()
+
+
+finite = st.floats(-3, 3, allow_nan=False, allow_infinity=False)
+step = st.tuples(st.sampled_from(UNARY + BINARY + ["n" + o for o in BINARY] + WITH_NUMBER[4:]),
+                 st.integers(0, 10**6), st.integers(0, 10**6),
+                 finite.filter(lambda c: c != 0), st.sampled_from(EXPONENTS))
+graphs = st.tuples(st.lists(finite, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=30))
+
+
+def build(V, leaves, steps):
+    """Each step applies an op to earlier nodes (so nodes are shared); the last
+    node is the output. Returns the leaves and all nodes."""
+    nodes = [V(x) for x in leaves]
+    for op, i, j, c, p in steps:
+        nodes.append(apply(op, nodes[i % len(nodes)], nodes[j % len(nodes)], c, p))
+    return nodes[:len(leaves)], nodes
+
+
+def bits(xs):
+    return [struct.pack("<d", x) for x in xs]
+
+
+def python_result(leaves, steps):
+    """The pure-Python engine's output value and leaf gradients, or None when
+    it raises or makes a number that is not a finite float somewhere (a value
+    or a local gradient): the cases where the C engine must raise."""
+    try:
+        lv, nodes = build(PyValue, leaves, steps)
+    except (ArithmeticError, ValueError):
+        return None
+    numbers = [n.data for n in nodes] + [g for n in nodes for g in n._local_grads]
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers):
+        return None
+    nodes[-1].backward()
+    return [nodes[-1].data] + [v.grad for v in lv]
+
+
+@settings(max_examples=300, deadline=None)
+@given(graphs)
+def test_random_graphs_bit_identical(graph):
+    leaves, steps = graph
+    want = python_result(leaves, steps)
+    store = CEngine()
+    if want is None:
+        with pytest.raises(ArithmeticError):
+            build(lambda x: CValue(x, store), leaves, steps)
+        return
+    lv, nodes = build(lambda x: CValue(x, store), leaves, steps)
+    nodes[-1].backward()
+    assert bits([nodes[-1].data] + [v.grad for v in lv]) == bits(want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(graphs)
+def test_random_graphs_finite_differences(graph):
+    leaves, steps = graph
+    want = python_result(leaves, steps)
+    assume(want is not None)
+
+    def f(xs):
+        store = CEngine()
+        return build(lambda x: CValue(x, store), xs, steps)[1][-1].data
+
+    out, grads = want[0], want[1:]
+    assume(abs(out) < 1e6)
+    for k, x in enumerate(leaves):
+        h = 1e-6 * max(1.0, abs(x))
+        try:
+            up, down = (f(leaves[:k] + [x + d] + leaves[k + 1:]) for d in (h, -h))
+        except ArithmeticError:
+            continue  # the perturbed point leaves the domain (log of 0, say)
+        ahead, behind = (up - out) / h, (out - down) / h
+        if abs(ahead - behind) > 1e-3 * max(1.0, abs(ahead)):
+            continue  # not smooth here (a relu kink): no derivative to check
+        fd = (up - down) / (2 * h)
+        assert abs(fd - grads[k]) <= 1e-5 * max(1.0, abs(grads[k])), (k, fd, grads[k])
+
+
+def test_the_micrograd_example_on_both_engines():
+    results = []
+    for V in (CValue, PyValue):
+        a, b = V(2.0), V(-3.0)
+        c = (a * b + a**2).relu()
+        d = (a - 1) / b + 2 / a - (-b).tanh() + (a * 0.5).exp().log() - 1.5 * a
+        c.backward()
+        d.backward()
+        results.append(bits([c.data, d.data, a.grad, b.grad]))
+    assert results[0] == results[1]
+
+
+def test_stale_values_are_errors():
+    store = CEngine()
+    a = CValue(1.5, store)
+    b = a * 2
+    store.reset()
+    c = CValue(7.0, store)  # takes a's old id
+    assert c.id == a.id
+    for use in (lambda: a.data, lambda: b.grad, lambda: a + 1, lambda: c * b, lambda: b.backward()):
+        with pytest.raises(ValueError, match="stale"):
+            use()
+    assert c.data == 7.0
+
+
+def test_values_of_different_stores_do_not_mix():
+    with pytest.raises(ValueError, match="different stores"):
+        CValue(1.0, CEngine()) + CValue(2.0, CEngine())
+    with pytest.raises(TypeError):
+        CValue(1.0) + "2"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CValue(0.0).log(), lambda: CValue(-1.0).log(), lambda: CValue(-2.0) ** 0.5,
+    lambda: CValue(0.0) ** -1, lambda: CValue(1e300) * 1e300, lambda: CValue(800.0).exp(),
+    lambda: CValue(float("nan")), lambda: CValue(float("inf")), lambda: CValue(1.0) / 0.0,
+])
+def test_math_errors_raise(make):
+    with pytest.raises(ArithmeticError):
+        make()
+
+
+def test_python_engine_where_c_raises():
+    """For the record: the pure-Python engine keeps the reference's behaviour."""
+    assert isinstance((PyValue(-2.0) ** 0.5).data, complex)
+    assert math.isinf((PyValue(1e300) * 1e300).data)
+    with pytest.raises(ValueError):
+        PyValue(0.0).log()
+    assert cmath.isfinite(1)

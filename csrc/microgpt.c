@@ -128,7 +128,7 @@ int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) {
     if (!s) return MG_EARG;
     if (n < 0 || (n && !tok)) return fail(s, MG_EARG, "bad token count %d", n);
     if (grow(&s->tok, &s->tokcap, n, sizeof *s->tok, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate tokens");
-    memcpy(s->tok, tok, (size_t)n * sizeof *tok);
+    if (n) memcpy(s->tok, tok, (size_t)n * sizeof *tok);
     s->ntok = n;
     return 0;
 }
@@ -652,7 +652,7 @@ int32_t mg_record_end(mg_store *s) {
     s->pcap = c;
     int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
     if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
-    memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
+    if (len) memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
     s->progs[s->nprog] = (mg_prog){code, len, s->rec_n};
     return s->nprog++;
 }

@@ -54,7 +54,7 @@ def python_result(leaves, steps):
     or a local gradient): the cases where the C engine must raise."""
     try:
         lv, nodes = build(PyValue, leaves, steps)
-    except (ArithmeticError, ValueError):
+    except (ArithmeticError, ValueError, TypeError):  # TypeError: a complex number met math.log, say
         return None
     numbers = [n.data for n in nodes] + [g for n in nodes for g in n._local_grads]
     if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers):

@@ -1,0 +1,219 @@
+"""The C boundary under abuse: random, mostly invalid calls either work or
+raise; the suite runs clean under AddressSanitizer + UBSan and under valgrind;
+memory stays flat over a long run."""
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from microgpt_c.cengine import CEngine, ffi, lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ERRORS = {lib.MG_EARG, lib.MG_ENOMEM, lib.MG_EMATH}
+
+
+def fuzz_calls(E, rng, n):
+    """n random calls into the C API on store E; checks each one's outcome."""
+    s = E.s
+
+    def some_id():  # mostly plausible, often not
+        return rng.choice([rng.randrange(max(s.n, 1)), rng.randrange(-3, s.n + 3), -1, s.n, 2**31 - 1,
+                           -2**31, rng.randrange(-2**31, 2**31)])
+
+    def some_size():
+        return rng.choice([rng.randrange(0, 20), rng.randrange(-5, 5), 2**31 - 1, -2**31, 2**30, s.n])
+
+    def some_double():
+        return rng.choice([rng.gauss(0, 3), 0.0, -0.0, 1e308, -1e-320, math.inf, -math.inf, math.nan,
+                           rng.uniform(-800, 800)])
+
+    def ids(k):
+        return [some_id() for _ in range(k)]
+
+    scalar = {  # op: (args, the value Python computes for it)
+        "add": lambda a, b: s.val[a] + s.val[b], "mul": lambda a, b: s.val[a] * s.val[b],
+        "log": lambda a: math.log(s.val[a]), "exp": lambda a: math.exp(s.val[a]),
+        "relu": lambda a: max(0.0, s.val[a]), "tanh": lambda a: math.tanh(s.val[a]),
+        "pow": lambda a, p: s.val[a] ** p,
+    }
+    for _ in range(n):
+        kind = rng.choice(["leaf", "scalar", "vector", "attention", "mean", "nll", "tokens", "embed",
+                           "backward", "reset", "record", "replay", "params", "null"])
+        n0 = s.n
+        if kind == "leaf":
+            x = some_double()
+            r = lib.mg_leaf(s, x)
+            assert (r == n0 and s.val[r] == x) if math.isfinite(x) else r == lib.MG_EMATH
+        elif kind == "scalar":
+            op = rng.choice(sorted(scalar))
+            args = (some_id(), some_id()) if op in ("add", "mul") else (some_id(),)
+            args += (rng.choice([2.0, 0.5, -1.0, 3.0, -0.5, some_double()]),) if op == "pow" else ()
+            r = getattr(lib, "mg_" + op)(s, *args)
+            if r >= 0:  # the value is what Python's float arithmetic gives
+                want = scalar[op](*args)
+                assert isinstance(want, float) and r == n0 and s.val[r] == want
+        elif kind == "vector":
+            op = rng.choice(["vadd", "vrelu", "scale", "rmsnorm", "linear", "softmax"])
+            args = {"vadd": (some_id(), some_id(), some_size()), "vrelu": (some_id(), some_size()),
+                    "scale": (some_id(), some_size(), some_double()), "rmsnorm": (some_id(), some_size()),
+                    "linear": (some_id(), some_size(), some_id(), some_size()),
+                    "softmax": (some_id(), some_size())}[op]
+            r = getattr(lib, "mg_" + op)(s, *args)
+        elif kind == "attention":
+            t = rng.randrange(0, 4)
+            r = lib.mg_attention(s, some_id(), some_size(), rng.choice([1, 2, 4, 0, -1]),
+                                 ids(t) or ffi.NULL, ids(t) or ffi.NULL, t)
+        elif kind == "mean":
+            k = rng.randrange(0, 4)
+            r = lib.mg_mean(s, ids(k) or ffi.NULL, k)
+        elif kind == "nll":
+            r = lib.mg_nll(s, some_id(), some_size(), some_size())
+        elif kind == "tokens":
+            toks = [rng.randrange(-2, 30) for _ in range(rng.randrange(0, 6))]
+            r = lib.mg_tokens(s, toks or ffi.NULL, len(toks))
+        elif kind == "embed":
+            r = lib.mg_embed(s, some_id(), some_size(), some_id(), some_size(), some_size(), some_size(),
+                             some_size())
+        elif kind == "backward":
+            r = lib.mg_backward(s, some_id())
+        elif kind == "reset":
+            r = lib.mg_reset(s)
+            assert r == 0 and s.n == s.mark
+        elif kind == "record":
+            r = rng.choice([lib.mg_record_begin, lib.mg_record_end])(s)
+        elif kind == "replay":
+            r = lib.mg_replay(s, rng.randrange(-2, 4))
+        elif kind == "params":
+            vals = [some_double() for _ in range(rng.randrange(0, 4))]
+            r = lib.mg_params(s, vals or ffi.NULL, len(vals))
+        else:
+            r = rng.choice([lambda: lib.mg_add(ffi.NULL, 0, 0), lambda: lib.mg_backward(ffi.NULL, 0),
+                            lambda: lib.mg_replay(ffi.NULL, 0), lambda: lib.mg_tokens(ffi.NULL, ffi.NULL, 0)])()
+            assert r == lib.MG_EARG
+        assert r >= 0 or r in ERRORS
+        if r < 0:
+            assert ffi.string(s.err) or kind == "null"  # every error says what went wrong
+            if kind not in ("backward", "replay", "reset", "record"):
+                assert s.n == n0  # a failed op leaves no nodes behind
+        elif kind in ("scalar", "vector", "attention", "mean", "nll", "embed"):
+            assert n0 <= r < s.n and all(math.isfinite(s.val[i]) for i in range(n0, s.n))
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_fuzz_the_c_api(mode):
+    rng = random.Random(7)
+    for _ in range(4):
+        E = CEngine(mode)
+        E.create_params({"w": (8, 8)}, np.random.default_rng(0).normal(0, 1, 64))
+        fuzz_calls(E, rng, 2500)
+    assert lib.mg_new(5) == ffi.NULL
+    lib.mg_free(ffi.NULL)
+
+
+def test_allocation_failure_is_memory_error():
+    """A graph too big for the address space: MemoryError, and the store stays
+    usable (run in a child with a 1 GB address-space limit)."""
+    code = (
+        "import resource, numpy as np\n"
+        "from microgpt_c.cengine import CEngine, lib\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "E = CEngine()\n"
+        "w = E.create_params({'w': (2048, 2048)}, np.zeros(2048 * 2048) + 0.5)['w']\n"
+        "x = (w[0], 2048)\n"
+        "try:\n"
+        "    for _ in range(100): E.linear(x, w)\n"
+        "    print('no error')\n"
+        "except MemoryError as e:\n"
+        "    E.reset(); print('MemoryError', E.linear((w[0], 8), (w[0], 4, 8)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("MemoryError (")
+
+
+def rss_after(mode, checkpoints):
+    code = (
+        "import microgpt_c as m, resource\n"
+        f"run = m.Run(mode={mode!r}, steps={checkpoints[-1]})\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
+        f"for n in {checkpoints!r}:\n"
+        "    while run.step < n: run.train_step()\n"
+        "    print(rss())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return [int(x) for x in r.stdout.split()]
+
+
+def test_memory_is_flat_over_a_long_run():
+    rss = rss_after("fast", [1000, 10000])
+    print(f"RSS after 1,000 fast steps {rss[0] / 2**20:.1f} MB, after 10,000 {rss[1] / 2**20:.1f} MB")
+    assert rss[1] <= 1.05 * rss[0], rss
+
+
+def sanitized_package(tmp_path):
+    """A copy of the package whose engine is built with -fsanitize=address,undefined."""
+    build = tmp_path / "build"
+    shutil.copytree(os.path.join(REPO, "csrc"), build / "csrc")
+    env = dict(os.environ, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all "
+               "-fno-omit-frame-pointer", MICROGPT_LDFLAGS="-fsanitize=address,undefined")
+    subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('csrc/build_ffi.py')['ffibuilder']"
+                    ".compile(tmpdir='.')"], cwd=build, env=env, check=True, capture_output=True)
+    pkg = tmp_path / "san" / "microgpt_c"
+    shutil.copytree(os.path.join(REPO, "microgpt_c"), pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    for so in (build / "microgpt_c").glob("_engine*.so"):
+        shutil.copy(so, pkg)
+    return tmp_path / "san"
+
+
+def test_suite_under_sanitizers(tmp_path):
+    """The C-heavy tests with the engine built with ASan and UBSan (any error
+    aborts the run). Locally: see README.md, "Robustness"."""
+    root = sanitized_package(tmp_path)
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    env = dict(os.environ, PYTHONPATH=str(root), LD_PRELOAD=libasan,
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1")
+    check = "import microgpt_c._engine as e; print(e.__file__)"
+    where = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(root))  # the sanitized build is the one under test
+    tests = [os.path.join(REPO, "tests", t) for t in ("test_ops.py", "test_value.py", "test_fast.py")]
+    tests.append(os.path.join(REPO, "tests", "test_robust.py") + "::test_fuzz_the_c_api")
+    tests.append(os.path.join(REPO, "tests", "test_model.py") + "::test_replay_equals_fresh_build")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "ERROR: AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_short_training_under_valgrind(tmp_path):
+    """memcheck on a few steps of both modes and sampling: no invalid reads or
+    writes, and no definite leaks from the engine once the stores are freed."""
+    code = ("import gc, microgpt_c as m\n"
+            "for mode in ('exact', 'fast'):\n"
+            "    run = m.Run(mode=mode, steps=5)\n"
+            "    for _ in range(5): run.train_step()\n"
+            "    print(run.sample(2))\n"
+            "del run; gc.collect()\n")
+    log = tmp_path / "memcheck.txt"
+    r = subprocess.run(["valgrind", "--leak-check=full", "--show-leak-kinds=definite", f"--log-file={log}",
+                        sys.executable, "-c", code], env=dict(os.environ, PYTHONMALLOC="malloc"),
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    records, lines = [], []  # valgrind's report: records separated by empty lines
+    for line in log.read_text().splitlines():
+        line = line.split("== ", 1)[-1] if line.startswith("==") else line
+        if line.strip():
+            lines.append(line)
+        elif lines:
+            records.append("\n".join(lines))
+            lines = []
+    assert any("ERROR SUMMARY" in rec for rec in records + ["\n".join(lines)])
+    ours = [rec for rec in records if "microgpt.c:" in rec]  # a frame in the engine's own code
+    bad = [rec for rec in ours if any(k in rec for k in ("Invalid read", "Invalid write", "definitely lost",
+                                                          "uninitialised", "Invalid free"))]
+    assert not bad, "\n\n".join(bad)[:3000]
+    assert r.stdout.count("[") == 2  # both runs sampled

@@ -61,6 +61,13 @@ class CEngine:
                                       np.asarray(_Memory(self.s, self.s.grad, n)))
         return self._param_views[1]
 
+    def param_values(self):
+        """A copy of the parameters' values, in flat order."""
+        return self.param_views()[0].copy()
+
+    def set_param_values(self, flat):
+        self.param_views()[0][:] = flat
+
     def create_params(self, shapes, flat):
         flat = np.ascontiguousarray(flat, dtype=np.float64)
         start = self._ok(lib.mg_params(self.s, ffi.from_buffer("double[]", flat), len(flat)))

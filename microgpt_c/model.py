@@ -138,17 +138,22 @@ class Adam:
         p -= lr_t * m_hat / (self.pow(v_hat, 0.5) + self.eps)
 
 
-def sample(E, P, cfg, tok, rng, temperature=0.5):
-    """One name: from BOS, draw tokens at this temperature until BOS."""
+def sample(E, P, cfg, tok, rng, temperature=0.5, prefix=""):
+    """One name: from BOS and then the prefix's characters (fed through the
+    model, filling the KV cache), draw tokens at this temperature until BOS or
+    until block_size positions are used. The name includes the prefix."""
     E.reset()
     keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
-    token, out = tok.bos, []
+    context, out = tok.encode(prefix)[:-1], list(prefix)  # BOS, then the prefix
     for pos in range(cfg.block_size):
-        logits = E.run(lambda t: gpt(E, P, cfg, t[0], pos, keys, values), [token])
+        logits = E.run(lambda t: gpt(E, P, cfg, t[0], pos, keys, values), [context[pos]])
+        if pos + 1 < len(context):
+            continue  # the prefix's next character is given, not drawn
         probs = E.softmax(E.scale(logits, temperature**-1))
         token = rng.choices(range(tok.vocab_size), weights=E.values(probs))[0]
         if token == tok.bos:
             break
+        context.append(token)
         out.append(tok.chars[token])
     return "".join(out)
 
@@ -175,7 +180,7 @@ class Run:
         if not math.isfinite(lr):
             raise ValueError(f"the learning rate must be a finite number, not {lr}")
         self.cfg = cfg or Config()
-        self.steps = steps
+        self.steps, self.seed = steps, seed
         self.rng = random.Random(seed)
         self.docs = list(load_docs() if docs is None else docs)
         self.rng.shuffle(self.docs)
@@ -196,7 +201,46 @@ class Run:
         self.step += 1
         return E.value(loss)
 
-    def sample(self, num_samples=20, temperature=0.5):
+    def train(self, on_step=None):
+        """Train to the end of the schedule (self.steps), calling on_step(step,
+        loss) after each step (counted from 1); returns the losses."""
+        losses = []
+        while self.step < self.steps:
+            losses.append(self.train_step())
+            if on_step:
+                on_step(self.step, losses[-1])
+        return losses
+
+    def sample(self, num_samples=20, temperature=0.5, prefix=""):
+        """Names drawn from the model, each starting with prefix."""
         if not temperature > 0 or not math.isfinite(temperature):
             raise ValueError(f"temperature must be a positive number, not {temperature}")
-        return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature) for _ in range(num_samples)]
+        unknown = sorted(set(prefix) - set(self.tok.chars))
+        if unknown:
+            raise ValueError(f"the prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
+        if len(prefix) >= self.cfg.block_size:
+            raise ValueError(f"the prefix must be shorter than block_size ({self.cfg.block_size}), "
+                             f"not {len(prefix)} characters")
+        return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
+                for _ in range(num_samples)]
+
+    def save(self, path):
+        """Write this run's whole state to a checkpoint (checkpoint.py)."""
+        from .checkpoint import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, engine="c", mode=None):
+        """The run saved at path, ready to train on or sample from. mode None
+        is the checkpoint's (exact on the pure-Python engine, its only mode)."""
+        from .checkpoint import load
+        c = load(path)
+        mode = mode or ("exact" if engine == "python" else c["mode"])
+        # A fresh run of the checkpoint's settings, then its state put in place.
+        run = cls(c["cfg"], c["docs"], c["seed"], c["steps"], c["lr"], engine, mode)
+        run.docs = c["docs"]
+        run.rng.setstate(c["rng"])
+        run.E.set_param_values(c["params"])
+        run.adam.m[:], run.adam.v[:] = c["m"], c["v"]
+        run.step = c["step"]
+        return run

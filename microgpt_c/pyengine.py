@@ -99,6 +99,14 @@ class PyEngine:
         self.params = [p for mat in params.values() for row in mat for p in row]
         return params
 
+    def param_values(self):
+        """A copy of the parameters' values, in flat order."""
+        return np.array([p.data for p in self.params], dtype=np.float64)
+
+    def set_param_values(self, flat):
+        for p, d in zip(self.params, np.asarray(flat, dtype=np.float64).tolist()):
+            p.data = d
+
     def reset(self):
         pass  # the graph of the last step is garbage-collected
 

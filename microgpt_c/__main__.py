@@ -1,10 +1,19 @@
-"""python -m microgpt_c: train microgpt on the packaged names, then sample."""
+"""python -m microgpt_c: train microgpt on the packaged names, then sample.
+python -m microgpt_c sample --load PATH: sample from a saved checkpoint.
+python -m microgpt_c bench: time the engines."""
 import argparse
 import math
+import os
+import random
+import signal
 import sys
 import time
 
 from .model import Config, Run, load_docs
+
+PROG = "python -m microgpt_c"
+# A run's settings: a checkpoint holds them, so --resume takes them from there.
+RUN_DEFAULTS = {"seed": 42, "steps": 1000, "n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16, "lr": 0.01}
 
 
 class Parser(argparse.ArgumentParser):
@@ -13,58 +22,223 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class EMA:
+    """Exponential moving average, bias-corrected as Adam's moments are (so
+    it does not start from 0)."""
+
+    def __init__(self, beta=0.99):
+        self.beta, self.avg, self.n = beta, 0.0, 0
+
+    def __call__(self, x):
+        self.n += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * x
+        return self.avg / (1 - self.beta**self.n)
+
+
+class Progress:
+    """A live line on stderr (a terminal): step, loss, smoothed loss, speed, ETA."""
+
+    def __init__(self, first, total):
+        self.first, self.total = first, total
+        self.start, self.drawn, self.visible = time.perf_counter(), 0.0, False
+
+    def update(self, step, loss, smoothed):
+        now = time.perf_counter()
+        if now - self.drawn < 0.1 and step < self.total:
+            return  # redrawn ten times a second at most: a terminal is slow
+        rate = (step - self.first) / (now - self.start)
+        eta = round((self.total - step) / rate)
+        sys.stderr.write(f"\rstep {step:4d} / {self.total:4d} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
+                         f"{rate:,.1f} steps/s | ETA {eta // 60}:{eta % 60:02d}\x1b[K")
+        sys.stderr.flush()
+        self.drawn, self.visible = now, True
+
+    def clear(self):
+        if self.visible:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.visible = False
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench
-        return bench(argv[1:])
-    p = Parser(prog="python -m microgpt_c", description=__doc__)
+    try:
+        if argv[:1] == ["bench"]:
+            from .bench import main as bench
+            return bench(argv[1:])
+        if argv[:1] == ["sample"]:
+            return sample_main(argv[1:])
+        return train_main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside training, which stops cleanly on its own
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        sys.exit(1)
+
+
+def check_sampling(a):
+    if not (a.temperature > 0 and math.isfinite(a.temperature)):
+        raise ValueError(f"--temperature must be above 0, not {a.temperature}")
+    if a.num_samples < 0:
+        raise ValueError("--num-samples must be 0 or more")
+
+
+def print_samples(names):
+    for i, name in enumerate(names):
+        print(f"sample {i + 1:2d}: {name}")
+
+
+def sample_main(argv):
+    p = Parser(prog=f"{PROG} sample", description="Sample names from a checkpoint written by --save.")
+    p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
+    p.add_argument("--num-samples", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--seed", type=int, help="default: go on with the checkpoint's random generator")
+    p.add_argument("--prefix", default="", metavar="TEXT", help="start every sample with TEXT")
     p.add_argument("--engine", choices=["c", "python"], default="c")
-    p.add_argument("--mode", choices=["exact", "fast"], default="exact",
-                   help="C engine: exact (the reference's graph, bit for bit) or fast (fused nodes)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--n-layer", type=int, default=1)
-    p.add_argument("--n-embd", type=int, default=16)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.01)
+    a = p.parse_args(argv)
+    try:
+        check_sampling(a)
+        run = Run.load(a.load, a.engine)
+        if a.seed is not None:
+            run.rng = random.Random(a.seed)
+        names = run.sample(a.num_samples, a.temperature, a.prefix)
+    except ValueError as e:
+        p.error(str(e))
+    print_samples(names)
+
+
+def train(p, run, a):
+    """Train to the end of the schedule: the loss lines, a progress line on a
+    terminal, checkpoints. Ctrl-C takes effect after the step in progress, so
+    what --save writes then is a completed step. Returns the losses, their
+    smoothed values and the seconds spent in training steps."""
+    log_every = a.log_every or (100 if sys.stdout.isatty() else 1)
+    progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
+    shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
+    ema, losses, smoothed, stop = EMA(), [], [], []
+    elapsed, t0 = 0.0, time.perf_counter()
+
+    def fail(message):
+        if progress:
+            progress.clear()  # or it would run into the message, and its clearing erase it
+        p.error(message)
+
+    def stopped(step, why):
+        fail(f"training stopped at step {step}, document {run.docs[(step - 1) % len(run.docs)]!r}: {why}")
+
+    def save():
+        try:
+            run.save(a.save)
+        except OSError as e:
+            fail(f"cannot write {a.save}: {e.strerror}")
+
+    def on_step(step, loss):
+        nonlocal elapsed, t0
+        elapsed += time.perf_counter() - t0
+        if not math.isfinite(loss):
+            stopped(step, f"the loss is {loss}")
+        losses.append(loss)
+        smoothed.append(ema(loss))
+        if step % log_every == 0 or step == run.steps:
+            if shared:
+                progress.clear()
+            print(f"step {step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
+        if progress:
+            progress.update(step, loss, smoothed[-1])
+        if a.save_every and step % a.save_every == 0:
+            save()
+        if stop:
+            raise KeyboardInterrupt
+        t0 = time.perf_counter()
+
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
+    try:
+        try:
+            run.train(on_step)
+        except KeyboardInterrupt:
+            pass  # raised by on_step, after a completed step
+        except (ArithmeticError, ValueError) as e:  # the C engine refuses non-finite numbers
+            stopped(run.step + 1, e)
+        if a.save:
+            save()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        if progress:
+            progress.clear()
+    if stop:
+        saved = f"saved step {run.step} to {a.save} (go on with --resume {a.save})" if a.save else "nothing saved"
+        sys.stderr.write(f"{PROG}: interrupted after step {run.step} of {run.steps}: {saved}\n")
+        sys.exit(130)
+    return losses, smoothed, elapsed
+
+
+def train_main(argv):
+    p = Parser(prog=PROG, description=__doc__)
+    p.add_argument("--engine", choices=["c", "python"], default="c")
+    p.add_argument("--mode", choices=["exact", "fast"],
+                   help="C engine: exact (the reference's graph, bit for bit; the default) or fast (fused nodes)")
+    g = p.add_argument_group("the run's settings (kept in a checkpoint, so not with --resume)")
+    for name, default in RUN_DEFAULTS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", type=type(default), help=f"default: {default}")
+    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
     p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument("--num-samples", type=int, default=20)
-    p.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
-    p.add_argument("--log-every", type=int, default=1, metavar="K", help="print the loss every K steps")
+    p.add_argument("--log-every", type=int, metavar="K",
+                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint here at the end of training (and on Ctrl-C)")
+    p.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps")
+    p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
+    p.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib)")
     a = p.parse_args(argv)
     try:  # every input checked before anything is printed
-        if not (a.temperature > 0 and math.isfinite(a.temperature)):
-            raise ValueError(f"--temperature must be above 0, not {a.temperature}")
-        if a.log_every < 1 or a.num_samples < 0:
-            raise ValueError("--log-every must be 1 or more and --num-samples 0 or more")
-        if a.engine == "python" and a.mode != "exact":
+        check_sampling(a)
+        if a.log_every is not None and a.log_every < 1:
+            raise ValueError("--log-every must be 1 or more")
+        if a.save_every is not None and (a.save_every < 1 or not a.save):
+            raise ValueError("--save-every needs --save, and must be 1 or more")
+        if a.engine == "python" and a.mode == "fast":
             raise ValueError("the pure-Python engine has exact mode only")
-        run = Run(Config(a.n_layer, a.n_embd, a.n_head, a.block_size), load_docs(a.data),
-                  a.seed, a.steps, a.lr, a.engine, a.mode)
+        if a.plot:
+            from .plot import check
+            check(a.plot)
+        if a.save:
+            from .checkpoint import check_writable
+            check_writable(a.save)
+        given = [name for name in (*RUN_DEFAULTS, "data") if getattr(a, name) is not None]
+        if a.resume:
+            if given:
+                raise ValueError(f"--resume continues the checkpoint's run with its own settings: "
+                                 f"{', '.join('--' + n.replace('_', '-') for n in given)} cannot be given with it")
+            run = Run.load(a.resume, a.engine, a.mode)
+        else:
+            s = {**RUN_DEFAULTS, **{name: getattr(a, name) for name in given}}
+            run = Run(Config(s["n_layer"], s["n_embd"], s["n_head"], s["block_size"]), load_docs(a.data),
+                      s["seed"], s["steps"], s["lr"], a.engine, a.mode or "exact")
+        if a.plot and run.step == run.steps:
+            raise ValueError(f"--plot has no loss to draw: the run is at its last step ({run.steps})")
     except ValueError as e:
         p.error(str(e))
 
     print(f"num docs: {len(run.docs)}")
     print(f"vocab size: {run.tok.vocab_size}")
     print(f"num params: {run.num_params}")
-    elapsed = 0.0
-    for step in range(a.steps):
-        t0 = time.perf_counter()
+    if a.resume:
+        print(f"resumed from {a.resume} at step {run.step} / {run.steps}")
+    first = run.step
+    losses, smoothed, elapsed = train(p, run, a)
+    print(f"training time: {elapsed:.2f}s ({elapsed / max(run.steps - first, 1) * 1000:.2f}ms/step)")
+    if a.plot:
+        from .plot import loss_curve
+        cfg = run.cfg
         try:
-            loss = run.train_step()
-        except (ArithmeticError, ValueError) as e:  # the C engine refuses non-finite numbers
-            loss = e
-        elapsed += time.perf_counter() - t0
-        if not isinstance(loss, float) or not math.isfinite(loss):
-            p.error(f"training stopped at step {step + 1}, document {run.docs[step % len(run.docs)]!r}: "
-                    f"{'the loss is ' if isinstance(loss, float) else ''}{loss}")
-        if (step + 1) % a.log_every == 0 or step + 1 == a.steps:
-            print(f"step {step + 1:4d} / {a.steps:4d} | loss {loss:.4f}", flush=True)
-    print(f"training time: {elapsed:.2f}s ({elapsed / max(a.steps, 1) * 1000:.2f}ms/step)")
-    for i, name in enumerate(run.sample(a.num_samples, a.temperature)):
-        print(f"sample {i + 1:2d}: {name}")
+            loss_curve(a.plot, range(first + 1, run.steps + 1), losses, smoothed,
+                       f"microgpt_c: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
+                       f"block_size {cfg.block_size}, {run.E.mode} mode")
+        except OSError as e:
+            p.error(f"cannot write {a.plot}: {e.strerror}")
+    print_samples(run.sample(a.num_samples, a.temperature))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """python -m microgpt_c bench: the same training (same seed, same documents)
-on the pure-Python engine, the C engine in exact mode and in fast mode, each in
-a fresh process; one table of per-step time, speedup, graph size and memory."""
+on each engine and mode (by default the pure-Python engine, the C engine in
+exact mode and in fast mode), each in a fresh process; one table of per-step
+time, speedup over the first engine listed, graph size and memory."""
 import argparse
 import json
 import resource
@@ -12,6 +13,15 @@ import time
 from .model import Config, Run, load_docs
 
 ENGINES = [("python", "exact"), ("c", "exact"), ("c", "fast")]
+
+
+def engines(text):
+    """--engines: comma-separated engine:mode pairs."""
+    pairs = [tuple(item.split(":")) for item in text.split(",")]
+    if not all(pair in ENGINES for pair in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected engine:mode pairs from "
+                                         f"{', '.join(map(':'.join, ENGINES))}, comma-separated")
+    return pairs
 
 
 def measure(engine, mode, steps, schedule, a):
@@ -72,7 +82,8 @@ def row(r, base):
     else:
         diff = max(abs(x - y) for x, y in zip(r["losses"], base["losses"][:common]))
         same = f"no, max |diff| {diff:.1e} ({common} steps)"
-    return [r["engine"], r["mode"], f"{r['steps']}", f"{ms:.4g}", f"{speedup:.0f}x",
+    speedup = f"{speedup:.0f}x" if speedup >= 10 else f"{speedup:.2g}x"
+    return [r["engine"], r["mode"], f"{r['steps']}", f"{ms:.4g}", speedup,
             f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['losses'][-1]:.4f}", same]
 
 
@@ -87,6 +98,9 @@ def main(argv):
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--data", metavar="PATH")
+    p.add_argument("--engines", type=engines, default=",".join(map(":".join, ENGINES)), metavar="LIST",
+                   help="engine:mode pairs, comma-separated; the first is the baseline for the speedup "
+                        "(default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="write the raw figures here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -94,21 +108,23 @@ def main(argv):
         return worker(a)
 
     results = []
-    for engine, mode in ENGINES:
+    for engine, mode in a.engines:
         cmd = [sys.executable, "-m", "microgpt_c", "bench", "--worker", f"{engine}:{mode}"] + argv
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out))
     base = results[0]
-    head = ["engine", "mode", "steps", "ms/step", "speedup", "nodes/step", "peak RSS MB", "final loss",
-            "losses equal the pure-Python run's"]
+    name = f"{base['engine']}:{base['mode']}"
+    head = ["engine", "mode", "steps", "ms/step", f"speedup vs {name}", "nodes/step", "peak RSS MB", "final loss",
+            f"losses equal {name}'s"]
     rows = [head] + [row(r, base) for r in results]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
         print("  ".join(c.rjust(w) if i in (2, 3, 4, 5, 6, 7) else c.ljust(w)
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-    print(f"ms/step: median over each engine's steps; speedup: the pure-Python engine's median over this one's. "
-          f"The pure-Python engine runs the first {base['steps']} steps of the same {a.steps}-step schedule; "
-          f"the final loss is each engine's last step's.")
+    python = (f" The pure-Python engine runs the first {min(a.python_steps, a.steps)} steps of the same "
+              f"{a.steps}-step schedule." if ("python", "exact") in a.engines else "")
+    print(f"ms/step: median over each engine's steps; speedup: {name}'s median over this one's.{python} "
+          f"The final loss is each engine's last step's.")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f)

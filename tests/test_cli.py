@@ -65,6 +65,18 @@ def test_bench_prints_the_table(tmp_path):
     assert [len(f["step_seconds"]) for f in figures] == [2, 20, 20]
 
 
+def test_bench_engines(tmp_path):
+    out = cli("bench", "--engines", "c:fast,c:exact", "--steps", "12", cwd=tmp_path)
+    assert "speedup vs c:fast" in out[0] and "losses equal c:fast's" in out[0]
+    rows = [ln.split() for ln in out[1:3]]
+    assert [r[:3] for r in rows] == [["c", "fast", "12"], ["c", "exact", "12"]]
+    assert rows[0][4] == "1x" and rows[0][8:] == ["(the", "baseline)"]
+    assert "pure-Python" not in out[3]
+    r = subprocess.run([sys.executable, "-m", "microgpt_c", "bench", "--engines", "c:exact,python:fast"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "'c:exact,python:fast': expected engine:mode pairs" in r.stderr
+
+
 def cli_fails(*args, cwd):
     r = subprocess.run([sys.executable, "-m", "microgpt_c", *args], cwd=cwd, capture_output=True, text=True,
                        timeout=600)

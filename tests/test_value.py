@@ -33,6 +33,10 @@ step = st.tuples(st.sampled_from(UNARY + BINARY + ["n" + o for o in BINARY] + WI
                  st.integers(0, 10**6), st.integers(0, 10**6),
                  finite.filter(lambda c: c != 0), st.sampled_from(EXPONENTS))
 graphs = st.tuples(st.lists(finite, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=30))
+# finite differences need a well-conditioned function: no leaf within 1e-3 of 0
+# (x / x at x = 1e-120 has gradient 1/x - 1/x: rounding leaves 1e103)
+moderate = finite.filter(lambda x: abs(x) > 1e-3)
+moderate_graphs = st.tuples(st.lists(moderate, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=30))
 
 
 def build(V, leaves, steps):
@@ -79,11 +83,11 @@ def test_random_graphs_bit_identical(graph):
 
 
 @settings(max_examples=150, deadline=None)
-@given(graphs)
+@given(moderate_graphs)
 def test_random_graphs_finite_differences(graph):
     leaves, steps = graph
     want = python_result(leaves, steps)
-    assume(want is not None)
+    assume(want is not None and all(abs(g) < 1e6 for g in want))
 
     def f(xs):
         store = CEngine()

@@ -10,6 +10,7 @@ from ._engine import ffi, lib
 
 MODES = {"exact": lib.MG_EXACT, "fast": lib.MG_FAST}
 _ERRORS = {lib.MG_ENOMEM: MemoryError, lib.MG_EMATH: ArithmeticError}
+_FAST_POW = {2: np.square, 0.5: np.sqrt}  # what numpy's x ** 2 and x ** 0.5 do: 2-5x faster
 
 
 class _Memory:
@@ -154,13 +155,15 @@ class CEngine:
         update(data, grad)
         grad[:] = 0.0
 
-    def pow(self, x, p):
-        """Elementwise x ** p: in exact mode with the C library's pow, as Python's
-        ** is (numpy's ** 0.5 is a sqrt, which differs in the last bit)."""
+    def pow(self, x, p, out):
+        """out = x ** p elementwise (float64 arrays): in exact mode with the C
+        library's pow, as Python's ** is (numpy's ** 0.5 is a sqrt, which
+        differs in the last bit)."""
         if self.mode == "fast":
-            return x**p
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        out = np.empty_like(x)
+            fast = _FAST_POW.get(p)
+            return fast(x, out=out) if fast else np.power(x, p, out=out)
+        if x.dtype != np.float64 or out.dtype != np.float64 or x.shape != out.shape:
+            raise ValueError("pow needs two float64 arrays of one shape")
         self._ok(lib.mg_vpow(self.s, ffi.from_buffer("double[]", out, require_writable=True),
                              ffi.from_buffer("double[]", x), x.size, p))
         return out

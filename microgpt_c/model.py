@@ -116,26 +116,32 @@ def loss_over(E, P, cfg, tokens, n):
 
 class Adam:
     """The reference's Adam with linear learning-rate decay, elementwise over
-    the flat parameter arrays. `pow` is the engine's exact elementwise power:
-    numpy's ** 0.5 is a sqrt, which differs from pow() in the last bit."""
+    the flat parameter arrays, each operation as the reference orders it, in
+    place (no temporaries to allocate each step). `pow(x, p, out)` is the
+    engine's elementwise power: numpy's ** 0.5 is a sqrt, which differs from the
+    C library's pow, which Python's ** calls, in the last bit."""
 
     def __init__(self, n, lr, num_steps, pow, beta1=0.85, beta2=0.99, eps=1e-8):
         self.lr, self.num_steps, self.pow = lr, num_steps, pow
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m = np.zeros(n)
-        self.v = np.zeros(n)
+        self.m, self.v = np.zeros(n), np.zeros(n)
+        self._t, self._u = np.empty(n), np.empty(n)
 
     def step(self, p, g, step):
         """One update of p (in place) from gradient g, at step `step`."""
-        b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
+        b1, b2, m, v, t, u = self.beta1, self.beta2, self.m, self.v, self._t, self._u
         lr_t = self.lr * (1 - step / self.num_steps)
-        m *= b1  # m = beta1 * m + (1 - beta1) * g, in place
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * self.pow(g, 2)
-        m_hat = m / (1 - b1 ** (step + 1))
-        v_hat = v / (1 - b2 ** (step + 1))
-        p -= lr_t * m_hat / (self.pow(v_hat, 0.5) + self.eps)
+        m *= b1  # m = beta1 * m + (1 - beta1) * g
+        m += np.multiply(g, 1 - b1, out=t)
+        v *= b2  # v = beta2 * v + (1 - beta2) * g ** 2
+        v += np.multiply(self.pow(g, 2, t), 1 - b2, out=t)
+        np.divide(m, 1 - b1 ** (step + 1), out=t)  # m_hat
+        np.divide(v, 1 - b2 ** (step + 1), out=u)  # v_hat
+        self.pow(u, 0.5, u)
+        u += self.eps
+        t *= lr_t  # p -= lr_t * m_hat / (v_hat ** 0.5 + eps)
+        t /= u
+        p -= t
 
 
 def sample(E, P, cfg, tok, rng, temperature=0.5, prefix=""):

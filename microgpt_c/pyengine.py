@@ -178,6 +178,7 @@ class PyEngine:
             p.grad = 0
 
     @staticmethod
-    def pow(x, p):
-        """Elementwise x ** p with Python's float power (the C library's pow)."""
-        return np.array([xi**p for xi in x.tolist()], dtype=np.float64)
+    def pow(x, p, out):
+        """out = x ** p elementwise, with Python's float power (the C library's pow)."""
+        out[:] = [xi**p for xi in x.tolist()]
+        return out

@@ -3,6 +3,7 @@ on each engine and mode (by default the pure-Python engine, the C engine in
 exact mode and in fast mode), each in a fresh process; one table of per-step
 time, speedup over the first engine listed, graph size and memory."""
 import argparse
+import importlib.util
 import json
 import resource
 import statistics
@@ -10,9 +11,12 @@ import subprocess
 import sys
 import time
 
+from .__main__ import Parser
 from .model import Config, Run, load_docs
 
-ENGINES = [("python", "exact"), ("c", "exact"), ("c", "fast")]
+ENGINES = [("python", "exact"), ("c", "exact"), ("c", "fast"), ("torch", "eager")]
+# PyTorch (float64, eager, CPU) is an outside anchor, measured when installed
+DEFAULT = ENGINES if importlib.util.find_spec("torch") else ENGINES[:3]
 
 
 def engines(text):
@@ -38,7 +42,7 @@ def measure(engine, mode, steps, schedule, a):
     if engine == "python":  # count Values in an untimed second run of the same steps
         nodes = count_python_nodes(cfg, steps, schedule, a)
     return {"engine": engine, "mode": mode, "steps": steps, "step_seconds": times, "losses": losses,
-            "nodes_per_step": statistics.mean(nodes),
+            "nodes_per_step": statistics.mean(nodes) if nodes else None,  # none: torch's own graph
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -84,11 +88,11 @@ def row(r, base):
         same = f"no, max |diff| {diff:.1e} ({common} steps)"
     speedup = f"{speedup:.0f}x" if speedup >= 10 else f"{speedup:.2g}x"
     return [r["engine"], r["mode"], f"{r['steps']}", f"{ms:.4g}", speedup,
-            f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['losses'][-1]:.4f}", same]
+            "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['losses'][-1]:.4f}", same]
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="python -m microgpt_c bench", description=__doc__)
+    p = Parser(prog="python -m microgpt_c bench", description=__doc__)
     p.add_argument("--steps", type=int, default=1000, help="training steps (the schedule's length)")
     p.add_argument("--python-steps", type=int, default=30,
                    help="the pure-Python engine runs only the first N steps of the same schedule")
@@ -98,7 +102,7 @@ def main(argv):
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--data", metavar="PATH")
-    p.add_argument("--engines", type=engines, default=",".join(map(":".join, ENGINES)), metavar="LIST",
+    p.add_argument("--engines", type=engines, default=",".join(map(":".join, DEFAULT)), metavar="LIST",
                    help="engine:mode pairs, comma-separated; the first is the baseline for the speedup "
                         "(default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="write the raw figures here")

@@ -173,6 +173,11 @@ def make_engine(engine="c", mode="exact"):
     if engine == "c":
         from .cengine import CEngine
         return CEngine(mode)
+    if engine == "torch":  # the benchmark's outside anchor; PyTorch is not a dependency
+        if mode != "eager":
+            raise ValueError("the PyTorch engine has eager mode only")
+        from .torchengine import TorchEngine
+        return TorchEngine()
     raise ValueError(f"engine must be 'c' or 'python', not {engine!r}")
 
 

@@ -219,17 +219,20 @@ static int32_t op_leaf(mg_store *s, const int32_t *a, int32_t na) {
     return r ? r : leaf(s, arg_double(a)); /* a non-finite value is caught by call() */
 }
 
-static int32_t op_add(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 2); CHECK_ID(a[0]); CHECK_ID(a[1]);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : add(s, NEW, a[0], a[1]);
-}
-
-static int32_t op_mul(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 2); CHECK_ID(a[0]); CHECK_ID(a[1]);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : mul(s, NEW, a[0], a[1]);
-}
+/* the ops with nothing to check but their operands' ids: one node each */
+#define BINARY_OP(name, make) static int32_t name(mg_store *s, const int32_t *a, int32_t na) { \
+    CHECK_NARGS(na, 2); CHECK_ID(a[0]); CHECK_ID(a[1]);                                      \
+    int32_t r = reserve(s, 1, 0);                                                             \
+    return r ? r : make(s, NEW, a[0], a[1]); }
+#define UNARY_OP(name, make) static int32_t name(mg_store *s, const int32_t *a, int32_t na) { \
+    CHECK_NARGS(na, 1); CHECK_ID(a[0]);                                                      \
+    int32_t r = reserve(s, 1, 0);                                                            \
+    return r ? r : make(s, a[0]); }
+BINARY_OP(op_add, add)
+BINARY_OP(op_mul, mul)
+UNARY_OP(op_exp, exp_)
+UNARY_OP(op_relu, relu)
+UNARY_OP(op_tanh, tanh_)
 
 static int32_t op_pow(mg_store *s, const int32_t *a, int32_t na) {
     CHECK_NARGS(na, 3); CHECK_ID(a[0]);
@@ -245,24 +248,6 @@ static int32_t op_log(mg_store *s, const int32_t *a, int32_t na) {
     if (!(s->val[a[0]] > 0)) return fail(s, MG_EMATH, "log(%g): not positive", s->val[a[0]]);
     int32_t r = reserve(s, 1, 0);
     return r ? r : log_(s, a[0]);
-}
-
-static int32_t op_exp(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : exp_(s, a[0]);
-}
-
-static int32_t op_relu(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : relu(s, a[0]);
-}
-
-static int32_t op_tanh(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : tanh_(s, a[0]);
 }
 
 /* ------------------------------------------------------------------------ */

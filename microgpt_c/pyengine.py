@@ -6,7 +6,35 @@ import math
 import numpy as np
 
 
-class Value:
+class Derived:
+    """The operators the reference derives from +, * and **, for both engines'
+    Values."""
+
+    __slots__ = ()
+
+    def __neg__(self):
+        return self * -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return other + (-self)
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __truediv__(self, other):
+        return self * other**-1
+
+    def __rtruediv__(self, other):
+        return other * self**-1
+
+
+class Value(Derived):
     """One scalar node: value, gradient, children, local gradients."""
 
     __slots__ = ("data", "grad", "_children", "_local_grads")
@@ -40,27 +68,6 @@ class Value:
     def tanh(self):
         t = math.tanh(self.data)
         return Value(t, (self,), (1 - t**2,))
-
-    def __neg__(self):
-        return self * -1
-
-    def __radd__(self, other):
-        return self + other
-
-    def __sub__(self, other):
-        return self + (-other)
-
-    def __rsub__(self, other):
-        return other + (-self)
-
-    def __rmul__(self, other):
-        return self * other
-
-    def __truediv__(self, other):
-        return self * other**-1
-
-    def __rtruediv__(self, other):
-        return other * self**-1
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"

@@ -19,6 +19,7 @@ no node; the pure-Python Value does what the reference does."""
 import math
 
 from .cengine import CEngine, lib
+from .pyengine import Derived
 
 _default = []
 
@@ -30,7 +31,7 @@ def default_store():
     return _default[0]
 
 
-class Value:
+class Value(Derived):
     __slots__ = ("store", "id", "_generation")
 
     def __init__(self, data, store=None):
@@ -85,28 +86,6 @@ class Value:
 
     def tanh(self):
         return self._op(lib.mg_tanh, self._node())
-
-    # the rest as the reference writes them
-    def __neg__(self):
-        return self * -1
-
-    def __radd__(self, other):
-        return self + other
-
-    def __sub__(self, other):
-        return self + (-other)
-
-    def __rsub__(self, other):
-        return other + (-self)
-
-    def __rmul__(self, other):
-        return self * other
-
-    def __truediv__(self, other):
-        return self * other**-1
-
-    def __rtruediv__(self, other):
-        return other * self**-1
 
     @property
     def data(self):

@@ -13,7 +13,8 @@ your own); Values made without store= share a default store. A store only
 grows until reset: store.reset() drops every node but the model parameters,
 so a Value made before the reset is stale, and using it raises ValueError
 instead of reading whatever node has its id now. The numbers are floats
-(Value(2) holds 2.0). Where Python's float arithmetic would give inf, nan or a
+(Value(2) holds 2.0; so -Value(-1.0).relu() is -0.0 where the reference's
+integer arithmetic gives 0). Where Python's float arithmetic would give inf, nan or a
 complex number, or raise, a C op raises ArithmeticError (MG_EMATH) and makes
 no node; the pure-Python Value does what the reference does."""
 import math

@@ -144,9 +144,11 @@ class CEngine:
         self._ok(lib.mg_backward(self.s, loss))
 
     def value(self, x):
-        return self.s.val[x]
+        return self.values((x, 1))[0]
 
     def values(self, x):
+        if not (0 <= x[0] and 0 <= x[1] and x[0] + x[1] <= self.s.n):
+            raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.s.n}")
         return ffi.unpack(self.s.val + x[0], x[1])
 
     def step_params(self, update):

@@ -177,11 +177,10 @@ class PyEngine:
 
     def step_params(self, update):
         """update(data, grad) on arrays of the parameters, then zero the grads."""
-        data = np.array([p.data for p in self.params], dtype=np.float64)
-        grad = np.array([p.grad for p in self.params], dtype=np.float64)
-        update(data, grad)
-        for p, d in zip(self.params, data.tolist()):
-            p.data = d
+        data = self.param_values()
+        update(data, np.array([p.grad for p in self.params], dtype=np.float64))
+        self.set_param_values(data)
+        for p in self.params:
             p.grad = 0
 
     @staticmethod

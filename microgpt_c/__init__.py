@@ -5,9 +5,12 @@ from pkgutil import extend_path
 # holds the compiled engine (_engine): let submodules come from there too.
 __path__ = extend_path(__path__, __name__)
 
-from .model import Config, Run, Tokenizer, load_docs, make_engine  # noqa: E402
+from .config import Config, Schedule  # noqa: E402
+from .registry import make_engine  # noqa: E402
+from .run import Run  # noqa: E402
+from .text import Tokenizer, load_docs  # noqa: E402
 
-__all__ = ["Config", "Run", "Tokenizer", "Value", "load_docs", "make_engine"]
+__all__ = ["Config", "Run", "Schedule", "Tokenizer", "Value", "load_docs", "make_engine"]
 
 
 def __getattr__(name):  # Value loads the compiled engine: only when asked for

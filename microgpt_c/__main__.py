@@ -1,7 +1,6 @@
 """python -m microgpt_c: train microgpt on the packaged names, then sample.
 python -m microgpt_c sample --load PATH: sample from a saved checkpoint.
 python -m microgpt_c bench: time the engines."""
-import argparse
 import math
 import os
 import random
@@ -9,17 +8,11 @@ import signal
 import sys
 import time
 
-from .model import Config, Run, load_docs
+from .cli import PROG, Parser, add_engine, add_settings, flag, given_settings, settings
+from .run import Run
+from .text import load_docs
 
-PROG = "python -m microgpt_c"
-# A run's settings: a checkpoint holds them, so --resume takes them from there.
-RUN_DEFAULTS = {"seed": 42, "steps": 1000, "n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16, "lr": 0.01}
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """Any bad input: one line, exit status 2, no traceback."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops training after the step in progress
 
 
 class EMA:
@@ -92,11 +85,11 @@ def print_samples(names):
 def sample_main(argv):
     p = Parser(prog=f"{PROG} sample", description="Sample names from a checkpoint written by --save.")
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
-    p.add_argument("--num-samples", type=int, default=20)
-    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--num-samples", type=int, default=20, help="names to sample (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
     p.add_argument("--seed", type=int, help="default: go on with the checkpoint's random generator")
     p.add_argument("--prefix", default="", metavar="TEXT", help="start every sample with TEXT")
-    p.add_argument("--engine", choices=["c", "python"], default="c")
+    add_engine(p, modes=False)
     a = p.parse_args(argv)
     try:
         check_sampling(a)
@@ -111,14 +104,13 @@ def sample_main(argv):
 
 def train(p, run, a):
     """Train to the end of the schedule: the loss lines, a progress line on a
-    terminal, checkpoints. Ctrl-C takes effect after the step in progress, so
-    what --save writes then is a completed step. Returns the losses, their
-    smoothed values and the seconds spent in training steps."""
+    terminal, checkpoints. A stop signal takes effect after the step in
+    progress, so what --save writes then is a completed step. Returns the
+    losses, their smoothed values and the seconds spent in training steps."""
     log_every = a.log_every or (100 if sys.stdout.isatty() else 1)
     progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
     shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
-    ema, losses, smoothed, stop = EMA(), [], [], []
-    elapsed, t0 = 0.0, time.perf_counter()
+    ema, losses, smoothed, stop, elapsed = EMA(), [], [], [], 0.0
 
     def fail(message):
         if progress:
@@ -134,57 +126,49 @@ def train(p, run, a):
         except OSError as e:
             fail(f"cannot write {a.save}: {e.strerror}")
 
-    def on_step(step, loss):
-        nonlocal elapsed, t0
-        elapsed += time.perf_counter() - t0
-        if not math.isfinite(loss):
-            stopped(step, f"the loss is {loss}")
-        losses.append(loss)
-        smoothed.append(ema(loss))
-        if step % log_every == 0 or step == run.steps:
-            if shared:
-                progress.clear()
-            print(f"step {step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
-        if progress:
-            progress.update(step, loss, smoothed[-1])
-        if a.save_every and step % a.save_every == 0:
-            save()
-        if stop:
-            raise KeyboardInterrupt
-        t0 = time.perf_counter()
-
-    handler = signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
+    handlers = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in STOP_SIGNALS}
     try:
-        try:
-            run.train(on_step)
-        except KeyboardInterrupt:
-            pass  # raised by on_step, after a completed step
-        except (ArithmeticError, ValueError) as e:  # the C engine refuses non-finite numbers
-            stopped(run.step + 1, e)
+        while run.step < run.steps and not stop:
+            t0 = time.perf_counter()
+            try:
+                loss = run.train_step()
+            except (ArithmeticError, ValueError) as e:  # the C engine refuses non-finite numbers
+                stopped(run.step + 1, e)
+            elapsed += time.perf_counter() - t0
+            if not math.isfinite(loss):
+                stopped(run.step, f"the loss is {loss}")
+            losses.append(loss)
+            smoothed.append(ema(loss))
+            if run.step % log_every == 0 or run.step == run.steps:
+                if shared:
+                    progress.clear()
+                print(f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
+            if progress:
+                progress.update(run.step, loss, smoothed[-1])
+            if a.save_every and run.step % a.save_every == 0:
+                save()
         if a.save:
             save()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if progress:
             progress.clear()
     if stop:
         saved = f"saved step {run.step} to {a.save} (go on with --resume {a.save})" if a.save else "nothing saved"
-        sys.stderr.write(f"{PROG}: interrupted after step {run.step} of {run.steps}: {saved}\n")
-        sys.exit(130)
+        name = signal.Signals(stop[0]).name
+        sys.stderr.write(f"{PROG}: interrupted by {name} after step {run.step} of {run.steps}: {saved}\n")
+        sys.exit(128 + stop[0])
     return losses, smoothed, elapsed
 
 
 def train_main(argv):
     p = Parser(prog=PROG, description=__doc__)
-    p.add_argument("--engine", choices=["c", "python"], default="c")
-    p.add_argument("--mode", choices=["exact", "fast"],
-                   help="C engine: exact (the reference's graph, bit for bit; the default) or fast (fused nodes)")
-    g = p.add_argument_group("the run's settings (kept in a checkpoint, so not with --resume)")
-    for name, default in RUN_DEFAULTS.items():
-        g.add_argument(f"--{name.replace('_', '-')}", type=type(default), help=f"default: {default}")
+    add_engine(p)
+    g = add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
     g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
-    p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--num-samples", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=20, help="names to sample (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",
                    help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint here at the end of training (and on Ctrl-C)")
@@ -198,24 +182,21 @@ def train_main(argv):
             raise ValueError("--log-every must be 1 or more")
         if a.save_every is not None and (a.save_every < 1 or not a.save):
             raise ValueError("--save-every needs --save, and must be 1 or more")
-        if a.engine == "python" and a.mode == "fast":
-            raise ValueError("the pure-Python engine has exact mode only")
         if a.plot:
             from .plot import check
             check(a.plot)
         if a.save:
-            from .checkpoint import check_writable
+            from .files import check_writable
             check_writable(a.save)
-        given = [name for name in (*RUN_DEFAULTS, "data") if getattr(a, name) is not None]
+        given = [flag(name) for name in given_settings(a)] + (["--data"] if a.data is not None else [])
         if a.resume:
             if given:
                 raise ValueError(f"--resume continues the checkpoint's run with its own settings: "
-                                 f"{', '.join('--' + n.replace('_', '-') for n in given)} cannot be given with it")
+                                 f"{', '.join(given)} cannot be given with it")
             run = Run.load(a.resume, a.engine, a.mode)
         else:
-            s = {**RUN_DEFAULTS, **{name: getattr(a, name) for name in given}}
-            run = Run(Config(s["n_layer"], s["n_embd"], s["n_head"], s["block_size"]), load_docs(a.data),
-                      s["seed"], s["steps"], s["lr"], a.engine, a.mode or "exact")
+            cfg, schedule = settings(a)
+            run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, a.engine, a.mode)
         if a.plot and run.step == run.steps:
             raise ValueError(f"--plot has no loss to draw: the run is at its last step ({run.steps})")
     except ValueError as e:
@@ -231,11 +212,9 @@ def train_main(argv):
     print(f"training time: {elapsed:.2f}s ({elapsed / max(run.steps - first, 1) * 1000:.2f}ms/step)")
     if a.plot:
         from .plot import loss_curve
-        cfg = run.cfg
         try:
             loss_curve(a.plot, range(first + 1, run.steps + 1), losses, smoothed,
-                       f"microgpt_c: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
-                       f"block_size {cfg.block_size}, {run.E.mode} mode")
+                       f"microgpt_c: {run.cfg.title()}, {run.E.name} engine, {run.E.mode} mode")
         except OSError as e:
             p.error(f"cannot write {a.plot}: {e.strerror}")
     print_samples(run.sample(a.num_samples, a.temperature))

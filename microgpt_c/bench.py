@@ -3,7 +3,6 @@ on each engine and mode (by default the pure-Python engine, the C engine in
 exact mode and in fast mode), each in a fresh process; one table of per-step
 time, speedup over the first engine listed, graph size and memory."""
 import argparse
-import importlib.util
 import json
 import resource
 import statistics
@@ -11,42 +10,43 @@ import subprocess
 import sys
 import time
 
-from .__main__ import Parser
-from .model import Config, Run, load_docs
+from .cli import Parser, add_settings, settings
+from .registry import ENGINES, PAIRS
+from .run import Run
+from .text import load_docs
 
-ENGINES = [("python", "exact"), ("c", "exact"), ("c", "fast"), ("torch", "eager")]
-# PyTorch (float64, eager, CPU) is an outside anchor, measured when installed
-DEFAULT = ENGINES if importlib.util.find_spec("torch") else ENGINES[:3]
+# every available engine:mode, PyTorch (float64, eager, CPU) as an outside anchor when installed
+DEFAULT = [pair for pair in PAIRS if ENGINES[pair.split(":")[0]].available()]
 
 
 def engines(text):
     """--engines: comma-separated engine:mode pairs."""
-    pairs = [tuple(item.split(":")) for item in text.split(",")]
-    if not all(pair in ENGINES for pair in pairs):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected engine:mode pairs from "
-                                         f"{', '.join(map(':'.join, ENGINES))}, comma-separated")
-    return pairs
+    pairs = text.split(",")
+    if not all(pair in PAIRS for pair in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected engine:mode pairs from {', '.join(PAIRS)}, "
+                                         f"comma-separated")
+    return [tuple(pair.split(":")) for pair in pairs]
 
 
-def measure(engine, mode, steps, schedule, a):
-    """Train `steps` steps of a `schedule`-step run; per-step figures."""
-    cfg = Config(a.n_layer, a.n_embd, a.n_head, a.block_size)
-    run = Run(cfg, load_docs(a.data), a.seed, schedule, engine=engine, mode=mode)
+def measure(engine, mode, steps, a):
+    """Train the first `steps` steps of the run the flags describe; per-step figures."""
+    cfg, schedule = settings(a)
+    run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, engine, mode)
     times, losses, nodes = [], [], []
     for _ in range(steps):
         t0 = time.perf_counter()
         losses.append(run.train_step())
         times.append(time.perf_counter() - t0)
         if engine == "c":
-            nodes.append(run.E.s.n - run.E.s.mark)
+            nodes.append(run.E.nodes())
     if engine == "python":  # count Values in an untimed second run of the same steps
-        nodes = count_python_nodes(cfg, steps, schedule, a)
+        nodes = count_python_nodes(cfg, schedule, steps, a)
     return {"engine": engine, "mode": mode, "steps": steps, "step_seconds": times, "losses": losses,
             "nodes_per_step": statistics.mean(nodes) if nodes else None,  # none: torch's own graph
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def count_python_nodes(cfg, steps, schedule, a):
+def count_python_nodes(cfg, schedule, steps, a):
     from . import pyengine
 
     created = [0]
@@ -56,7 +56,7 @@ def count_python_nodes(cfg, steps, schedule, a):
         created[0] += 1
         init(self, *args)
 
-    run = Run(cfg, load_docs(a.data), a.seed, schedule, engine="python")
+    run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, "python")
     pyengine.Value.__init__ = counting_init
     try:
         counts = []
@@ -71,8 +71,8 @@ def count_python_nodes(cfg, steps, schedule, a):
 
 def worker(a):
     engine, mode = a.worker.split(":")
-    steps = a.python_steps if engine == "python" else a.steps
-    print(json.dumps(measure(engine, mode, min(steps, a.steps), a.steps, a)))
+    steps = settings(a)[1].steps
+    print(json.dumps(measure(engine, mode, min(a.python_steps, steps) if engine == "python" else steps, a)))
 
 
 def row(r, base):
@@ -93,16 +93,12 @@ def row(r, base):
 
 def main(argv):
     p = Parser(prog="python -m microgpt_c bench", description=__doc__)
-    p.add_argument("--steps", type=int, default=1000, help="training steps (the schedule's length)")
+    g = add_settings(p, "the run to time")
+    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
     p.add_argument("--python-steps", type=int, default=30,
-                   help="the pure-Python engine runs only the first N steps of the same schedule")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--n-layer", type=int, default=1)
-    p.add_argument("--n-embd", type=int, default=16)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--data", metavar="PATH")
-    p.add_argument("--engines", type=engines, default=",".join(map(":".join, DEFAULT)), metavar="LIST",
+                   help="the pure-Python engine runs only the first N steps of the same schedule "
+                        "(default: %(default)s)")
+    p.add_argument("--engines", type=engines, default=",".join(DEFAULT), metavar="LIST",
                    help="engine:mode pairs, comma-separated; the first is the baseline for the speedup "
                         "(default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="write the raw figures here")
@@ -125,8 +121,9 @@ def main(argv):
     for r in rows:
         print("  ".join(c.rjust(w) if i in (2, 3, 4, 5, 6, 7) else c.ljust(w)
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-    python = (f" The pure-Python engine runs the first {min(a.python_steps, a.steps)} steps of the same "
-              f"{a.steps}-step schedule." if ("python", "exact") in a.engines else "")
+    steps = settings(a)[1].steps
+    python = (f" The pure-Python engine runs the first {min(a.python_steps, steps)} steps of the same "
+              f"{steps}-step schedule." if ("python", "exact") in a.engines else "")
     print(f"ms/step: median over each engine's steps; speedup: {name}'s median over this one's.{python} "
           f"The final loss is each engine's last step's.")
     if a.json:

@@ -1,41 +1,28 @@
 """The C engine: the model's vector ops as calls into the C node store.
 
 A vector is (first node id, length): every C vector op puts its outputs on
-consecutive ids. A matrix is (first id, rows, cols), row-major. Node values and
-gradients are numpy views of the store's arrays: a view keeps the store alive,
-and is valid until the store next grows (a new node beyond its capacity)."""
-import numpy as np
-
+consecutive ids. A matrix is (first id, rows, cols), row-major. numpy is
+imported only by what hands out arrays (checkpoints, tests): training does
+not need it."""
 from ._engine import ffi, lib
+from .engine import Engine
 
 MODES = {"exact": lib.MG_EXACT, "fast": lib.MG_FAST}
 _ERRORS = {lib.MG_ENOMEM: MemoryError, lib.MG_EMATH: ArithmeticError}
-_FAST_POW = {2: np.square, 0.5: np.sqrt}  # what numpy's x ** 2 and x ** 0.5 do: 2-5x faster
 
 
-class _Memory:
-    """n doubles at ptr in store s: numpy's base object for a view, keeping
-    the store alive as long as the view."""
-
-    def __init__(self, s, ptr, n):
-        self.s = s
-        self.__array_interface__ = {"data": (int(ffi.cast("uintptr_t", ptr)), False),
-                                    "shape": (n,), "typestr": "<f8", "version": 3}
-
-
-class CEngine:
+class CEngine(Engine):
     name = "c"
 
     def __init__(self, mode="exact"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {mode!r}")
+        super().__init__(mode)
         s = lib.mg_new(MODES[mode])
         if s == ffi.NULL:
             raise MemoryError("cannot allocate the node store")
         self.s = ffi.gc(s, lib.mg_free)
-        self.mode = mode
         self._programs = {}  # run() key -> (program index, fn's result)
-        self._param_views = (None, None)
         self.generation = 0  # resets so far: a Value made in another generation is stale
 
     def _ok(self, r):
@@ -44,34 +31,31 @@ class CEngine:
             raise _ERRORS.get(r, ValueError)(ffi.string(self.s.err).decode())
         return r
 
-    def data(self):
-        """Values of all nodes, a view."""
-        return np.asarray(_Memory(self.s, self.s.val, self.s.n))
+    def _array(self, ptr):
+        """A float64 numpy copy of the parameters' doubles at ptr."""
+        import numpy as np
 
-    def grads(self):
-        """Gradients of all nodes, a view."""
-        return np.asarray(_Memory(self.s, self.s.grad, self.s.n))
-
-    def param_views(self):
-        """(values, gradients) of the parameters, views (made again only when
-        the store's arrays have moved)."""
-        key = (self.s.val, self.s.grad, self.s.mark)
-        if self._param_views[0] != key:
-            n = self.s.mark
-            self._param_views = key, (np.asarray(_Memory(self.s, self.s.val, n)),
-                                      np.asarray(_Memory(self.s, self.s.grad, n)))
-        return self._param_views[1]
+        return np.frombuffer(ffi.buffer(ptr, 8 * self.s.mark), np.float64).copy()
 
     def param_values(self):
-        """A copy of the parameters' values, in flat order."""
-        return self.param_views()[0].copy()
+        return self._array(self.s.val)
+
+    def param_grads(self):
+        return self._array(self.s.grad)
 
     def set_param_values(self, flat):
-        self.param_views()[0][:] = flat
+        ffi.buffer(self.s.val, 8 * self.s.mark)[:] = ffi.buffer(ffi.new("double[]", list(map(float, flat))))
+
+    def nodes(self):
+        """Nodes made since the last reset."""
+        return self.s.n - self.s.mark
+
+    def zero_grads(self):
+        ffi.memmove(self.s.grad, bytes(8 * self.s.mark), 8 * self.s.mark)
 
     def create_params(self, shapes, flat):
-        flat = np.ascontiguousarray(flat, dtype=np.float64)
-        start = self._ok(lib.mg_params(self.s, ffi.from_buffer("double[]", flat), len(flat)))
+        flat = list(map(float, flat))
+        start = self._ok(lib.mg_params(self.s, flat, len(flat)))
         params = {}
         for name, (nout, nin) in shapes.items():
             params[name] = (start, nout, nin)
@@ -151,20 +135,13 @@ class CEngine:
             raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.s.n}")
         return ffi.unpack(self.s.val + x[0], x[1])
 
-    def step_params(self, update):
-        """update(data, grad) on views of the parameters, then zero the grads."""
-        data, grad = self.param_views()
-        update(data, grad)
-        grad[:] = 0.0
-
     def pow(self, x, p, out):
-        """out = x ** p elementwise (float64 arrays): in exact mode with the C
-        library's pow, as Python's ** is (numpy's ** 0.5 is a sqrt, which
-        differs in the last bit)."""
+        """out = x ** p elementwise (float64 numpy arrays), with the C library's
+        pow as Python's ** (numpy's ** 0.5 is a sqrt, which differs in the last
+        bit); fast mode takes numpy's."""
         if self.mode == "fast":
-            fast = _FAST_POW.get(p)
-            return fast(x, out=out) if fast else np.power(x, p, out=out)
-        if x.dtype != np.float64 or out.dtype != np.float64 or x.shape != out.shape:
+            return super().pow(x, p, out)
+        if x.dtype != "float64" or out.dtype != "float64" or x.shape != out.shape:
             raise ValueError("pow needs two float64 arrays of one shape")
         self._ok(lib.mg_vpow(self.s, ffi.from_buffer("double[]", out, require_writable=True),
                              ffi.from_buffer("double[]", x), x.size, p))

@@ -6,79 +6,45 @@ layer0.attn_wq, ...), Adam's moments (adam.m, adam.v, flat) and the steps done
 shuffled documents (docs, so resuming needs no data file) and the random
 generator's state (rng). Loading checks all of it: any fault in the file is a
 ValueError that says what is wrong."""
-import contextlib
 import json
 import math
-import os
 import random
 import zipfile
 import zlib
+from dataclasses import asdict, fields
 
 import numpy as np
 
-from .model import Config, Tokenizer, param_shapes
+from .config import Config, Schedule
+from .files import atomic_write
+from .model import param_shapes
+from .registry import MODES
+from .text import Tokenizer
 
 FORMAT = "microgpt_c checkpoint 1"
-# The run's settings in 'config', each with the test its value must pass.
-SETTINGS = {**{k: lambda x: type(x) is int for k in ("n_layer", "n_embd", "n_head", "block_size", "seed")},
-            "steps": lambda x: type(x) is int and x >= 0,
-            "lr": lambda x: type(x) in (int, float) and math.isfinite(x),
-            "mode": lambda x: x in ("exact", "fast")}
+# 'config' holds the fields of Config and Schedule, and the mode.
+SETTINGS = (*(f.name for f in fields(Config)), *(f.name for f in fields(Schedule)), "mode")
 TEXT = ("format", "config", "vocab", "docs", "rng")
 # What numpy and zipfile raise on a file that is not an .npz, or a damaged one.
 UNREADABLE = (EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
 
 
-def temporary(path):
-    return f"{path}.{os.getpid()}.tmp"
-
-
-def atomic_write(path, write):
-    """write(f) to a temporary file beside path, then rename it to path: a
-    crash at any moment leaves the old file or the new one, never a mix."""
-    tmp = temporary(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def check_writable(path):
-    """A ValueError now, rather than an OSError after training, if path
-    cannot be written."""
-    if os.path.isdir(path):
-        raise ValueError(f"cannot write {path}: it is a directory")
-    try:
-        open(temporary(path), "wb").close()
-        os.remove(temporary(path))
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror}") from None
-
-
-def save(run, path):
-    flat, arrays = run.E.param_values(), {}
-    for name, (rows, cols) in param_shapes(run.cfg, run.tok.vocab_size).items():
+def save(state, path):
+    """Write a Run.state() to path, atomically."""
+    cfg, tok, flat, arrays = state["cfg"], Tokenizer(state["docs"]), np.asarray(state["params"], np.float64), {}
+    for name, (rows, cols) in param_shapes(cfg, tok.vocab_size).items():
         arrays[name], flat = flat[:rows * cols].reshape(rows, cols), flat[rows * cols:]
-    cfg = run.cfg
-    settings = dict(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, block_size=cfg.block_size,
-                    steps=run.steps, lr=run.adam.lr, seed=run.seed, mode=run.E.mode)
-    for key, value in zip(TEXT[1:], (settings, run.tok.chars, run.docs, run.rng.getstate())):
+    settings = {**asdict(cfg), **asdict(state["schedule"]), "mode": state["mode"]}
+    for key, value in zip(TEXT[1:], (settings, tok.chars, state["docs"], state["rng"])):
         arrays[key] = np.array(json.dumps(value))
-    arrays.update({"format": np.array(FORMAT), "adam.m": run.adam.m, "adam.v": run.adam.v,
-                   "step": np.array(run.step)})
+    arrays.update({"format": np.array(FORMAT), "adam.m": np.asarray(state["m"]), "adam.v": np.asarray(state["v"]),
+                   "step": np.array(state["step"])})
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load(path):
-    """The checkpoint at path, checked, as a dict: cfg (a Config), steps, lr,
-    seed, mode, docs, rng (a state for Random.setstate), step, params (flat),
-    m and v."""
+    """The checkpoint at path, checked, as a Run.state(): cfg, schedule, mode,
+    docs, rng (a state for Random.setstate), step, params (flat), m and v."""
     def bad(what):
         return ValueError(f"{path}: not a valid microgpt_c checkpoint: {what}")
 
@@ -109,11 +75,11 @@ def load(path):
     s, vocab, docs, rng = (text(k) for k in TEXT[1:])
     if not isinstance(s, dict) or set(s) != set(SETTINGS):
         raise bad(f"'config' must have exactly the keys {', '.join(sorted(SETTINGS))}")
-    wrong = [k for k in sorted(SETTINGS) if not SETTINGS[k](s[k])]
-    if wrong:
-        raise bad(f"'config' has bad values: {', '.join(f'{k} {s[k]!r}' for k in wrong)}")
+    if s["mode"] not in MODES:
+        raise bad(f"'config' has mode {s['mode']!r}, not one of {', '.join(MODES)}")
     try:
-        cfg = Config(s["n_layer"], s["n_embd"], s["n_head"], s["block_size"])
+        cfg = Config(**{f.name: s[f.name] for f in fields(Config)})
+        schedule = Schedule(**{f.name: s[f.name] for f in fields(Schedule)})
     except ValueError as e:
         raise bad(f"'config': {e}") from None
     if not isinstance(docs, list) or not docs or not all(isinstance(d, str) and d for d in docs):
@@ -147,8 +113,8 @@ def load(path):
     if (arrays["adam.v"] < 0).any():
         raise bad("'adam.v' has negative values")
     step = arrays["step"]
-    if step.shape != () or step.dtype.kind not in "iu" or not 0 <= step <= s["steps"]:
-        raise bad(f"'step' must be an integer from 0 to the schedule's {s['steps']} steps")
-    return {"cfg": cfg, "steps": s["steps"], "lr": s["lr"], "seed": s["seed"], "mode": s["mode"], "docs": docs,
-            "rng": rng, "step": int(step), "m": arrays["adam.m"], "v": arrays["adam.v"],
+    if step.shape != () or step.dtype.kind not in "iu" or not 0 <= step <= schedule.steps:
+        raise bad(f"'step' must be an integer from 0 to the schedule's {schedule.steps} steps")
+    return {"cfg": cfg, "schedule": schedule, "mode": s["mode"], "docs": docs, "rng": rng, "step": int(step),
+            "m": arrays["adam.m"], "v": arrays["adam.v"],
             "params": np.concatenate([arrays[name].ravel() for name in param_shapes(cfg, tok.vocab_size)])}

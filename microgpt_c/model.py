@@ -1,63 +1,8 @@
-"""microgpt's model, optimiser, tokenizer and sampler, written once for either
-engine. An engine E supplies the vector ops (embed, rmsnorm, linear, attention,
-...) and builds them into its own scalar graph; SPEC.md says what each builds."""
-import io
-import math
-import random
-from dataclasses import dataclass
-from importlib import resources
-
-import numpy as np
-
-
-@dataclass(frozen=True)
-class Config:
-    """The model's sizes; a size that cannot make a model is a ValueError."""
-
-    n_layer: int = 1
-    n_embd: int = 16
-    n_head: int = 4
-    block_size: int = 16
-
-    def __post_init__(self):
-        if self.n_layer < 0:
-            raise ValueError(f"n_layer must be 0 or more, not {self.n_layer}")
-        for name in ("n_embd", "n_head", "block_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be 1 or more, not {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
-
-
-def load_docs(path=None):
-    """The lines of a UTF-8 text file (the packaged names by default), stripped,
-    blank lines dropped. A file that gives no documents is a ValueError."""
-    if path is None:
-        path = resources.files("microgpt_c") / "data" / "names.txt"
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
-    docs = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
-    if not docs:
-        raise ValueError(f"{path}: no documents (no line has anything but whitespace)")
-    return docs
-
-
-class Tokenizer:
-    """Characters of the documents, sorted; BOS is the id after the last one."""
-
-    def __init__(self, docs):
-        self.chars = sorted(set("".join(docs)))
-        self.bos = len(self.chars)
-        self.vocab_size = len(self.chars) + 1
-        self._ids = {ch: i for i, ch in enumerate(self.chars)}
-
-    def encode(self, doc):
-        return [self.bos] + [self._ids[ch] for ch in doc] + [self.bos]
+"""microgpt's model, optimiser and sampler, written once for every engine. An
+engine E (engine.py) supplies the vector ops (embed, rmsnorm, linear,
+attention, ...) and builds them into its own graph; docs/graph.md says what
+each builds."""
+from array import array
 
 
 def param_shapes(cfg, vocab_size):
@@ -115,29 +60,38 @@ def loss_over(E, P, cfg, tokens, n):
 
 
 class Adam:
-    """The reference's Adam with linear learning-rate decay, elementwise over
-    the flat parameter arrays, each operation as the reference orders it, in
-    place (no temporaries to allocate each step). `pow(x, p, out)` is the
-    engine's elementwise power: numpy's ** 0.5 is a sqrt, which differs from the
-    C library's pow, which Python's ** calls, in the last bit."""
+    """The reference's Adam with linear learning-rate decay: its settings and
+    its moments m and v (flat arrays of doubles, one per parameter). The
+    engine runs the update (Engine.adam_step): update() below, or the C
+    engine's bit-identical kernel (csrc/adam.c)."""
 
-    def __init__(self, n, lr, num_steps, pow, beta1=0.85, beta2=0.99, eps=1e-8):
-        self.lr, self.num_steps, self.pow = lr, num_steps, pow
+    def __init__(self, n, lr, num_steps, beta1=0.85, beta2=0.99, eps=1e-8):
+        self.lr, self.num_steps = lr, num_steps
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m, self.v = np.zeros(n), np.zeros(n)
-        self._t, self._u = np.empty(n), np.empty(n)
+        self.m, self.v = array("d", bytes(8 * n)), array("d", bytes(8 * n))
 
-    def step(self, p, g, step):
-        """One update of p (in place) from gradient g, at step `step`."""
-        b1, b2, m, v, t, u = self.beta1, self.beta2, self.m, self.v, self._t, self._u
-        lr_t = self.lr * (1 - step / self.num_steps)
+    def factors(self, step):
+        """The step's learning rate and the moments' bias corrections, as the
+        reference computes them (Python floats: ** is the C library's pow)."""
+        return self.lr * (1 - step / self.num_steps), 1 - self.beta1 ** (step + 1), 1 - self.beta2 ** (step + 1)
+
+    def update(self, p, g, step, pow):
+        """Update p (a float64 numpy array, in place) from gradient g, each
+        operation as the reference orders it. pow(x, e, out) is the engine's
+        elementwise power: numpy's ** 0.5 is a sqrt, which differs in the last
+        bit from the C library's pow that Python's ** calls."""
+        import numpy as np  # only the numpy engines' training path needs it
+
+        lr_t, c1, c2 = self.factors(step)
+        b1, b2, m, v = self.beta1, self.beta2, np.frombuffer(self.m), np.frombuffer(self.v)
+        t, u = np.empty_like(p), np.empty_like(p)
         m *= b1  # m = beta1 * m + (1 - beta1) * g
         m += np.multiply(g, 1 - b1, out=t)
         v *= b2  # v = beta2 * v + (1 - beta2) * g ** 2
-        v += np.multiply(self.pow(g, 2, t), 1 - b2, out=t)
-        np.divide(m, 1 - b1 ** (step + 1), out=t)  # m_hat
-        np.divide(v, 1 - b2 ** (step + 1), out=u)  # v_hat
-        self.pow(u, 0.5, u)
+        v += np.multiply(pow(g, 2, t), 1 - b2, out=t)
+        np.divide(m, c1, out=t)  # m_hat
+        np.divide(v, c2, out=u)  # v_hat
+        pow(u, 0.5, u)
         u += self.eps
         t *= lr_t  # p -= lr_t * m_hat / (v_hat ** 0.5 + eps)
         t /= u
@@ -162,96 +116,3 @@ def sample(E, P, cfg, tok, rng, temperature=0.5, prefix=""):
         context.append(token)
         out.append(tok.chars[token])
     return "".join(out)
-
-
-def make_engine(engine="c", mode="exact"):
-    if engine == "python":
-        if mode != "exact":
-            raise ValueError("the pure-Python engine has exact mode only")
-        from .pyengine import PyEngine
-        return PyEngine()
-    if engine == "c":
-        from .cengine import CEngine
-        return CEngine(mode)
-    if engine == "torch":  # the benchmark's outside anchor; PyTorch is not a dependency
-        if mode != "eager":
-            raise ValueError("the PyTorch engine has eager mode only")
-        from .torchengine import TorchEngine
-        return TorchEngine()
-    raise ValueError(f"engine must be 'c' or 'python', not {engine!r}")
-
-
-class Run:
-    """One training run as the reference does it: one random stream seeded
-    once drives the document shuffle, the parameter init, then sampling."""
-
-    def __init__(self, cfg=None, docs=None, seed=42, steps=1000, lr=0.01, engine="c", mode="exact"):
-        if steps < 0:
-            raise ValueError(f"steps must be 0 or more, not {steps}")
-        if not math.isfinite(lr):
-            raise ValueError(f"the learning rate must be a finite number, not {lr}")
-        self.cfg = cfg or Config()
-        self.steps, self.seed = steps, seed
-        self.rng = random.Random(seed)
-        self.docs = list(load_docs() if docs is None else docs)
-        self.rng.shuffle(self.docs)
-        self.tok = Tokenizer(self.docs)
-        self.E = make_engine(engine, mode)
-        self.P = init_params(self.E, self.cfg, self.tok.vocab_size, self.rng)
-        self.num_params = sum(r * c for r, c in param_shapes(self.cfg, self.tok.vocab_size).values())
-        self.adam = Adam(self.num_params, lr, steps, self.E.pow)
-        self.step = 0
-
-    def train_step(self):
-        """One step on the next document; returns its loss."""
-        E, step = self.E, self.step
-        E.reset()
-        loss = doc_loss(E, self.P, self.cfg, self.tok.encode(self.docs[step % len(self.docs)]))
-        E.backward(loss)
-        E.step_params(lambda p, g: self.adam.step(p, g, step))
-        self.step += 1
-        return E.value(loss)
-
-    def train(self, on_step=None):
-        """Train to the end of the schedule (self.steps), calling on_step(step,
-        loss) after each step (counted from 1); returns the losses."""
-        losses = []
-        while self.step < self.steps:
-            losses.append(self.train_step())
-            if on_step:
-                on_step(self.step, losses[-1])
-        return losses
-
-    def sample(self, num_samples=20, temperature=0.5, prefix=""):
-        """Names drawn from the model, each starting with prefix."""
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a positive number, not {temperature}")
-        unknown = sorted(set(prefix) - set(self.tok.chars))
-        if unknown:
-            raise ValueError(f"the prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
-        if len(prefix) >= self.cfg.block_size:
-            raise ValueError(f"the prefix must be shorter than block_size ({self.cfg.block_size}), "
-                             f"not {len(prefix)} characters")
-        return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
-                for _ in range(num_samples)]
-
-    def save(self, path):
-        """Write this run's whole state to a checkpoint (checkpoint.py)."""
-        from .checkpoint import save
-        save(self, path)
-
-    @classmethod
-    def load(cls, path, engine="c", mode=None):
-        """The run saved at path, ready to train on or sample from. mode None
-        is the checkpoint's (exact on the pure-Python engine, its only mode)."""
-        from .checkpoint import load
-        c = load(path)
-        mode = mode or ("exact" if engine == "python" else c["mode"])
-        # A fresh run of the checkpoint's settings, then its state put in place.
-        run = cls(c["cfg"], c["docs"], c["seed"], c["steps"], c["lr"], engine, mode)
-        run.docs = c["docs"]
-        run.rng.setstate(c["rng"])
-        run.E.set_param_values(c["params"])
-        run.adam.m[:], run.adam.v[:] = c["m"], c["v"]
-        run.step = c["step"]
-        return run

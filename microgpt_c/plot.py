@@ -1,5 +1,5 @@
 """--plot: the loss curve as a PNG, with matplotlib (an optional extra)."""
-from .checkpoint import atomic_write, check_writable
+from .files import atomic_write, check_writable
 
 
 def check(path):

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from .engine import Engine
+
 
 class Derived:
     """The operators the reference derives from +, * and **, for both engines'
@@ -93,14 +95,13 @@ class Value(Derived):
                 child.grad += local_grad * v.grad
 
 
-class PyEngine:
+class PyEngine(Engine):
     """Vectors are lists of Values, matrices lists of rows, tokens ints."""
 
     name = "python"
-    mode = "exact"
 
     def create_params(self, shapes, flat):
-        values = iter(flat)
+        values = map(float, flat)
         params = {name: [[Value(next(values)) for _ in range(nin)] for _ in range(nout)]
                   for name, (nout, nin) in shapes.items()}
         self.params = [p for mat in params.values() for row in mat for p in row]
@@ -113,6 +114,13 @@ class PyEngine:
     def set_param_values(self, flat):
         for p, d in zip(self.params, np.asarray(flat, dtype=np.float64).tolist()):
             p.data = d
+
+    def param_grads(self):
+        return np.array([p.grad for p in self.params], dtype=np.float64)
+
+    def zero_grads(self):
+        for p in self.params:
+            p.grad = 0
 
     def reset(self):
         pass  # the graph of the last step is garbage-collected
@@ -175,16 +183,8 @@ class PyEngine:
     def values(self, x):
         return [v.data for v in x]
 
-    def step_params(self, update):
-        """update(data, grad) on arrays of the parameters, then zero the grads."""
-        data = self.param_values()
-        update(data, np.array([p.grad for p in self.params], dtype=np.float64))
-        self.set_param_values(data)
-        for p in self.params:
-            p.grad = 0
-
     @staticmethod
-    def pow(x, p, out):
-        """out = x ** p elementwise, with Python's float power (the C library's pow)."""
-        out[:] = [xi**p for xi in x.tolist()]
+    def pow(x, e, out):
+        """Python's float power (the C library's pow), as the reference's ** is."""
+        out[:] = [xi**e for xi in x.tolist()]
         return out

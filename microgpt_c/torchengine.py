@@ -4,14 +4,16 @@ PyTorch is never a dependency; this module is only imported when asked for."""
 import numpy as np
 import torch
 
+from .engine import Engine
 
-class TorchEngine:
+
+class TorchEngine(Engine):
     """Vectors are 1-D float64 tensors, matrices 2-D; autograd does backward."""
 
     name = "torch"
-    mode = "eager"
 
-    def __init__(self):
+    def __init__(self, mode):
+        super().__init__(mode)
         torch.set_num_threads(1)  # tensors of 16 numbers: threads only add overhead
 
     def create_params(self, shapes, flat):
@@ -72,18 +74,20 @@ class TorchEngine:
     def values(self, x):
         return x.tolist()
 
-    def step_params(self, update):
-        """update(data, grad) on flat copies of the parameters, then zero the grads."""
-        ps = list(self.params.values())
-        data = np.concatenate([p.detach().numpy().ravel() for p in ps])
-        update(data, np.concatenate([p.grad.numpy().ravel() for p in ps]))
+    def param_values(self):
+        return np.concatenate([p.detach().numpy().ravel() for p in self.params.values()])
+
+    def set_param_values(self, flat):
         start = 0
         with torch.no_grad():
-            for p in ps:
-                p.copy_(torch.from_numpy(data[start:start + p.numel()]).view_as(p))
+            for p in self.params.values():
+                p.copy_(torch.from_numpy(np.asarray(flat[start:start + p.numel()], np.float64)).view_as(p))
                 start += p.numel()
-                p.grad = None
 
-    @staticmethod
-    def pow(x, p, out):
-        return np.power(x, p, out=out)
+    def param_grads(self):
+        return np.concatenate([np.zeros(p.numel()) if p.grad is None else p.grad.numpy().ravel()
+                               for p in self.params.values()])
+
+    def zero_grads(self):
+        for p in self.params.values():
+            p.grad = None

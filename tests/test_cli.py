@@ -91,12 +91,12 @@ def cli_fails(*args, cwd):
     (["--data", "empty.txt"], "no documents"),
     (["--data", "blank.txt"], "no documents"),
     (["--data", "latin1.txt"], "not UTF-8"),
-    (["--n-embd", "10"], "not a multiple of n_head"),
-    (["--n-embd", "0"], "n_embd must be 1 or more"),
-    (["--n-head", "0"], "n_head must be 1 or more"),
-    (["--block-size", "0"], "block_size must be 1 or more"),
-    (["--n-layer", "-1"], "n_layer must be 0 or more"),
-    (["--steps", "-1"], "steps must be 0 or more"),
+    (["--n-embd", "10"], "--n-embd 10 is not a multiple of --n-head 4"),
+    (["--n-embd", "0"], "--n-embd must be 1 or more"),
+    (["--n-head", "0"], "--n-head must be 1 or more"),
+    (["--block-size", "0"], "--block-size must be 1 or more"),
+    (["--n-layer", "-1"], "--n-layer must be 0 or more"),
+    (["--steps", "-1"], "--steps must be 0 or more"),
     (["--temperature", "0"], "--temperature must be above 0"),
     (["--temperature", "-0.5"], "--temperature must be above 0"),
     (["--engine", "python", "--mode", "fast"], "exact mode only"),
@@ -163,7 +163,7 @@ def test_ctrl_c_saves_the_last_step_and_resume_goes_on_exactly(tmp_path, long_ru
     out, err = p.communicate(timeout=600)
     assert p.returncode == 130
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    k = int(re.search(r"interrupted after step (\d+) of 3000: saved step \1 to ck.npz", err)[1])
+    k = int(re.search(r"interrupted by SIGINT after step (\d+) of 3000: saved step \1 to ck.npz", err)[1])
     done = step_lines("".join(head + [out]).splitlines())
     assert 5 <= k < 3000 and done == step_lines(long_run)[:k]  # the saved step is the last one printed
     assert sample_lines(out.splitlines()) == []
@@ -179,7 +179,7 @@ def test_ctrl_c_without_save(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=600)
     assert p.returncode == 130
-    assert re.fullmatch(r"python -m microgpt_c: interrupted after step \d+ of 3000: nothing saved\n", err)
+    assert re.fullmatch(r"python -m microgpt_c: interrupted by SIGINT after step \d+ of 3000: nothing saved\n", err)
     assert os.listdir(tmp_path) == []
 
 
@@ -245,7 +245,7 @@ def checkpoint(tmp_path_factory):
     (["--resume", "foreign.npz"], "foreign.npz: not a valid microgpt_c checkpoint: no format marker"),
     (["--resume", "."], ".: Is a directory"),
     (["--resume", "ck.npz", "--seed", "1", "--n-embd", "8", "--data", "names.txt"],
-     "--seed, --n-embd, --data cannot be given with it"),
+     "--n-embd, --seed, --data cannot be given with it"),
     (["--resume", "ck.npz", "--engine", "python", "--mode", "fast"], "exact mode only"),
     (["--save-every", "5"], "--save-every needs --save"),
     (["--save", "ck2.npz", "--save-every", "0"], "--save-every needs --save, and must be 1 or more"),

@@ -1,0 +1,58 @@
+"""What the commands share: the parser, the run's settings as flags (derived
+from config.py), the engine choices (from registry.py)."""
+import argparse
+import re
+from dataclasses import fields
+
+from .config import Config, Schedule
+from .registry import ENGINES, MODES
+
+PROG = "python -m microgpt_c"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Any bad input: one line, exit status 2, no traceback."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def add_settings(p, title):
+    """A flag for every field of Config and Schedule. Left out, a flag is None
+    (so a command can tell it was not given); its default is in its help."""
+    g = p.add_argument_group(title)
+    for f in (*fields(Config), *fields(Schedule)):
+        g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
+                       help=f"{f.metadata['help']} (default: {f.default})")
+    return g
+
+
+def given_settings(a):
+    """The settings flags given, by field name."""
+    return [f.name for f in (*fields(Config), *fields(Schedule)) if hasattr(a, f.name)]
+
+
+def settings(a):
+    """(Config, Schedule) from the flags given and the defaults; a bad value
+    is a ValueError that names its flag."""
+    try:
+        return (Config(**{f.name: getattr(a, f.name) for f in fields(Config) if hasattr(a, f.name)}),
+                Schedule(**{f.name: getattr(a, f.name) for f in fields(Schedule) if hasattr(a, f.name)}))
+    except ValueError as e:
+        message = str(e)
+        for f in (*fields(Config), *fields(Schedule)):
+            message = re.sub(rf"\b{f.name}\b", flag(f.name), message)
+        raise ValueError(message) from None
+
+
+def add_engine(p, modes=True):
+    p.add_argument("--engine", choices=list(ENGINES), default="c",
+                   help="c: the C node store; python: the pure-Python Value graph; torch: PyTorch, if installed "
+                        "(default: %(default)s)")
+    if modes:
+        p.add_argument("--mode", choices=MODES,
+                       help="exact: the reference's graph, bit for bit; fast: fused nodes (C engine); "
+                            "eager (torch) (default: the engine's first mode, or with --resume the checkpoint's)")

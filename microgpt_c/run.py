@@ -1,0 +1,100 @@
+"""One training run as the reference does it, on any engine: one random stream,
+seeded once, shuffles the documents, draws the initial weights, then samples."""
+import math
+import random
+from array import array
+
+from .config import Config, Schedule
+from .model import Adam, doc_loss, init_params, param_shapes, sample
+from .registry import make_engine, mode_for
+from .text import Tokenizer, load_docs
+
+
+class Run:
+    """Train with train_step() or train(), then sample(); state() and
+    from_state() are the whole run as plain data (checkpoint.py writes them)."""
+
+    def __init__(self, cfg=None, docs=None, seed=Schedule.seed, steps=Schedule.steps, lr=Schedule.lr,
+                 engine="c", mode=None):
+        schedule = Schedule(seed, steps, lr)
+        rng = random.Random(seed)
+        docs = list(load_docs() if docs is None else docs)
+        rng.shuffle(docs)
+        self._start(cfg or Config(), schedule, docs, rng, make_engine(engine, mode))
+        self.P = init_params(self.E, self.cfg, self.tok.vocab_size, rng)
+
+    def _start(self, cfg, schedule, docs, rng, E):
+        self.cfg, self.schedule, self.docs, self.rng, self.E = cfg, schedule, docs, rng, E
+        self.tok = Tokenizer(docs)
+        self.num_params = sum(r * c for r, c in param_shapes(cfg, self.tok.vocab_size).values())
+        self.adam = Adam(self.num_params, schedule.lr, schedule.steps)
+        self.step = 0
+
+    @property
+    def steps(self):
+        return self.schedule.steps
+
+    def train_step(self):
+        """One step on the next document; returns its loss."""
+        E, step = self.E, self.step
+        E.reset()
+        doc = self.docs[step % len(self.docs)][:self.cfg.block_size]  # the rest is never read
+        loss = doc_loss(E, self.P, self.cfg, self.tok.encode(doc))
+        E.backward(loss)
+        E.adam_step(self.adam, step)
+        self.step += 1
+        return E.value(loss)
+
+    def train(self, on_step=None):
+        """Train to the end of the schedule, calling on_step(step, loss) after
+        each step (counted from 1); returns the losses."""
+        losses = []
+        while self.step < self.steps:
+            losses.append(self.train_step())
+            if on_step:
+                on_step(self.step, losses[-1])
+        return losses
+
+    def sample(self, num_samples=20, temperature=0.5, prefix=""):
+        """Names drawn from the model, each starting with prefix."""
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a positive number, not {temperature}")
+        unknown = sorted(set(prefix) - set(self.tok.chars))
+        if unknown:
+            raise ValueError(f"the prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
+        if len(prefix) >= self.cfg.block_size:
+            raise ValueError(f"the prefix must be shorter than block_size ({self.cfg.block_size}), "
+                             f"not {len(prefix)} characters")
+        return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
+                for _ in range(num_samples)]
+
+    def state(self):
+        """The whole run: settings, documents, random state, step, parameters and moments."""
+        return {"cfg": self.cfg, "schedule": self.schedule, "mode": self.E.mode, "docs": self.docs,
+                "rng": self.rng.getstate(), "step": self.step, "params": self.E.param_values(),
+                "m": self.adam.m, "v": self.adam.v}
+
+    @classmethod
+    def from_state(cls, state, engine="c", mode=None):
+        """The run state() described, on engine; mode None is the state's mode
+        if the engine has it, else the engine's default."""
+        run = cls.__new__(cls)
+        rng = random.Random()
+        rng.setstate(state["rng"])
+        E = make_engine(engine, mode_for(engine, mode, preferred=state["mode"]))
+        run._start(state["cfg"], state["schedule"], list(state["docs"]), rng, E)
+        run.P = E.create_params(param_shapes(run.cfg, run.tok.vocab_size), state["params"])
+        run.adam.m, run.adam.v = array("d", state["m"]), array("d", state["v"])
+        run.step = state["step"]
+        return run
+
+    def save(self, path):
+        """Write this run to a checkpoint file (checkpoint.py)."""
+        from .checkpoint import save
+        save(self.state(), path)
+
+    @classmethod
+    def load(cls, path, engine="c", mode=None):
+        """The run saved at path, ready to train on or sample from."""
+        from .checkpoint import load
+        return cls.from_state(load(path), engine, mode)

@@ -1,6 +1,7 @@
 """microgpt's model, optimiser, tokenizer and sampler, written once for either
 engine. An engine E supplies the vector ops (embed, rmsnorm, linear, attention,
-...) and builds them into its own scalar graph; SPEC.md says what each builds."""
+...) and builds them into its own scalar graph; docs/graph.md says what each
+builds."""
 import io
 import math
 import random

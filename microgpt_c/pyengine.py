@@ -1,6 +1,7 @@
 """The pure-Python engine: the reference's scalar Value, and the model's vector
-ops built from it exactly as the reference builds them (SPEC.md, "The scalar
-graph"). It is the baseline the C engine is measured and checked against."""
+ops built from it exactly as the reference builds them (docs/graph.md defines
+each op node by node). It is the baseline the C engine is measured and checked
+against."""
 import math
 
 import numpy as np

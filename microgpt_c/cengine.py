@@ -157,6 +157,25 @@ class CEngine:
         update(data, grad)
         grad[:] = 0.0
 
+    def adam(self, p, g, m, v, lr_t, b1, b2, bc1, bc2, eps, check=False):
+        """One fused Adam step in place (mg_adam in microgpt.h) on four distinct
+        contiguous float64 arrays of one length; zeroes g. Returns how many
+        powers called pow. check: take every power with pow too, and raise
+        ArithmeticError if the cheap way differed from it anywhere."""
+        arrays = (p, g, m, v)
+        if not all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.ndim == 1
+                   and a.flags.c_contiguous and a.flags.writeable and a.shape == p.shape
+                   for a in arrays):
+            raise ValueError("adam needs four writable contiguous 1-d float64 arrays of one length")
+        bad = ffi.new("int64_t *") if check else ffi.NULL
+        slow = lib.mg_adam(*(ffi.from_buffer("double[]", a) for a in arrays), p.size,
+                           lr_t, b1, b2, bc1, bc2, eps, bad)
+        if slow < 0:
+            raise ValueError("adam needs distinct arrays, bc1 and bc2 nonzero and eps > 0")
+        if check and bad[0]:
+            raise ArithmeticError(f"adam: the cheap power differs from pow in {bad[0]} values")
+        return slow
+
     def pow(self, x, p, out):
         """out = x ** p elementwise (float64 arrays): in exact mode with the C
         library's pow, as Python's ** is (numpy's ** 0.5 is a sqrt, which

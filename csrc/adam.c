@@ -116,6 +116,13 @@ static int disjoint(const double *a, const double *b, int64_t n) {
     return x + len <= y || y + len <= x;
 }
 
+/* On x86-64 a second build of the step for CPUs with FMA (and AVX), picked at
+   load time: fma() becomes one instruction and the blocks' divisions run 4
+   wide. The same IEEE operations either way: -ffp-contract=off still keeps
+   a*b+c two roundings. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && __GNUC__ >= 6
+__attribute__((target_clones("fma", "default")))
+#endif
 int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
                 double b1, double b2, double bc1, double bc2, double eps, int64_t *mismatch) {
     if (!p || !g || !m || !v || n < 0 || n > INT64_MAX / 16 || bc1 == 0 || bc2 == 0 || !(eps > 0))
@@ -125,13 +132,20 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
         return MG_EARG;
     int cheap = mg_adam_cheap(), check = mismatch != NULL;
     int64_t slow = 0, bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double gi = g[i];
-        m[i] = b1 * m[i] + (1 - b1) * gi;
-        v[i] = b2 * v[i] + (1 - b2) * power(gi, 2, cheap, check, &slow, &bad);
-        double m_hat = m[i] / bc1, v_hat = v[i] / bc2;
-        p[i] -= lr_t * m_hat / (power(v_hat, 0.5, cheap, check, &slow, &bad) + eps);
-        g[i] = 0;
+    double a[256], b[256]; /* per block: the powers apart, so the rest vectorizes */
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        int k = n - i0 < 256 ? (int)(n - i0) : 256;
+        double *P = p + i0, *G = g + i0, *M = m + i0, *V = v + i0;
+        for (int i = 0; i < k; i++) a[i] = power(G[i], 2, cheap, check, &slow, &bad);
+        for (int i = 0; i < k; i++) {
+            M[i] = b1 * M[i] + (1 - b1) * G[i];
+            V[i] = b2 * V[i] + (1 - b2) * a[i];
+            a[i] = M[i] / bc1; /* m_hat */
+            b[i] = V[i] / bc2; /* v_hat */
+            G[i] = 0;
+        }
+        for (int i = 0; i < k; i++) b[i] = power(b[i], 0.5, cheap, check, &slow, &bad);
+        for (int i = 0; i < k; i++) P[i] -= lr_t * a[i] / (b[i] + eps);
     }
     if (check) *mismatch = bad;
     return slow;

@@ -37,8 +37,13 @@
    (subnormal or tiny results, the top binade, inf, NaN, negative roots) and
    every value near a midpoint calls pow.
 
-   Verified against glibc 2.36 on x86-64 (check mode, tests/ and a one-off
-   run): see VERIFIED below. */
+   Checked against glibc 2.36 on x86-64 (AMD EPYC) in check mode, once, per
+   power: 10^8 random inputs (4*10^7 of 1e-16..1, 3*10^7 log-uniform over the
+   admitted range, 3*10^7 random bit patterns), 10% of the common ones taking
+   pow; 4*10^7 (roots: 4.1*10^7) built within 2^-33 ULP of a midpoint, all
+   taking pow; 10^7 within 0.1-0.17 ULP, 30% (roots: 51%) taking pow; 0
+   differences from pow. tests/test_adam.py repeats this on 10^6 of each.
+   Over the default run's first 200 steps 8.9% of the powers take pow. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -92,7 +97,9 @@ int32_t mg_adam_cheap(void) {
     if (sscanf(gnu_get_libc_version(), "%d.%d", &major, &minor) != 2 ||
         major < 2 || (major == 2 && minor < 28))
         return 0;
-    volatile double a = 1 + 0x1p-30; /* a*a = 1 + 2^-29 + 2^-60: a fused fma keeps 2^-60 */
+    /* a*a = 1 + 2^-29 + 2^-60: a fused fma keeps 2^-60. (mg_adam's FMA build
+       uses the instruction, fused by definition; this checks the library's.) */
+    volatile double a = 1 + 0x1p-30;
     return fma(a, a, -(a * a)) == 0x1p-60;
 #else
     return 0;

@@ -90,3 +90,19 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n);
 int32_t mg_backward(mg_store *s, int32_t root);
 /* Adam's exact elementwise power: out[i] = pow(x[i], p), the C library's pow */
 int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p);
+
+/* Adam: one step of the reference's update over n parameters, in place, each
+   operation as the reference orders it (lr_t = lr * (1 - step / num_steps),
+   bc1 = 1 - b1 ** (step + 1), bc2 = 1 - b2 ** (step + 1), from the caller):
+     m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g**2
+     p -= lr_t * (m / bc1) / ((v / bc2) ** 0.5 + eps); g = 0
+   ** is the C library's pow, taken the cheap way (x*x, sqrt) where that
+   provably gives pow's bits (adam.c), which needs mg_adam_cheap(). Returns how
+   many of the 2n powers called pow, or MG_EARG with nothing changed (a NULL or
+   overlapping array, n < 0, bc1 or bc2 zero, eps not > 0). With mismatch not
+   NULL (the checking mode) every power is also taken with pow, which the step
+   then uses, and *mismatch is the number where the cheap way differed. */
+int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
+                double b1, double b2, double bc1, double bc2, double eps, int64_t *mismatch);
+/* 1 if the cheap powers are on: glibc >= 2.28 on x86-64/AArch64, fused fma */
+int32_t mg_adam_cheap(void);

@@ -24,6 +24,7 @@ class CEngine(Engine):
         self.s = ffi.gc(s, lib.mg_free)
         self._programs = {}  # run() key -> (program index, fn's result)
         self.generation = 0  # resets so far: a Value made in another generation is stale
+        self.check = False  # the checking mode: every shortcut also done the plain way, and compared
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -135,14 +136,30 @@ class CEngine(Engine):
             raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.s.n}")
         return ffi.unpack(self.s.val + x[0], x[1])
 
-    def pow(self, x, p, out):
-        """out = x ** p elementwise (float64 numpy arrays), with the C library's
-        pow as Python's ** (numpy's ** 0.5 is a sqrt, which differs in the last
-        bit); fast mode takes numpy's."""
-        if self.mode == "fast":
-            return super().pow(x, p, out)
-        if x.dtype != "float64" or out.dtype != "float64" or x.shape != out.shape:
-            raise ValueError("pow needs two float64 arrays of one shape")
-        self._ok(lib.mg_vpow(self.s, ffi.from_buffer("double[]", out, require_writable=True),
-                             ffi.from_buffer("double[]", x), x.size, p))
-        return out
+    def _adam(self, p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps):
+        """mg_adam (microgpt.h) on n doubles at each of p, g, m, v. With
+        self.check, every power is also taken with pow: a difference is an
+        ArithmeticError. Returns how many powers called pow."""
+        bad = ffi.new("int64_t *") if self.check else ffi.NULL
+        slow = lib.mg_adam(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, bad)
+        if slow < 0:
+            raise ValueError("adam needs distinct arrays, bc1 and bc2 nonzero and eps > 0")
+        if self.check and bad[0]:
+            raise ArithmeticError(f"adam: the cheap power differs from pow in {bad[0]} values")
+        return slow
+
+    def adam_step(self, adam, step):
+        """The reference's Adam in C, in place on the store's parameters and
+        gradients (zeroed after), bit-identical to Adam.update; fast mode too."""
+        m, v = (ffi.from_buffer("double[]", x, require_writable=True) for x in (adam.m, adam.v))
+        lr_t, bc1, bc2 = adam.factors(step)
+        self._adam(self.s.val, self.s.grad, m, v, self.s.mark, lr_t, adam.beta1, adam.beta2, bc1, bc2, adam.eps)
+
+    def adam(self, p, g, m, v, lr_t, b1, b2, bc1, bc2, eps):
+        """mg_adam on four distinct contiguous float64 numpy arrays of one
+        length (g is zeroed). Returns how many powers called pow."""
+        arrays = (p, g, m, v)
+        if not all(getattr(a, "dtype", None) == "float64" and a.ndim == 1 and a.flags.c_contiguous
+                   and a.flags.writeable and a.shape == p.shape for a in arrays):
+            raise ValueError("adam needs four writable contiguous 1-d float64 arrays of one length")
+        return self._adam(*(ffi.from_buffer("double[]", a) for a in arrays), p.size, lr_t, b1, b2, bc1, bc2, eps)

@@ -38,7 +38,7 @@ def measure(engine, mode, steps, schedule, a):
         losses.append(run.train_step())
         times.append(time.perf_counter() - t0)
         if engine == "c":
-            nodes.append(run.E.s.n - run.E.s.mark)
+            nodes.append(run.E.v.n - run.E.v.nparams)
     if engine == "python":  # count Values in an untimed second run of the same steps
         nodes = count_python_nodes(cfg, steps, schedule, a)
     return {"engine": engine, "mode": mode, "steps": steps, "step_seconds": times, "losses": losses,

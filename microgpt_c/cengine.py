@@ -33,6 +33,7 @@ class CEngine:
         if s == ffi.NULL:
             raise MemoryError("cannot allocate the node store")
         self.s = ffi.gc(s, lib.mg_free)
+        self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self.mode = mode
         self._programs = {}  # run() key -> (program index, fn's result)
         self._param_views = (None, None)
@@ -41,25 +42,25 @@ class CEngine:
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
         if r < 0:
-            raise _ERRORS.get(r, ValueError)(ffi.string(self.s.err).decode())
+            raise _ERRORS.get(r, ValueError)(ffi.string(self.v.err).decode())
         return r
 
     def data(self):
         """Values of all nodes, a view."""
-        return np.asarray(_Memory(self.s, self.s.val, self.s.n))
+        return np.asarray(_Memory(self.s, self.v.val, self.v.n))
 
     def grads(self):
         """Gradients of all nodes, a view."""
-        return np.asarray(_Memory(self.s, self.s.grad, self.s.n))
+        return np.asarray(_Memory(self.s, self.v.grad, self.v.n))
 
     def param_views(self):
         """(values, gradients) of the parameters, views (made again only when
         the store's arrays have moved)."""
-        key = (self.s.val, self.s.grad, self.s.mark)
+        key = (self.v.val, self.v.grad, self.v.nparams)
         if self._param_views[0] != key:
-            n = self.s.mark
-            self._param_views = key, (np.asarray(_Memory(self.s, self.s.val, n)),
-                                      np.asarray(_Memory(self.s, self.s.grad, n)))
+            n = self.v.nparams
+            self._param_views = key, (np.asarray(_Memory(self.s, self.v.val, n)),
+                                      np.asarray(_Memory(self.s, self.v.grad, n)))
         return self._param_views[1]
 
     def param_values(self):
@@ -147,9 +148,9 @@ class CEngine:
         return self.values((x, 1))[0]
 
     def values(self, x):
-        if not (0 <= x[0] and 0 <= x[1] and x[0] + x[1] <= self.s.n):
-            raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.s.n}")
-        return ffi.unpack(self.s.val + x[0], x[1])
+        if not (0 <= x[0] and 0 <= x[1] and x[0] + x[1] <= self.v.n):
+            raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.v.n}")
+        return ffi.unpack(self.v.val + x[0], x[1])
 
     def step_params(self, update):
         """update(data, grad) on views of the parameters, then zero the grads."""

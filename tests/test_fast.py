@@ -20,7 +20,7 @@ def first_step(mode, cfg, doc, seed):
     P = init_params(E, cfg, tok.vocab_size, random.Random(seed))
     loss = doc_loss(E, P, cfg, tok.encode(doc))
     E.backward(loss)
-    return E.value(loss), E.grads()[:E.s.mark].copy()
+    return E.value(loss), E.grads()[:E.v.nparams].copy()
 
 
 @pytest.mark.parametrize("cfg,ndocs", [(Config(), 60), (Config(n_layer=2, n_embd=24, n_head=3, block_size=12), 15)],

@@ -24,7 +24,7 @@ def loss_and_grads(E, cfg, doc, seed=42):
     P = init_params(E, cfg, tok.vocab_size, random.Random(seed))
     loss = doc_loss(E, P, cfg, tok.encode(doc))
     E.backward(loss)
-    grads = [p.grad for p in E.params] if E.name == "python" else E.grads()[:E.s.mark]
+    grads = [p.grad for p in E.params] if E.name == "python" else E.grads()[:E.v.nparams]
     return E.value(loss), bits(grads)
 
 
@@ -87,7 +87,7 @@ def test_finite_differences(cfg):
 
     E.reset()
     E.backward(doc_loss(E, P, cfg, tokens))
-    grad = E.grads()[:E.s.mark].copy()
+    grad = E.grads()[:E.v.nparams].copy()
     rng = np.random.default_rng(0)
     picks = rng.choice(np.flatnonzero(grad), 40, replace=False)
     h = 1e-5
@@ -115,8 +115,8 @@ def test_replay_equals_fresh_build():
             E.reset()
             loss = doc_loss(E, P, cfg, tok.encode(doc), replay=replay)
             E.backward(loss)
-            out.append((bits(E.value(loss)).tolist(), bits(E.grads()[:E.s.mark]).tolist(), E.s.n))
-            E.grads()[:E.s.mark] = 0
+            out.append((bits(E.value(loss)).tolist(), bits(E.grads()[:E.v.nparams]).tolist(), E.v.n))
+            E.grads()[:E.v.nparams] = 0
         if replay:
             assert out == fresh
         fresh = out

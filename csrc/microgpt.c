@@ -1,14 +1,17 @@
 /* microgpt.c: the node store, forward ops and backward pass of microgpt_c.
 
-   Exact mode builds the reference's scalar graph node for node (SPEC.md, "The
-   scalar graph"): the same children in the same order, the same local
-   gradients, from the same IEEE double operations and the C library's
+   Exact mode builds the reference's scalar graph node for node (docs/graph.md
+   defines every op's nodes): the same children in the same order, the same
+   local gradients, from the same IEEE double operations and the C library's
    pow/exp/log. Built without fast-math or FP contraction, so every value and
    gradient is bit-identical to the pure-Python engine.
 
-   Every op call goes through call(), which can record it: a recorded sequence
-   (a program: one document's forward pass) is replayed by one mg_replay call,
-   which is what takes the per-op Python overhead out of training. */
+   Every op is one row of OP_LIST below and one section of this file: its
+   argument struct, its exact forward, its fast forward and its fast backward,
+   side by side, then its mg_X entry point. Every op call goes through call(),
+   which can record it: a recorded sequence (a program: one document's forward
+   pass) is replayed by one mg_replay call, which is what takes the per-op
+   Python overhead out of training. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -17,15 +20,67 @@
 #include <string.h>
 #include "microgpt.h"
 
+/* The ops, one row each: name, argument count (FIXED(its struct), or
+   VARIABLE(a checker)), exact forward, fast forward (NULL: the exact one),
+   fast backward. The enum and the table are made from this one list, so a
+   row whose function is missing does not compile. */
+#define OP_LIST(X)                                                                   \
+    X(leaf,      FIXED(leaf_args),         leaf_exact,      NULL,            back_none)      \
+    X(add,       FIXED(binary_args),       add_exact,       NULL,            back_one)       \
+    X(mul,       FIXED(binary_args),       mul_exact,       NULL,            back_one)       \
+    X(pow,       FIXED(pow_args),          pow_exact,       NULL,            back_one)       \
+    X(log,       FIXED(unary_args),        log_exact,       NULL,            back_one)       \
+    X(exp,       FIXED(unary_args),        exp_exact,       NULL,            back_one)       \
+    X(relu,      FIXED(unary_args),        relu_exact,      NULL,            back_one)       \
+    X(tanh,      FIXED(unary_args),        tanh_exact,      NULL,            back_one)       \
+    X(embed,     FIXED(embed_args),        embed_exact,     NULL,            embed_back)     \
+    X(vadd,      FIXED(vadd_args),         vadd_exact,      NULL,            vadd_back)      \
+    X(vrelu,     FIXED(vec_args),          vrelu_exact,     NULL,            vec_back)       \
+    X(scale,     FIXED(scale_args),        scale_exact,     NULL,            scale_back)       \
+    X(rmsnorm,   FIXED(vec_args),          rmsnorm_exact,   rmsnorm_fast,    rmsnorm_back)   \
+    X(linear,    FIXED(linear_args),       linear_exact,    linear_fast,     linear_back)    \
+    X(softmax,   FIXED(vec_args),          softmax_exact,   softmax_fast,    softmax_back)   \
+    X(attention, VARIABLE(attention_nargs), attention_exact, attention_fast, attention_back) \
+    X(nll,       FIXED(nll_args),          nll_exact,       nll_fast,        nll_back)       \
+    X(mean,      VARIABLE(mean_nargs),     mean_exact,      mean_fast,       mean_back)
+
+#define ENUM_ROW(name, ...) OP_##name,
+enum { OP_LIST(ENUM_ROW) NOPS };
+
 #define NEW (-1) /* make a new node (rather than fill a reserved id) */
 
 /* ------------------------------------------------------------------------ */
 /* node store */
 
+struct mg_store {
+    mg_view v;               /* values, gradients, counts, error: what Python reads */
+    int32_t (*kid)[2];       /* node i: children, -1 where there is none */
+    double (*lg)[2];         /* node i: local gradients d(node)/d(child) */
+    int64_t cap;             /* nodes allocated */
+    int32_t mode;            /* MG_EXACT or MG_FAST */
+    int32_t backed;          /* fast mode: backward has run since the reset */
+    int32_t nonfinite;       /* the op being run made a non-finite number */
+    int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
+    int64_t ntape, tcap;
+    int64_t rec_tape;        /* recording: where its calls start on the tape */
+    int32_t rec_n, recording;
+    struct prog { int32_t *code; int64_t len; int32_t start; } *progs; /* recorded programs */
+    int32_t nprog;
+    int64_t pcap;
+    int32_t *tok;            /* tokens that embed/nll read by index */
+    int32_t ntok;
+    int64_t tokcap;
+    int32_t *tmp;            /* scratch ids for one op */
+    int64_t tmpcap;
+    uint8_t *seen;           /* backward: visited flags */
+    int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
+    int64_t scap;
+};
+
 static int32_t fail(mg_store *s, int32_t code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    vsnprintf(s->v.err, sizeof s->v.err, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -47,9 +102,9 @@ static int grow(void *p, int64_t *cap, int64_t want, size_t sz, int64_t max) {
 /* Make room for `nodes` more nodes and `tmp` scratch ids before an op writes
    anything: an op either completes or changes nothing. */
 static int32_t reserve(mg_store *s, int64_t nodes, int64_t tmp) {
-    int64_t want = s->n + nodes, c = s->cap;
-    if (grow(&s->val, &c, want, sizeof *s->val, INT32_MAX) ||
-        (c = s->cap, grow(&s->grad, &c, want, sizeof *s->grad, INT32_MAX)) ||
+    int64_t want = s->v.n + nodes, c = s->cap;
+    if (grow(&s->v.val, &c, want, sizeof *s->v.val, INT32_MAX) ||
+        (c = s->cap, grow(&s->v.grad, &c, want, sizeof *s->v.grad, INT32_MAX)) ||
         (c = s->cap, grow(&s->kid, &c, want, sizeof *s->kid, INT32_MAX)) ||
         (c = s->cap, grow(&s->lg, &c, want, sizeof *s->lg, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate %lld more nodes", (long long)nodes);
@@ -60,12 +115,19 @@ static int32_t reserve(mg_store *s, int64_t nodes, int64_t tmp) {
 }
 
 /* A node with value v and children a, b (-1: none), local gradients ga, gb:
-   a new one, or the reserved id `at`. Capacity was reserved by the op. */
+   a new one, or the reserved id `at`. Capacity was reserved by the op; a
+   sanitizer build checks that it was. */
 static inline int32_t node(mg_store *s, int32_t at, double v, int32_t a, double ga, int32_t b, double gb) {
-    int32_t i = at >= 0 ? at : s->n++;
+    int32_t i = at >= 0 ? at : s->v.n++;
+#if defined(__SANITIZE_ADDRESS__) || defined(MG_CHECK_NODES)
+    if (i < 0 || i >= s->cap) {
+        fprintf(stderr, "microgpt: node %d written beyond the %lld reserved\n", i, (long long)s->cap);
+        abort();
+    }
+#endif
     s->nonfinite |= !isfinite(v) | !isfinite(ga) | !isfinite(gb);
-    s->val[i] = v;
-    s->grad[i] = 0.0;
+    s->v.val[i] = v;
+    s->v.grad[i] = 0.0;
     s->kid[i][0] = a; s->kid[i][1] = b;
     s->lg[i][0] = ga; s->lg[i][1] = gb;
     return i;
@@ -76,7 +138,7 @@ static inline int32_t leaf(mg_store *s, double v) { return node(s, NEW, v, -1, 0
 /* Fast mode: k fused nodes on consecutive ids, values to be filled by the op,
    no children (their op's backward kernel knows what they depend on). */
 static int32_t fresh(mg_store *s, int32_t k) {
-    int32_t first = s->n;
+    int32_t first = s->v.n;
     for (int32_t i = 0; i < k; i++) leaf(s, 0.0);
     return first;
 }
@@ -93,30 +155,32 @@ void mg_free(mg_store *s) {
     if (!s) return;
     for (int32_t i = 0; i < s->nprog; i++) free(s->progs[i].code);
     free(s->progs);
-    free(s->val); free(s->grad); free(s->kid); free(s->lg);
+    free(s->v.val); free(s->v.grad); free(s->kid); free(s->lg);
     free(s->tape); free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
     free(s);
 }
 
+mg_view *mg_view_of(mg_store *s) { return s ? &s->v : NULL; }
+
 /* Append n parameter leaves with values v; they survive every reset. */
 int32_t mg_params(mg_store *s, const double *v, int32_t n) {
     if (!s) return MG_EARG;
-    if (s->n != s->mark || s->recording) return fail(s, MG_EARG, "parameters must be created before any other node");
+    if (s->v.n != s->v.nparams || s->recording) return fail(s, MG_EARG, "parameters must be created before any other node");
     if (n < 1 || !v) return fail(s, MG_EARG, "bad parameter count %d", n);
     for (int32_t i = 0; i < n; i++)
         if (!isfinite(v[i])) return fail(s, MG_EMATH, "parameter %d is %g, not finite", i, v[i]);
     int32_t r = reserve(s, n, 0);
     if (r) return r;
-    int32_t first = s->n;
+    int32_t first = s->v.n;
     for (int32_t i = 0; i < n; i++) leaf(s, v[i]);
-    s->mark = s->n;
+    s->v.nparams = s->v.n;
     return first;
 }
 
 /* Drop every node but the parameters. */
 int32_t mg_reset(mg_store *s) {
     if (!s) return MG_EARG;
-    s->n = s->mark;
+    s->v.n = s->v.nparams;
     s->ntape = 0;
     s->recording = 0;
     s->backed = 0;
@@ -134,55 +198,67 @@ int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) {
 }
 
 #define CHECK(cond, ...) do { if (!(cond)) return fail(s, MG_EARG, __VA_ARGS__); } while (0)
-#define CHECK_ID(a) CHECK((a) >= 0 && (a) < s->n, "node id %d is not in [0, %d)", (int)(a), (int)s->n)
-#define CHECK_VEC(x, len) CHECK((len) >= 1 && (x) >= 0 && (int64_t)(x) + (len) <= s->n, \
-    "vector [%d, %d+%lld) is not within the %d nodes", (int)(x), (int)(x), (long long)(len), (int)s->n)
-#define CHECK_NARGS(na, want) CHECK((na) == (want), "op given %d arguments, wants %d", (int)(na), (int)(want))
+#define CHECK_ID(a) CHECK((a) >= 0 && (a) < s->v.n, "node id %d is not in [0, %d)", (int)(a), (int)s->v.n)
+#define CHECK_VEC(x, len) CHECK((len) >= 1 && (x) >= 0 && (int64_t)(x) + (len) <= s->v.n, \
+    "vector [%d, %d+%lld) is not within the %d nodes", (int)(x), (int)(x), (long long)(len), (int)s->v.n)
+#define RESERVE(nodes, tmp) do { int32_t r_ = reserve(s, nodes, tmp); if (r_) return r_; } while (0)
+
+/* The one entry to every op (below the table): runs op on its na argument
+   words, recording it when asked. */
+static int32_t call(mg_store *s, int32_t op, const void *args, int32_t na);
+
+/* Arguments are int32 words, as on the tape; a double is two of them. */
+typedef struct { int32_t w[2]; } f64;
+static inline double dbl(f64 x) { double d; memcpy(&d, &x, sizeof d); return d; }
+static inline f64 f64_of(double d) { f64 x; memcpy(&x, &d, sizeof x); return x; }
+#define WORDS(args) ((int32_t)(sizeof(args) / sizeof(int32_t)))
+#define CALL(op, args) call(s, OP_##op, &(args), WORDS(args))
 
 /* ------------------------------------------------------------------------ */
-/* scalar ops: the reference's Value methods. `at` is NEW or a reserved id. */
+/* the reference's scalar graph: its Value methods and the helpers the vector
+   ops share. `at` is NEW or a reserved id. */
 
 static inline int32_t add(mg_store *s, int32_t at, int32_t a, int32_t b) {
-    return node(s, at, s->val[a] + s->val[b], a, 1.0, b, 1.0);
+    return node(s, at, s->v.val[a] + s->v.val[b], a, 1.0, b, 1.0);
 }
 
 static inline int32_t mul(mg_store *s, int32_t at, int32_t a, int32_t b) {
-    double x = s->val[a], y = s->val[b];
+    double x = s->v.val[a], y = s->v.val[b];
     return node(s, at, x * y, a, y, b, x);
 }
 
 static int32_t powc(mg_store *s, int32_t at, int32_t a, double p) {
-    double x = s->val[a];
+    double x = s->v.val[a];
     return node(s, at, pow(x, p), a, p * pow(x, p - 1), -1, 0);
 }
 
 static int32_t log_(mg_store *s, int32_t a) {
-    double x = s->val[a];
+    double x = s->v.val[a];
     return node(s, NEW, log(x), a, 1 / x, -1, 0);
 }
 
 static int32_t exp_(mg_store *s, int32_t a) {
-    double x = s->val[a];
+    double x = s->v.val[a];
     return node(s, NEW, exp(x), a, exp(x), -1, 0);
 }
 
 static int32_t relu(mg_store *s, int32_t a) {
-    double x = s->val[a];
+    double x = s->v.val[a];
     return node(s, NEW, x > 0 ? x : 0.0, a, x > 0 ? 1.0 : 0.0, -1, 0);
 }
 
 static int32_t tanh_(mg_store *s, int32_t a) {
-    double t = tanh(s->val[a]);
+    double t = tanh(s->v.val[a]);
     return node(s, NEW, t, a, 1 - pow(t, 2), -1, 0);
 }
 
 /* Python's sum(x): x[0] + 0 (a leaf), then + x[1], ... left to right.
    n+1 nodes. */
 static int32_t sum(mg_store *s, int32_t at, const int32_t *x, int32_t n) {
-    double v = s->val[x[0]] + 0.0; /* the running value stays in a register */
+    double v = s->v.val[x[0]] + 0.0; /* the running value stays in a register */
     int32_t acc = node(s, n == 1 ? at : NEW, v, x[0], 1.0, leaf(s, 0.0), 1.0);
     for (int32_t i = 1; i < n; i++) {
-        v = v + s->val[x[i]];
+        v = v + s->v.val[x[i]];
         acc = node(s, i == n - 1 ? at : NEW, v, acc, 1.0, x[i], 1.0);
     }
     return acc;
@@ -191,8 +267,8 @@ static int32_t sum(mg_store *s, int32_t at, const int32_t *x, int32_t n) {
 /* softmax of the n nodes x[] into y[] (at[i] if at >= 0): exp(x - max), each
    divided by their sum as e * total**-1. 6n+1 nodes. */
 static void softmax(mg_store *s, int32_t *y, const int32_t *x, int32_t n, int32_t at) {
-    double mx = s->val[x[0]];
-    for (int32_t i = 1; i < n; i++) if (s->val[x[i]] > mx) mx = s->val[x[i]];
+    double mx = s->v.val[x[0]];
+    for (int32_t i = 1; i < n; i++) if (s->v.val[x[i]] > mx) mx = s->v.val[x[i]];
     for (int32_t i = 0; i < n; i++) y[i] = exp_(s, add(s, NEW, x[i], leaf(s, -mx)));
     int32_t total = sum(s, NEW, y, n);
     for (int32_t i = 0; i < n; i++) y[i] = mul(s, at < 0 ? NEW : at + i, y[i], powc(s, NEW, total, -1));
@@ -207,240 +283,322 @@ static void softmax_vals(double *y, const double *x, int32_t n) {
     for (int32_t i = 0; i < n; i++) y[i] = y[i] * inv;
 }
 
-static double arg_double(const int32_t *a) {
-    double d;
-    memcpy(&d, a, sizeof d);
-    return d;
+/* ------------------------------------------------------------------------ */
+/* Fast mode's backward, for ops whose nodes have children: k nodes, last
+   first. Nodes whose gradient is zero pass nothing on and are skipped. */
+
+static void back_nodes(mg_store *s, int32_t out, int32_t k) {
+    double *grad = s->v.grad;
+    for (int32_t i = out + k - 1; i >= out; i--) {
+        double g = grad[i];
+        if (g == 0) continue;
+        for (int32_t j = 0; j < 2 && s->kid[i][j] >= 0; j++) grad[s->kid[i][j]] += s->lg[i][j] * g;
+    }
 }
 
-static int32_t op_leaf(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 2);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : leaf(s, arg_double(a)); /* a non-finite value is caught by call() */
+static void back_none(mg_store *s, const void *args, int32_t out) { (void)s; (void)args; (void)out; }
+static void back_one(mg_store *s, const void *args, int32_t out) { (void)args; back_nodes(s, out, 1); }
+
+/* ------------------------------------------------------------------------ */
+/* scalar ops: the reference's Value methods, one node each */
+
+typedef struct { f64 v; } leaf_args;
+static int32_t leaf_exact(mg_store *s, const void *args) {
+    const leaf_args *a = args;
+    RESERVE(1, 0);
+    return leaf(s, dbl(a->v)); /* a non-finite value is caught by call() */
 }
+int32_t mg_leaf(mg_store *s, double v) { leaf_args a = {f64_of(v)}; return CALL(leaf, a); }
 
-/* the ops with nothing to check but their operands' ids: one node each */
-#define BINARY_OP(name, make) static int32_t name(mg_store *s, const int32_t *a, int32_t na) { \
-    CHECK_NARGS(na, 2); CHECK_ID(a[0]); CHECK_ID(a[1]);                                      \
-    int32_t r = reserve(s, 1, 0);                                                             \
-    return r ? r : make(s, NEW, a[0], a[1]); }
-#define UNARY_OP(name, make) static int32_t name(mg_store *s, const int32_t *a, int32_t na) { \
-    CHECK_NARGS(na, 1); CHECK_ID(a[0]);                                                      \
-    int32_t r = reserve(s, 1, 0);                                                            \
-    return r ? r : make(s, a[0]); }
-BINARY_OP(op_add, add)
-BINARY_OP(op_mul, mul)
-UNARY_OP(op_exp, exp_)
-UNARY_OP(op_relu, relu)
-UNARY_OP(op_tanh, tanh_)
+typedef struct { int32_t a, b; } binary_args;
+#define BINARY_OP(name, make)                                                      \
+    static int32_t name##_exact(mg_store *s, const void *args) {                   \
+        const binary_args *a = args;                                                \
+        CHECK_ID(a->a); CHECK_ID(a->b);                                             \
+        RESERVE(1, 0);                                                              \
+        return make(s, NEW, a->a, a->b);                                            \
+    }                                                                               \
+    int32_t mg_##name(mg_store *s, int32_t x, int32_t y) { binary_args a = {x, y}; return CALL(name, a); }
+BINARY_OP(add, add)
+BINARY_OP(mul, mul)
 
-static int32_t op_pow(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 3); CHECK_ID(a[0]);
-    double x = s->val[a[0]], p = arg_double(a + 1);
+typedef struct { int32_t a; } unary_args;
+#define UNARY_OP(name, make)                                                       \
+    static int32_t name##_exact(mg_store *s, const void *args) {                   \
+        const unary_args *a = args;                                                 \
+        CHECK_ID(a->a);                                                             \
+        RESERVE(1, 0);                                                              \
+        return make(s, a->a);                                                       \
+    }                                                                               \
+    int32_t mg_##name(mg_store *s, int32_t x) { unary_args a = {x}; return CALL(name, a); }
+UNARY_OP(exp, exp_)
+UNARY_OP(relu, relu)
+UNARY_OP(tanh, tanh_)
+
+static int32_t log_exact(mg_store *s, const void *args) {
+    const unary_args *a = args;
+    CHECK_ID(a->a);
+    if (!(s->v.val[a->a] > 0)) return fail(s, MG_EMATH, "log(%g): not positive", s->v.val[a->a]);
+    RESERVE(1, 0);
+    return log_(s, a->a);
+}
+int32_t mg_log(mg_store *s, int32_t x) { unary_args a = {x}; return CALL(log, a); }
+
+typedef struct { int32_t a; f64 p; } pow_args;
+static int32_t pow_exact(mg_store *s, const void *args) {
+    const pow_args *a = args;
+    CHECK_ID(a->a);
+    double x = s->v.val[a->a], p = dbl(a->p);
     if (x < 0 && p != floor(p)) return fail(s, MG_EMATH, "%g ** %g: a negative base needs a whole exponent", x, p);
     if (x == 0 && p < 0) return fail(s, MG_EMATH, "0 ** %g: zero to a negative power", p);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : powc(s, NEW, a[0], p);
+    RESERVE(1, 0);
+    return powc(s, NEW, a->a, p);
 }
-
-static int32_t op_log(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 1); CHECK_ID(a[0]);
-    if (!(s->val[a[0]] > 0)) return fail(s, MG_EMATH, "log(%g): not positive", s->val[a[0]]);
-    int32_t r = reserve(s, 1, 0);
-    return r ? r : log_(s, a[0]);
-}
+int32_t mg_pow(mg_store *s, int32_t x, double p) { pow_args a = {x, f64_of(p)}; return CALL(pow, a); }
 
 /* ------------------------------------------------------------------------ */
 /* vector ops: each builds, in one call, the nodes the reference's list
    comprehensions build, with its outputs on consecutive ids. */
 
-/* [a + b for a, b in zip(x, y)]: (a, b, n) */
-static int32_t op_vadd(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 3);
-    int32_t x = a[0], y = a[1], n = a[2];
-    CHECK_VEC(x, n); CHECK_VEC(y, n);
-    int32_t r = reserve(s, n, 0);
-    if (r) return r;
-    int32_t out = s->n;
-    for (int32_t i = 0; i < n; i++) add(s, NEW, x + i, y + i);
+/* [a + b for a, b in zip(x, y)] */
+typedef struct { int32_t a, b, n; } vadd_args;
+static int32_t vadd_exact(mg_store *s, const void *args) {
+    const vadd_args *a = args;
+    CHECK_VEC(a->a, a->n); CHECK_VEC(a->b, a->n);
+    RESERVE(a->n, 0);
+    int32_t out = s->v.n;
+    for (int32_t i = 0; i < a->n; i++) add(s, NEW, a->a + i, a->b + i);
     return out;
 }
+static void vadd_back(mg_store *s, const void *args, int32_t out) { back_nodes(s, out, ((const vadd_args *)args)->n); }
+int32_t mg_vadd(mg_store *s, int32_t x, int32_t y, int32_t n) { vadd_args a = {x, y, n}; return CALL(vadd, a); }
 
-/* [t + p for t, p in zip(wte[tok], wpe[pos])]: (wte, ntok, wpe, npos, n, tok
-   index, pos); wte has ntok rows of n, wpe npos rows */
-static int32_t op_embed(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 7);
-    int32_t wte = a[0], ntok = a[1], wpe = a[2], npos = a[3], n = a[4], ti = a[5], pos = a[6];
-    CHECK_VEC(wte, (int64_t)ntok * n); CHECK_VEC(wpe, (int64_t)npos * n);
-    CHECK(ti >= 0 && ti < s->ntok, "token index %d is not in [0, %d)", ti, s->ntok);
-    int32_t tok = s->tok[ti];
-    CHECK(tok >= 0 && tok < ntok, "token %d is not in [0, %d)", tok, ntok);
-    CHECK(pos >= 0 && pos < npos, "position %d is not in [0, %d)", pos, npos);
-    int32_t b[3] = {wte + tok * n, wpe + pos * n, n};
-    return op_vadd(s, b, 3);
+/* [t + p for t, p in zip(wte[tok], wpe[pos])]: wte has ntok rows of n, wpe
+   npos rows; tok is an index into the tokens */
+typedef struct { int32_t wte, ntok, wpe, npos, n, tok, pos; } embed_args;
+static int32_t embed_exact(mg_store *s, const void *args) {
+    const embed_args *a = args;
+    int32_t n = a->n;
+    CHECK_VEC(a->wte, (int64_t)a->ntok * n); CHECK_VEC(a->wpe, (int64_t)a->npos * n);
+    CHECK(a->tok >= 0 && a->tok < s->ntok, "token index %d is not in [0, %d)", a->tok, s->ntok);
+    int32_t tok = s->tok[a->tok];
+    CHECK(tok >= 0 && tok < a->ntok, "token %d is not in [0, %d)", tok, a->ntok);
+    CHECK(a->pos >= 0 && a->pos < a->npos, "position %d is not in [0, %d)", a->pos, a->npos);
+    vadd_args b = {a->wte + tok * n, a->wpe + a->pos * n, n};
+    return vadd_exact(s, &b);
+}
+static void embed_back(mg_store *s, const void *args, int32_t out) { back_nodes(s, out, ((const embed_args *)args)->n); }
+int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
+                 int32_t tok, int32_t pos) {
+    embed_args a = {wte, ntok, wpe, npos, n, tok, pos};
+    return CALL(embed, a);
 }
 
-/* [xi.relu() for xi in x]: (x, n) */
-static int32_t op_vrelu(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 2);
-    int32_t x = a[0], n = a[1];
-    CHECK_VEC(x, n);
-    int32_t r = reserve(s, n, 0);
-    if (r) return r;
-    int32_t out = s->n;
-    for (int32_t i = 0; i < n; i++) relu(s, x + i);
+/* (x, n): vrelu, rmsnorm, softmax */
+typedef struct { int32_t x, n; } vec_args;
+static void vec_back(mg_store *s, const void *args, int32_t out) { back_nodes(s, out, ((const vec_args *)args)->n); }
+
+/* [xi.relu() for xi in x] */
+static int32_t vrelu_exact(mg_store *s, const void *args) {
+    const vec_args *a = args;
+    CHECK_VEC(a->x, a->n);
+    RESERVE(a->n, 0);
+    int32_t out = s->v.n;
+    for (int32_t i = 0; i < a->n; i++) relu(s, a->x + i);
     return out;
 }
+int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n) { vec_args a = {x, n}; return CALL(vrelu, a); }
 
-/* [xi * c for xi in x]: a leaf c and a mul per element; (x, n, c) */
-static int32_t op_scale(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 4);
-    int32_t x = a[0], n = a[1];
-    double c = arg_double(a + 2);
-    CHECK_VEC(x, n);
-    int32_t r = reserve(s, 2 * (int64_t)n, 0);
-    if (r) return r;
-    int32_t out = s->n;
-    s->n += n;
-    for (int32_t i = 0; i < n; i++) mul(s, out + i, x + i, leaf(s, c));
+/* [xi * c for xi in x]: a leaf c and a mul per element, the muls first */
+typedef struct { int32_t x, n; f64 c; } scale_args;
+static int32_t scale_exact(mg_store *s, const void *args) {
+    const scale_args *a = args;
+    CHECK_VEC(a->x, a->n);
+    RESERVE(2 * (int64_t)a->n, 0);
+    int32_t out = s->v.n;
+    s->v.n += a->n;
+    for (int32_t i = 0; i < a->n; i++) mul(s, out + i, a->x + i, leaf(s, dbl(a->c)));
     return out;
 }
+static void scale_back(mg_store *s, const void *args, int32_t out) { back_nodes(s, out, ((const scale_args *)args)->n); }
+int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) { scale_args a = {x, n, f64_of(c)}; return CALL(scale, a); }
 
-/* ms = sum(xi * xi) / n; scale = (ms + 1e-5) ** -0.5; [xi * scale]: (x, n).
+/* ms = sum(xi * xi) / n; scale = (ms + 1e-5) ** -0.5; [xi * scale].
    Fast: one fused node per output. */
-static int32_t op_rmsnorm(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 2);
-    int32_t x = a[0], n = a[1];
+static int32_t rmsnorm_exact(mg_store *s, const void *args) {
+    const vec_args *a = args;
+    int32_t x = a->x, n = a->n;
     CHECK_VEC(x, n);
-    if (s->mode == MG_FAST) {
-        int32_t r = reserve(s, n, 0);
-        if (r) return r;
-        double ss = 0.0;
-        for (int32_t i = 0; i < n; i++) ss = ss + s->val[x + i] * s->val[x + i];
-        double scale = pow(ss * pow(n, -1) + 1e-5, -0.5);
-        int32_t out = fresh(s, n);
-        for (int32_t i = 0; i < n; i++) s->val[out + i] = s->val[x + i] * scale;
-        return out;
-    }
-    int32_t r = reserve(s, 3 * (int64_t)n + 6, n);
-    if (r) return r;
+    RESERVE(3 * (int64_t)n + 6, n);
     for (int32_t i = 0; i < n; i++) s->tmp[i] = mul(s, NEW, x + i, x + i);
     /* "/ len(x)" is "* len(x)**-1", a float pow in Python */
     int32_t ms = mul(s, NEW, sum(s, NEW, s->tmp, n), leaf(s, pow(n, -1)));
     int32_t scale = powc(s, NEW, add(s, NEW, ms, leaf(s, 1e-5)), -0.5);
-    int32_t out = s->n;
+    int32_t out = s->v.n;
     for (int32_t i = 0; i < n; i++) mul(s, NEW, x + i, scale);
     return out;
 }
+static int32_t rmsnorm_fast(mg_store *s, const void *args) {
+    const vec_args *a = args;
+    int32_t x = a->x, n = a->n;
+    CHECK_VEC(x, n);
+    RESERVE(n, 0);
+    const double *xv = s->v.val + x;
+    double ss = 0.0;
+    for (int32_t i = 0; i < n; i++) ss = ss + xv[i] * xv[i];
+    double scale = pow(ss * pow(n, -1) + 1e-5, -0.5);
+    int32_t out = fresh(s, n);
+    for (int32_t i = 0; i < n; i++) s->v.val[out + i] = s->v.val[x + i] * scale;
+    return out;
+}
+/* out_i = x_i * r, r = (ss / n + 1e-5) ** -0.5:
+   dx_j = g_j r - x_j r**3 / n * sum_i g_i x_i */
+static void rmsnorm_back(mg_store *s, const void *args, int32_t out) {
+    const vec_args *a = args;
+    int32_t x = a->x, n = a->n;
+    const double *xv = s->v.val + x, *g = s->v.grad + out;
+    double ss = 0.0, gx = 0.0;
+    for (int32_t i = 0; i < n; i++) { ss = ss + xv[i] * xv[i]; gx = gx + g[i] * xv[i]; }
+    double r = pow(ss / n + 1e-5, -0.5), k = -gx * r * r * r / n;
+    double *dx = s->v.grad + x;
+    for (int32_t i = 0; i < n; i++) dx[i] += g[i] * r + k * xv[i];
+}
+int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) { vec_args a = {x, n}; return CALL(rmsnorm, a); }
 
-/* [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]: (x, nin, w, nout).
+/* [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]: x has nin nodes, w is
+   nout x nin. Exact: the outputs, then per row its nin products and its sum.
    Fast: each output one n-ary dot-product node. */
-static int32_t op_linear(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 4);
-    int32_t x = a[0], nin = a[1], w = a[2], nout = a[3];
-    CHECK_VEC(x, nin);
-    CHECK(nout >= 1, "linear needs at least one output row, got %d", nout);
-    int64_t cells = (int64_t)nin * nout;
-    CHECK_VEC(w, cells);
-    if (s->mode == MG_FAST) {
-        int32_t r = reserve(s, nout, 0);
-        if (r) return r;
-        int32_t out = fresh(s, nout), o = 0;
-        const double *v = s->val, *xv = v + x, *wo = v + w;
-        /* four rows at a time: four independent sums in flight, each summed
-           in the exact order */
-        for (; o + 4 <= nout; o += 4, wo += 4 * (int64_t)nin) {
-            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-            for (int32_t i = 0; i < nin; i++) {
-                a0 = a0 + wo[i] * xv[i];
-                a1 = a1 + wo[nin + i] * xv[i];
-                a2 = a2 + wo[2 * nin + i] * xv[i];
-                a3 = a3 + wo[3 * nin + i] * xv[i];
-            }
-            s->val[out + o] = a0; s->val[out + o + 1] = a1;
-            s->val[out + o + 2] = a2; s->val[out + o + 3] = a3;
-        }
-        for (; o < nout; o++, wo += nin) {
-            double acc = 0.0;
-            for (int32_t i = 0; i < nin; i++) acc = acc + wo[i] * xv[i];
-            s->val[out + o] = acc;
-        }
-        return out;
-    }
-    int32_t r = reserve(s, 2 * cells + nout, nin);
+typedef struct { int32_t x, nin, w, nout; } linear_args;
+static int32_t linear_check(mg_store *s, const linear_args *a) {
+    CHECK_VEC(a->x, a->nin);
+    CHECK(a->nout >= 1, "linear needs at least one output row, got %d", a->nout);
+    CHECK_VEC(a->w, (int64_t)a->nin * a->nout);
+    return 0;
+}
+static int32_t linear_exact(mg_store *s, const void *args) {
+    const linear_args *a = args;
+    int32_t r = linear_check(s, a), x = a->x, nin = a->nin, w = a->w, nout = a->nout;
     if (r) return r;
-    int32_t out = s->n;
-    s->n += nout;
+    RESERVE(2 * (int64_t)nin * nout + nout, nin);
+    int32_t out = s->v.n;
+    s->v.n += nout;
     for (int32_t o = 0; o < nout; o++) {
         for (int32_t i = 0; i < nin; i++) s->tmp[i] = mul(s, NEW, w + o * nin + i, x + i);
         sum(s, out + o, s->tmp, nin);
     }
     return out;
 }
-
-/* (x, n). Fast: fused nodes. */
-static int32_t op_softmax(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 2);
-    int32_t x = a[0], n = a[1];
-    CHECK_VEC(x, n);
-    if (s->mode == MG_FAST) {
-        int32_t r = reserve(s, n, 0);
-        if (r) return r;
-        int32_t out = fresh(s, n);
-        softmax_vals(s->val + out, s->val + x, n);
-        return out;
-    }
-    int32_t r = reserve(s, 6 * (int64_t)n + 1, 2 * (int64_t)n);
+static int32_t linear_fast(mg_store *s, const void *args) {
+    const linear_args *a = args;
+    int32_t r = linear_check(s, a), nin = a->nin, nout = a->nout;
     if (r) return r;
-    int32_t out = s->n;
-    s->n += n;
-    for (int32_t i = 0; i < n; i++) s->tmp[n + i] = x + i;
+    RESERVE(nout, 0);
+    int32_t out = fresh(s, nout), o = 0;
+    double *v = s->v.val;
+    const double *xv = v + a->x, *wo = v + a->w;
+    /* four rows at a time: four independent sums in flight, each summed in
+       the exact order */
+    for (; o + 4 <= nout; o += 4, wo += 4 * (int64_t)nin) {
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        for (int32_t i = 0; i < nin; i++) {
+            a0 = a0 + wo[i] * xv[i];
+            a1 = a1 + wo[nin + i] * xv[i];
+            a2 = a2 + wo[2 * nin + i] * xv[i];
+            a3 = a3 + wo[3 * nin + i] * xv[i];
+        }
+        v[out + o] = a0; v[out + o + 1] = a1; v[out + o + 2] = a2; v[out + o + 3] = a3;
+    }
+    for (; o < nout; o++, wo += nin) {
+        double acc = 0.0;
+        for (int32_t i = 0; i < nin; i++) acc = acc + wo[i] * xv[i];
+        v[out + o] = acc;
+    }
+    return out;
+}
+/* out_o = w_o . x: dw_o += g_o x, dx += g_o w_o */
+static void linear_back(mg_store *s, const void *args, int32_t out) {
+    const linear_args *a = args;
+    int32_t nin = a->nin;
+    const double *xv = s->v.val + a->x;
+    double *dx = s->v.grad + a->x;
+    for (int32_t o = 0; o < a->nout; o++) {
+        double g = s->v.grad[out + o];
+        if (g == 0) continue;
+        const double *wo = s->v.val + a->w + (int64_t)o * nin;
+        double *dw = s->v.grad + a->w + (int64_t)o * nin;
+        for (int32_t i = 0; i < nin; i++) {
+            dw[i] += g * xv[i];
+            dx[i] += g * wo[i];
+        }
+    }
+}
+int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
+    linear_args a = {x, nin, w, nout};
+    return CALL(linear, a);
+}
+
+/* Exact: the reference's softmax of x. Fast: fused nodes. */
+static int32_t softmax_exact(mg_store *s, const void *args) {
+    const vec_args *a = args;
+    int32_t n = a->n;
+    CHECK_VEC(a->x, n);
+    RESERVE(6 * (int64_t)n + 1, 2 * (int64_t)n);
+    int32_t out = s->v.n;
+    s->v.n += n;
+    for (int32_t i = 0; i < n; i++) s->tmp[n + i] = a->x + i;
     softmax(s, s->tmp, s->tmp + n, n, out);
     return out;
 }
+static int32_t softmax_fast(mg_store *s, const void *args) {
+    const vec_args *a = args;
+    CHECK_VEC(a->x, a->n);
+    RESERVE(a->n, 0);
+    int32_t out = fresh(s, a->n);
+    softmax_vals(s->v.val + out, s->v.val + a->x, a->n);
+    return out;
+}
+/* p = softmax(x): dx_j += p_j (g_j - sum_i g_i p_i) */
+static void softmax_back(mg_store *s, const void *args, int32_t out) {
+    const vec_args *a = args;
+    int32_t n = a->n;
+    const double *p = s->v.val + out, *g = s->v.grad + out;
+    double gp = 0.0;
+    for (int32_t i = 0; i < n; i++) gp += g[i] * p[i];
+    for (int32_t i = 0; i < n; i++) s->v.grad[a->x + i] += p[i] * (g[i] - gp);
+}
+int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) { vec_args a = {x, n}; return CALL(softmax, a); }
 
 /* Causal self-attention of query q (n = n_head * head_dim nodes) over t cached
-   keys and values (vectors of n nodes). Per head: logits[t] = dot(q_h, k_h[t])
-   / head_dim**0.5, weights = softmax(logits), out[j] = sum_t weights[t] *
-   v_h[t][j]; heads concatenated. (q, n, n_head, t, keys[t], values[t]).
-   Fast: the n outputs, then each head's t attention weights as fused nodes. */
-static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK(na >= 4, "attention given %d arguments", na);
-    int32_t q = a[0], n = a[1], n_head = a[2], t = a[3];
-    CHECK(t >= 1 && na == 4 + 2 * (int64_t)t, "attention needs t >= 1 keys and values, got t = %d", t);
-    const int32_t *keys = a + 4, *values = a + 4 + t;
-    CHECK(n_head >= 1 && n >= 1 && n % n_head == 0, "n_embd %d is not a multiple of n_head %d", n, n_head);
-    CHECK_VEC(q, n);
-    for (int32_t i = 0; i < t; i++) { CHECK_VEC(keys[i], n); CHECK_VEC(values[i], n); }
-    int32_t hd = n / n_head;
-    double c = pow(pow(hd, 0.5), -1); /* "/ head_dim**0.5" is "* (head_dim**0.5)**-1" */
-    if (s->mode == MG_FAST) {
-        int32_t r = reserve(s, n + (int64_t)n_head * t, 0);
-        if (r) return r;
-        int32_t out = fresh(s, n), wts = fresh(s, n_head * t);
-        double *v = s->val;
-        for (int32_t h = 0; h < n_head; h++) {
-            int32_t hs = h * hd;
-            double *w = v + wts + h * t;
-            for (int32_t i = 0; i < t; i++) {
-                double d = 0.0;
-                for (int32_t j = 0; j < hd; j++) d = d + v[q + hs + j] * v[keys[i] + hs + j];
-                w[i] = d * c;
-            }
-            softmax_vals(w, w, t);
-            for (int32_t j = 0; j < hd; j++) {
-                double acc = 0.0;
-                for (int32_t i = 0; i < t; i++) acc = acc + w[i] * v[values[i] + hs + j];
-                v[out + hs + j] = acc;
-            }
-        }
-        return out;
-    }
-    int64_t nodes = n_head * (t * (2 * (int64_t)hd + 3) + 6 * (int64_t)t + 1) + n * (2 * (int64_t)t + 1);
-    int32_t r = reserve(s, nodes, (hd > t ? hd : t) + 2 * (int64_t)t);
+   keys and values (vectors of n nodes; kv holds the t key ids, then the t
+   value ids). Per head: logits[t] = dot(q_h, k_h[t]) / head_dim**0.5, weights
+   = softmax(logits), out[j] = sum_t weights[t] * v_h[t][j]; heads
+   concatenated. Fast: the n outputs, then each head's t attention weights as
+   fused nodes. */
+typedef struct { int32_t q, n, n_head, t; int32_t kv[]; } attention_args;
+static int attention_nargs(const int32_t *w, int32_t na) {
+    const attention_args *a = (const attention_args *)w;
+    return na >= WORDS(attention_args) && a->t >= 1 && na == WORDS(attention_args) + 2 * (int64_t)a->t;
+}
+static int32_t attention_check(mg_store *s, const attention_args *a) {
+    CHECK(a->n_head >= 1 && a->n >= 1 && a->n % a->n_head == 0, "n_embd %d is not a multiple of n_head %d",
+          a->n, a->n_head);
+    CHECK_VEC(a->q, a->n);
+    for (int32_t i = 0; i < 2 * a->t; i++) CHECK_VEC(a->kv[i], a->n);
+    return 0;
+}
+/* "/ head_dim**0.5" is "* (head_dim**0.5)**-1" */
+static double attention_c(int32_t hd) { return pow(pow(hd, 0.5), -1); }
+static int32_t attention_exact(mg_store *s, const void *args) {
+    const attention_args *a = args;
+    int32_t r = attention_check(s, a);
     if (r) return r;
-    int32_t out = s->n;
-    s->n += n;
+    int32_t q = a->q, n = a->n, n_head = a->n_head, t = a->t, hd = n / n_head;
+    const int32_t *keys = a->kv, *values = a->kv + t;
+    double c = attention_c(hd);
+    RESERVE(n_head * (t * (2 * (int64_t)hd + 3) + 6 * (int64_t)t + 1) + n * (2 * (int64_t)t + 1),
+            (hd > t ? hd : t) + 2 * (int64_t)t);
+    int32_t out = s->v.n;
+    s->v.n += n;
     int32_t *logit = s->tmp, *wt = logit + t, *prod = wt + t;
     for (int32_t h = 0; h < n_head; h++) {
         int32_t hs = h * hd;
@@ -456,321 +614,41 @@ static int32_t op_attention(mg_store *s, const int32_t *a, int32_t na) {
     }
     return out;
 }
-
-/* -softmax(logits)[target].log(), i.e. log(p) * -1: (logits, n, target index).
-   Fast: one fused softmax + cross-entropy node, followed by n nodes holding
-   its local gradients toward the logits, p - onehot(target). */
-static int32_t op_nll(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK_NARGS(na, 3);
-    int32_t x = a[0], n = a[1], ti = a[2];
-    CHECK_VEC(x, n);
-    CHECK(ti >= 0 && ti < s->ntok, "token index %d is not in [0, %d)", ti, s->ntok);
-    int32_t target = s->tok[ti];
-    CHECK(target >= 0 && target < n, "target %d is not in [0, %d)", target, n);
-    if (s->mode == MG_FAST) {
-        int32_t r = reserve(s, 1 + (int64_t)n, 0);
-        if (r) return r;
-        int32_t out = fresh(s, 1 + n);
-        double *p = s->val + out + 1;
-        softmax_vals(p, s->val + x, n);
-        s->val[out] = log(p[target]) * -1;
-        p[target] -= 1.0;
-        return out;
-    }
-    int32_t r = reserve(s, 6 * (int64_t)n + 4, 2 * (int64_t)n);
+static int32_t attention_fast(mg_store *s, const void *args) {
+    const attention_args *a = args;
+    int32_t r = attention_check(s, a);
     if (r) return r;
-    for (int32_t i = 0; i < n; i++) s->tmp[n + i] = x + i;
-    softmax(s, s->tmp, s->tmp + n, n, NEW);
-    return mul(s, NEW, log_(s, s->tmp[target]), leaf(s, -1));
-}
-
-/* (1 / n) * sum(x): the mean of n scalar nodes; (n, x[n]). Fast: one node. */
-static int32_t op_mean(mg_store *s, const int32_t *a, int32_t na) {
-    CHECK(na >= 2 && na == 1 + (int64_t)a[0], "mean given %d arguments", na);
-    int32_t n = a[0];
-    const int32_t *x = a + 1;
-    for (int32_t i = 0; i < n; i++) CHECK_ID(x[i]);
-    if (s->mode == MG_FAST) {
-        int32_t r = reserve(s, 1, 0);
-        if (r) return r;
-        double acc = 0.0;
-        for (int32_t i = 0; i < n; i++) acc = acc + s->val[x[i]];
-        int32_t out = fresh(s, 1);
-        s->val[out] = acc * (1.0 / n);
-        return out;
-    }
-    int32_t r = reserve(s, (int64_t)n + 3, 0);
-    if (r) return r;
-    return mul(s, NEW, sum(s, NEW, x, n), leaf(s, 1.0 / n));
-}
-
-/* ------------------------------------------------------------------------ */
-/* op calls: the one entry to every op, recording it when asked */
-
-enum { OP_LEAF, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_TANH, OP_EMBED, OP_VADD,
-       OP_VRELU, OP_SCALE, OP_RMSNORM, OP_LINEAR, OP_SOFTMAX, OP_ATTENTION, OP_NLL, OP_MEAN, NOPS };
-static const char *const OPNAMES[NOPS] = {
-    "leaf", "add", "mul", "pow", "log", "exp", "relu", "tanh", "embed", "vadd",
-    "vrelu", "scale", "rmsnorm", "linear", "softmax", "attention", "nll", "mean",
-};
-
-typedef int32_t (*op_fn)(mg_store *, const int32_t *, int32_t);
-static const op_fn OPS[NOPS] = {
-    op_leaf, op_add, op_mul, op_pow, op_log, op_exp, op_relu, op_tanh, op_embed, op_vadd,
-    op_vrelu, op_scale, op_rmsnorm, op_linear, op_softmax, op_attention, op_nll, op_mean,
-};
-
-/* Run op with its na arguments a. In fast mode (for backward) and while
-   recording (for replay), also append (op, na, output, a..., na) to the tape:
-   the trailing na lets backward walk it from the end. An op whose nodes hold
-   a non-finite value or local gradient (overflow, say) is undone: an error. */
-static int32_t call(mg_store *s, int32_t op, const int32_t *a, int32_t na) {
-    if (!s) return MG_EARG;
-    int64_t at = s->ntape;
-    int32_t n0 = s->n;
-    int taping = s->recording || s->mode == MG_FAST;
-    if (taping) {
-        if (grow(&s->tape, &s->tcap, at + 4 + (int64_t)na, sizeof *s->tape, INT64_MAX / 8))
-            return fail(s, MG_ENOMEM, "cannot allocate the tape");
-        s->tape[at] = op; s->tape[at + 1] = na;
-        memcpy(s->tape + at + 3, a, (size_t)na * sizeof *a);
-        s->tape[at + 3 + na] = na;
-    }
-    s->nonfinite = 0;
-    int32_t r = OPS[op](s, a, na);
-    if (r < 0) return r;
-    if (s->mode == MG_FAST) /* fused nodes get their values after node() made them */
-        for (int32_t i = n0; i < s->n; i++) s->nonfinite |= !isfinite(s->val[i]);
-    if (s->nonfinite) { /* undo the op; name the first bad node */
-        int32_t i = n0;
-        while (i < s->n - 1 && isfinite(s->val[i]) && isfinite(s->lg[i][0]) && isfinite(s->lg[i][1])) i++;
-        fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
-             OPNAMES[op], i, s->val[i], s->lg[i][0], s->lg[i][1]);
-        s->n = n0;
-        return MG_EMATH;
-    }
-    if (taping) {
-        s->tape[at + 2] = r;
-        s->ntape = at + 4 + na;
-    }
-    return r;
-}
-
-int32_t mg_leaf(mg_store *s, double v) { int32_t a[2]; memcpy(a, &v, sizeof v); return call(s, OP_LEAF, a, 2); }
-int32_t mg_add(mg_store *s, int32_t x, int32_t y) { int32_t a[] = {x, y}; return call(s, OP_ADD, a, 2); }
-int32_t mg_mul(mg_store *s, int32_t x, int32_t y) { int32_t a[] = {x, y}; return call(s, OP_MUL, a, 2); }
-int32_t mg_pow(mg_store *s, int32_t x, double p) {
-    int32_t a[3] = {x};
-    memcpy(a + 1, &p, sizeof p);
-    return call(s, OP_POW, a, 3);
-}
-int32_t mg_log(mg_store *s, int32_t x) { return call(s, OP_LOG, &x, 1); }
-int32_t mg_exp(mg_store *s, int32_t x) { return call(s, OP_EXP, &x, 1); }
-int32_t mg_relu(mg_store *s, int32_t x) { return call(s, OP_RELU, &x, 1); }
-int32_t mg_tanh(mg_store *s, int32_t x) { return call(s, OP_TANH, &x, 1); }
-int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n,
-                 int32_t tok, int32_t pos) {
-    int32_t a[] = {wte, ntok, wpe, npos, n, tok, pos};
-    return call(s, OP_EMBED, a, 7);
-}
-int32_t mg_vadd(mg_store *s, int32_t x, int32_t y, int32_t n) { int32_t a[] = {x, y, n}; return call(s, OP_VADD, a, 3); }
-int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n) { int32_t a[] = {x, n}; return call(s, OP_VRELU, a, 2); }
-int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) {
-    int32_t a[4] = {x, n};
-    memcpy(a + 2, &c, sizeof c);
-    return call(s, OP_SCALE, a, 4);
-}
-int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) { int32_t a[] = {x, n}; return call(s, OP_RMSNORM, a, 2); }
-int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
-    int32_t a[] = {x, nin, w, nout};
-    return call(s, OP_LINEAR, a, 4);
-}
-int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) { int32_t a[] = {x, n}; return call(s, OP_SOFTMAX, a, 2); }
-int32_t mg_nll(mg_store *s, int32_t x, int32_t n, int32_t target) {
-    int32_t a[] = {x, n, target};
-    return call(s, OP_NLL, a, 3);
-}
-
-int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
-                     const int32_t *keys, const int32_t *values, int32_t t) {
-    if (!s) return MG_EARG;
-    if (t < 1 || t > (INT32_MAX - 4) / 2 || !keys || !values) return fail(s, MG_EARG, "attention over %d positions", t);
-    int32_t *a = malloc((4 + 2 * (size_t)t) * sizeof *a);
-    if (!a) return fail(s, MG_ENOMEM, "cannot allocate attention arguments");
-    a[0] = q; a[1] = n; a[2] = n_head; a[3] = t;
-    memcpy(a + 4, keys, (size_t)t * sizeof *a);
-    memcpy(a + 4 + t, values, (size_t)t * sizeof *a);
-    int32_t r = call(s, OP_ATTENTION, a, 4 + 2 * t);
-    free(a);
-    return r;
-}
-
-int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
-    if (!s) return MG_EARG;
-    if (n < 1 || n > INT32_MAX - 1 || !x) return fail(s, MG_EARG, "mean of %d nodes", n);
-    int32_t *a = malloc((1 + (size_t)n) * sizeof *a);
-    if (!a) return fail(s, MG_ENOMEM, "cannot allocate mean arguments");
-    a[0] = n;
-    memcpy(a + 1, x, (size_t)n * sizeof *a);
-    int32_t r = call(s, OP_MEAN, a, 1 + n);
-    free(a);
-    return r;
-}
-
-int32_t mg_record_begin(mg_store *s) {
-    if (!s) return MG_EARG;
-    if (s->recording) return fail(s, MG_EARG, "already recording");
-    s->recording = 1;
-    s->rec_tape = s->ntape;
-    s->rec_n = s->n;
-    return 0;
-}
-
-/* Save the calls since mg_record_begin as a program; returns its index. */
-int32_t mg_record_end(mg_store *s) {
-    if (!s) return MG_EARG;
-    if (!s->recording) return fail(s, MG_EARG, "not recording");
-    s->recording = 0;
-    int64_t len = s->ntape - s->rec_tape, c = s->pcap;
-    if (s->mode == MG_EXACT) s->ntape = s->rec_tape; /* the tape was only for this */
-    if (grow(&s->progs, &c, s->nprog + 1, sizeof *s->progs, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a program");
-    s->pcap = c;
-    int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
-    if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
-    if (len) memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
-    s->progs[s->nprog] = (mg_prog){code, len, s->rec_n};
-    return s->nprog++;
-}
-
-/* Run a recorded program again: from the same node count, every call makes the
-   same node ids, reading the current tokens and parameter values. */
-int32_t mg_replay(mg_store *s, int32_t prog) {
-    if (!s) return MG_EARG;
-    if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
-    mg_prog *p = &s->progs[prog];
-    if (s->n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->n);
-    for (int64_t i = 0; i < p->len; ) {
-        int32_t op = p->code[i], na = p->code[i + 1];
-        if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
-            return fail(s, MG_EARG, "corrupt program %d", prog);
-        int32_t r = call(s, op, p->code + i + 3, na);
-        if (r < 0) return r;
-        i += 4 + na;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* backward */
-
-/* The reference's depth-first post-order from root: children in order, each
-   node once. Leaves are left out: they have nothing to pass on. Returns its
-   length. */
-static int32_t topo_sort(mg_store *s, int32_t root) {
-    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
-    uint8_t *seen = s->seen;
-    int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
-    memset(seen, 0, (size_t)s->n);
-    seen[root] = 1;
-    for (;;) {
-        int32_t c = -1;
-        while (j < 2 && (c = kid[v][j]) >= 0 && (seen[c] || kid[c][0] < 0)) j++;
-        if (j < 2 && c >= 0) { /* descend into the next unvisited child */
-            st[sp++] = v; st[sp++] = j + 1;
-            seen[c] = 1;
-            v = c; j = 0;
-            continue;
+    int32_t q = a->q, n = a->n, n_head = a->n_head, t = a->t, hd = n / n_head;
+    const int32_t *keys = a->kv, *values = a->kv + t;
+    double c = attention_c(hd);
+    RESERVE(n + (int64_t)n_head * t, 0);
+    int32_t out = fresh(s, n), wts = fresh(s, n_head * t);
+    double *v = s->v.val;
+    for (int32_t h = 0; h < n_head; h++) {
+        int32_t hs = h * hd;
+        double *w = v + wts + h * t;
+        for (int32_t i = 0; i < t; i++) {
+            double d = 0.0;
+            for (int32_t j = 0; j < hd; j++) d = d + v[q + hs + j] * v[keys[i] + hs + j];
+            w[i] = d * c;
         }
-        topo[nt++] = v;
-        if (!sp) return nt;
-        j = st[--sp]; v = st[--sp];
-    }
-}
-
-/* Backward in the reference's order, the reverse of that post-order: the
-   order in which a shared child receives its contributions decides the last
-   bits of its gradient. */
-static int32_t backward_exact(mg_store *s, int32_t root) {
-    int64_t c = s->scap;
-    if (grow(&s->seen, &c, s->n, sizeof *s->seen, INT32_MAX) ||
-        (c = s->scap, grow(&s->topo, &c, s->n, sizeof *s->topo, INT32_MAX)) ||
-        (c = s->scap, grow(&s->stack, &c, s->n, 2 * sizeof *s->stack, INT32_MAX)))
-        return fail(s, MG_ENOMEM, "cannot allocate the backward pass's buffers");
-    s->scap = c;
-    const int32_t *topo = s->topo;
-    double *grad = s->grad;
-    grad[root] = 1.0;
-    for (int32_t i = topo_sort(s, root) - 1; i >= 0; i--) {
-        int32_t v = topo[i];
-        double g = grad[v];
-        for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) grad[s->kid[v][j]] += s->lg[v][j] * g;
-    }
-    return 0;
-}
-
-/* Fast mode: each op's backward kernel, given its arguments and first output.
-   Nodes whose gradient is zero pass nothing on and are skipped. */
-
-/* k nodes with children (scalar ops, elementwise vector ops), last first */
-static void back_nodes(mg_store *s, int32_t out, int32_t k) {
-    double *grad = s->grad;
-    for (int32_t i = out + k - 1; i >= out; i--) {
-        double g = grad[i];
-        if (g == 0) continue;
-        for (int32_t j = 0; j < 2 && s->kid[i][j] >= 0; j++) grad[s->kid[i][j]] += s->lg[i][j] * g;
-    }
-}
-
-static void back_scalar(mg_store *s, const int32_t *a, int32_t out) { (void)a; back_nodes(s, out, 1); }
-static void back_embed(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[4]); }
-static void back_vadd(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[2]); }
-static void back_vector(mg_store *s, const int32_t *a, int32_t out) { back_nodes(s, out, a[1]); }
-
-/* out_i = x_i * r, r = (ss / n + 1e-5) ** -0.5:
-   dx_j = g_j r - x_j r**3 / n * sum_i g_i x_i */
-static void back_rmsnorm(mg_store *s, const int32_t *a, int32_t out) {
-    int32_t x = a[0], n = a[1];
-    const double *xv = s->val + x, *g = s->grad + out;
-    double ss = 0.0, gx = 0.0;
-    for (int32_t i = 0; i < n; i++) { ss = ss + xv[i] * xv[i]; gx = gx + g[i] * xv[i]; }
-    double r = pow(ss / n + 1e-5, -0.5), k = -gx * r * r * r / n;
-    double *dx = s->grad + x;
-    for (int32_t i = 0; i < n; i++) dx[i] += g[i] * r + k * xv[i];
-}
-
-/* out_o = w_o . x: dw_o += g_o x, dx += g_o w_o */
-static void back_linear(mg_store *s, const int32_t *a, int32_t out) {
-    int32_t x = a[0], nin = a[1], w = a[2], nout = a[3];
-    const double *xv = s->val + x;
-    double *dx = s->grad + x;
-    for (int32_t o = 0; o < nout; o++) {
-        double g = s->grad[out + o];
-        if (g == 0) continue;
-        const double *wo = s->val + w + (int64_t)o * nin;
-        double *dw = s->grad + w + (int64_t)o * nin;
-        for (int32_t i = 0; i < nin; i++) {
-            dw[i] += g * xv[i];
-            dx[i] += g * wo[i];
+        softmax_vals(w, w, t);
+        for (int32_t j = 0; j < hd; j++) {
+            double acc = 0.0;
+            for (int32_t i = 0; i < t; i++) acc = acc + w[i] * v[values[i] + hs + j];
+            v[out + hs + j] = acc;
         }
     }
+    return out;
 }
-
-/* p = softmax(x): dx_j += p_j (g_j - sum_i g_i p_i) */
-static void back_softmax(mg_store *s, const int32_t *a, int32_t out) {
-    int32_t x = a[0], n = a[1];
-    const double *p = s->val + out, *g = s->grad + out;
-    double gp = 0.0;
-    for (int32_t i = 0; i < n; i++) gp += g[i] * p[i];
-    for (int32_t i = 0; i < n; i++) s->grad[x + i] += p[i] * (g[i] - gp);
-}
-
 /* Per head, with weights w = softmax(c q.k_i): dv_i += w_i g, dw_i = g . v_i
    (kept as the weight nodes' gradients), dlogit_i = w_i (dw_i - w . dw),
    dq += c sum_i dlogit_i k_i, dk_i += c dlogit_i q. */
-static void back_attention(mg_store *s, const int32_t *a, int32_t out) {
-    int32_t q = a[0], n = a[1], n_head = a[2], t = a[3], hd = n / n_head;
-    const int32_t *keys = a + 4, *values = a + 4 + t;
-    double c = pow(pow(hd, 0.5), -1), *v = s->val, *grad = s->grad;
+static void attention_back(mg_store *s, const void *args, int32_t out) {
+    const attention_args *a = args;
+    int32_t q = a->q, n = a->n, n_head = a->n_head, t = a->t, hd = n / n_head;
+    const int32_t *keys = a->kv, *values = a->kv + t;
+    double c = attention_c(hd), *v = s->v.val, *grad = s->v.grad;
     for (int32_t h = 0; h < n_head; h++) {
         int32_t hs = h * hd, wts = out + n + h * t, any = 0;
         const double *g = grad + out + hs;
@@ -795,39 +673,263 @@ static void back_attention(mg_store *s, const int32_t *a, int32_t out) {
         }
     }
 }
+int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
+                     const int32_t *keys, const int32_t *values, int32_t t) {
+    if (!s) return MG_EARG;
+    if (t < 1 || t > (INT32_MAX - 4) / 2 || !keys || !values) return fail(s, MG_EARG, "attention over %d positions", t);
+    attention_args *a = malloc(sizeof *a + 2 * (size_t)t * sizeof *a->kv);
+    if (!a) return fail(s, MG_ENOMEM, "cannot allocate attention arguments");
+    *a = (attention_args){q, n, n_head, t};
+    memcpy(a->kv, keys, (size_t)t * sizeof *keys);
+    memcpy(a->kv + t, values, (size_t)t * sizeof *values);
+    int32_t r = call(s, OP_attention, a, WORDS(attention_args) + 2 * t);
+    free(a);
+    return r;
+}
 
+/* -softmax(logits)[target].log(), i.e. log(p) * -1; target is an index into
+   the tokens. Fast: one fused softmax + cross-entropy node, followed by n
+   nodes holding its local gradients toward the logits, p - onehot(target). */
+typedef struct { int32_t x, n, target; } nll_args;
+static int32_t nll_check(mg_store *s, const nll_args *a) {
+    CHECK_VEC(a->x, a->n);
+    CHECK(a->target >= 0 && a->target < s->ntok, "token index %d is not in [0, %d)", a->target, s->ntok);
+    int32_t target = s->tok[a->target];
+    CHECK(target >= 0 && target < a->n, "target %d is not in [0, %d)", target, a->n);
+    return 0;
+}
+static int32_t nll_exact(mg_store *s, const void *args) {
+    const nll_args *a = args;
+    int32_t r = nll_check(s, a), n = a->n;
+    if (r) return r;
+    RESERVE(6 * (int64_t)n + 4, 2 * (int64_t)n);
+    for (int32_t i = 0; i < n; i++) s->tmp[n + i] = a->x + i;
+    softmax(s, s->tmp, s->tmp + n, n, NEW);
+    return mul(s, NEW, log_(s, s->tmp[s->tok[a->target]]), leaf(s, -1));
+}
+static int32_t nll_fast(mg_store *s, const void *args) {
+    const nll_args *a = args;
+    int32_t r = nll_check(s, a);
+    if (r) return r;
+    int32_t n = a->n, target = s->tok[a->target];
+    RESERVE(1 + (int64_t)n, 0);
+    int32_t out = fresh(s, 1 + n);
+    double *p = s->v.val + out + 1;
+    softmax_vals(p, s->v.val + a->x, n);
+    s->v.val[out] = log(p[target]) * -1;
+    p[target] -= 1.0;
+    return out;
+}
 /* loss = -log softmax(x)[target]: dx += g (p - onehot), kept after the loss */
-static void back_nll(mg_store *s, const int32_t *a, int32_t out) {
-    int32_t x = a[0], n = a[1];
-    double g = s->grad[out];
+static void nll_back(mg_store *s, const void *args, int32_t out) {
+    const nll_args *a = args;
+    double g = s->v.grad[out];
     if (g == 0) return;
-    for (int32_t i = 0; i < n; i++) s->grad[x + i] += g * s->val[out + 1 + i];
+    for (int32_t i = 0; i < a->n; i++) s->v.grad[a->x + i] += g * s->v.val[out + 1 + i];
+}
+int32_t mg_nll(mg_store *s, int32_t x, int32_t n, int32_t target) { nll_args a = {x, n, target}; return CALL(nll, a); }
+
+/* (1 / n) * sum(x): the mean of n scalar nodes. Fast: one node. */
+typedef struct { int32_t n; int32_t x[]; } mean_args;
+static int mean_nargs(const int32_t *w, int32_t na) {
+    const mean_args *a = (const mean_args *)w;
+    return na >= WORDS(mean_args) && a->n >= 1 && na == WORDS(mean_args) + (int64_t)a->n;
+}
+static int32_t mean_exact(mg_store *s, const void *args) {
+    const mean_args *a = args;
+    for (int32_t i = 0; i < a->n; i++) CHECK_ID(a->x[i]);
+    RESERVE((int64_t)a->n + 3, 0);
+    return mul(s, NEW, sum(s, NEW, a->x, a->n), leaf(s, 1.0 / a->n));
+}
+static int32_t mean_fast(mg_store *s, const void *args) {
+    const mean_args *a = args;
+    for (int32_t i = 0; i < a->n; i++) CHECK_ID(a->x[i]);
+    RESERVE(1, 0);
+    double acc = 0.0;
+    for (int32_t i = 0; i < a->n; i++) acc = acc + s->v.val[a->x[i]];
+    int32_t out = fresh(s, 1);
+    s->v.val[out] = acc * (1.0 / a->n);
+    return out;
+}
+static void mean_back(mg_store *s, const void *args, int32_t out) {
+    const mean_args *a = args;
+    double g = s->v.grad[out] * (1.0 / a->n);
+    for (int32_t i = 0; i < a->n; i++) s->v.grad[a->x[i]] += g;
+}
+int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
+    if (!s) return MG_EARG;
+    if (n < 1 || n > INT32_MAX - 1 || !x) return fail(s, MG_EARG, "mean of %d nodes", n);
+    mean_args *a = malloc(sizeof *a + (size_t)n * sizeof *a->x);
+    if (!a) return fail(s, MG_ENOMEM, "cannot allocate mean arguments");
+    a->n = n;
+    memcpy(a->x, x, (size_t)n * sizeof *x);
+    int32_t r = call(s, OP_mean, a, WORDS(mean_args) + n);
+    free(a);
+    return r;
 }
 
-static void back_mean(mg_store *s, const int32_t *a, int32_t out) {
-    int32_t n = a[0];
-    double g = s->grad[out] * (1.0 / n);
-    for (int32_t i = 0; i < n; i++) s->grad[a[1 + i]] += g;
-}
+/* ------------------------------------------------------------------------ */
+/* the op table and the one entry to every op */
 
-typedef void (*back_fn)(mg_store *, const int32_t *, int32_t);
-static const back_fn BACK[NOPS] = {
-    back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar, back_scalar,
-    back_embed, back_vadd, back_vector, back_vector, back_rmsnorm, back_linear, back_softmax,
-    back_attention, back_nll, back_mean,
+typedef int32_t (*forward_fn)(mg_store *, const void *args);
+typedef void (*backward_fn)(mg_store *, const void *args, int32_t out);
+static const struct op {
+    const char *name;
+    int32_t nargs;                            /* argument words, if fixed */
+    int (*nargs_ok)(const int32_t *, int32_t); /* else: are these words one call's arguments? */
+    forward_fn exact, fast;
+    backward_fn back;
+} OPS[NOPS] = {
+#define FIXED(args) WORDS(args), NULL
+#define VARIABLE(check) 0, check
+#define TABLE_ROW(name, nargs, exact, fast, back) {#name, nargs, exact, fast, back},
+    OP_LIST(TABLE_ROW)
 };
 
-/* Fast mode: the tape's ops in reverse, each by its kernel: reverse creation
-   order, no topological sort. Gradients would double up if run again over
-   the same graph, so once per reset. */
+/* Run op with its na argument words a. In fast mode (for backward) and while
+   recording (for replay), also append (op, na, output, a..., na) to the tape:
+   the trailing na lets backward walk it from the end. An op whose nodes hold
+   a non-finite value or local gradient (overflow, say) is undone: an error. */
+static int32_t call(mg_store *s, int32_t op, const void *args, int32_t na) {
+    if (!s) return MG_EARG;
+    const struct op *o = &OPS[op];
+    if (o->nargs_ok ? !o->nargs_ok(args, na) : na != o->nargs)
+        return fail(s, MG_EARG, "%s given %d argument words", o->name, na);
+    int64_t at = s->ntape;
+    int32_t n0 = s->v.n;
+    int taping = s->recording || s->mode == MG_FAST;
+    if (taping) {
+        if (grow(&s->tape, &s->tcap, at + 4 + (int64_t)na, sizeof *s->tape, INT64_MAX / 8))
+            return fail(s, MG_ENOMEM, "cannot allocate the tape");
+        s->tape[at] = op; s->tape[at + 1] = na;
+        memcpy(s->tape + at + 3, args, (size_t)na * sizeof *s->tape);
+        s->tape[at + 3 + na] = na;
+    }
+    s->nonfinite = 0;
+    int32_t r = (s->mode == MG_FAST && o->fast ? o->fast : o->exact)(s, args);
+    if (r < 0) return r;
+    if (s->mode == MG_FAST) /* fused nodes get their values after node() made them */
+        for (int32_t i = n0; i < s->v.n; i++) s->nonfinite |= !isfinite(s->v.val[i]);
+    if (s->nonfinite) { /* undo the op; name the first bad node */
+        int32_t i = n0;
+        while (i < s->v.n - 1 && isfinite(s->v.val[i]) && isfinite(s->lg[i][0]) && isfinite(s->lg[i][1])) i++;
+        fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
+             o->name, i, s->v.val[i], s->lg[i][0], s->lg[i][1]);
+        s->v.n = n0;
+        return MG_EMATH;
+    }
+    if (taping) {
+        s->tape[at + 2] = r;
+        s->ntape = at + 4 + na;
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* recording and replay */
+
+int32_t mg_record_begin(mg_store *s) {
+    if (!s) return MG_EARG;
+    if (s->recording) return fail(s, MG_EARG, "already recording");
+    s->recording = 1;
+    s->rec_tape = s->ntape;
+    s->rec_n = s->v.n;
+    return 0;
+}
+
+/* Save the calls since mg_record_begin as a program; returns its index. */
+int32_t mg_record_end(mg_store *s) {
+    if (!s) return MG_EARG;
+    if (!s->recording) return fail(s, MG_EARG, "not recording");
+    s->recording = 0;
+    int64_t len = s->ntape - s->rec_tape, c = s->pcap;
+    if (s->mode == MG_EXACT) s->ntape = s->rec_tape; /* the tape was only for this */
+    if (grow(&s->progs, &c, s->nprog + 1, sizeof *s->progs, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a program");
+    s->pcap = c;
+    int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
+    if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
+    if (len) memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
+    s->progs[s->nprog] = (struct prog){code, len, s->rec_n};
+    return s->nprog++;
+}
+
+/* Run a recorded program again: from the same node count, every call makes the
+   same node ids, reading the current tokens and parameter values. */
+int32_t mg_replay(mg_store *s, int32_t prog) {
+    if (!s) return MG_EARG;
+    if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
+    struct prog *p = &s->progs[prog];
+    if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
+    for (int64_t i = 0; i < p->len; ) {
+        int32_t op = p->code[i], na = p->code[i + 1];
+        if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
+            return fail(s, MG_EARG, "corrupt program %d", prog);
+        int32_t r = call(s, op, p->code + i + 3, na);
+        if (r < 0) return r;
+        i += 4 + na;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* backward */
+
+/* The reference's depth-first post-order from root: children in order, each
+   node once. Leaves are left out: they have nothing to pass on. Returns its
+   length. */
+static int32_t topo_sort(mg_store *s, int32_t root) {
+    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
+    uint8_t *seen = s->seen;
+    int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
+    memset(seen, 0, (size_t)s->v.n);
+    seen[root] = 1;
+    for (;;) {
+        int32_t c = -1;
+        while (j < 2 && (c = kid[v][j]) >= 0 && (seen[c] || kid[c][0] < 0)) j++;
+        if (j < 2 && c >= 0) { /* descend into the next unvisited child */
+            st[sp++] = v; st[sp++] = j + 1;
+            seen[c] = 1;
+            v = c; j = 0;
+            continue;
+        }
+        topo[nt++] = v;
+        if (!sp) return nt;
+        j = st[--sp]; v = st[--sp];
+    }
+}
+
+/* Backward in the reference's order, the reverse of that post-order: the
+   order in which a shared child receives its contributions decides the last
+   bits of its gradient. */
+static int32_t backward_exact(mg_store *s, int32_t root) {
+    int64_t c = s->scap;
+    if (grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
+        (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
+        (c = s->scap, grow(&s->stack, &c, s->v.n, 2 * sizeof *s->stack, INT32_MAX)))
+        return fail(s, MG_ENOMEM, "cannot allocate the backward pass's buffers");
+    s->scap = c;
+    const int32_t *topo = s->topo;
+    double *grad = s->v.grad;
+    grad[root] = 1.0;
+    for (int32_t i = topo_sort(s, root) - 1; i >= 0; i--) {
+        int32_t v = topo[i];
+        double g = grad[v];
+        for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) grad[s->kid[v][j]] += s->lg[v][j] * g;
+    }
+    return 0;
+}
+
+/* Fast mode: the tape's ops in reverse, each by its table row's backward:
+   reverse creation order, no topological sort. Gradients would double up if
+   run again over the same graph, so once per reset. */
 static int32_t backward_fast(mg_store *s, int32_t root) {
     if (s->backed) return fail(s, MG_EARG, "fast mode runs backward once per graph: reset first");
     s->backed = 1;
-    s->grad[root] = 1.0;
+    s->v.grad[root] = 1.0;
     for (int64_t end = s->ntape; end > 0; ) {
         int32_t na = s->tape[end - 1];
         const int32_t *rec = s->tape + end - 4 - na;
-        BACK[rec[0]](s, rec + 3, rec[2]);
+        OPS[rec[0]].back(s, rec + 3, rec[2]);
         end -= 4 + na;
     }
     return 0;
@@ -837,11 +939,4 @@ int32_t mg_backward(mg_store *s, int32_t root) {
     if (!s) return MG_EARG;
     CHECK_ID(root);
     return s->mode == MG_FAST ? backward_fast(s, root) : backward_exact(s, root);
-}
-
-int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p) {
-    if (!s) return MG_EARG;
-    CHECK(out && x && n >= 0, "bad array for pow");
-    for (int64_t i = 0; i < n; i++) out[i] = pow(x[i], p);
-    return 0;
 }

@@ -2,10 +2,11 @@
    it holds declarations and integer #defines only.
 
    Every node is one float: a value and a gradient, and, as the reference's
-   Value, up to two children with the local gradient toward each. Node ids are
-   int32. Functions that make nodes return the id of their first output (vector
-   ops put their outputs on consecutive ids) or a negative MG_E* code, with a
-   message in `err`. */
+   Value, up to two children with the local gradient toward each (docs/graph.md
+   defines the nodes each op makes). Node ids are int32. Functions that make
+   nodes return the id of their first output (vector ops put their outputs on
+   consecutive ids) or a negative MG_E* code, with a message in the view's
+   `err`. */
 
 #define MG_EXACT 0   /* the reference's graph, node for node */
 #define MG_FAST 1    /* n-ary fused nodes, reverse-creation-order backward */
@@ -14,42 +15,20 @@
 #define MG_ENOMEM -2 /* allocation failed (MemoryError) */
 #define MG_EMATH -3  /* a math domain error or a non-finite value (ArithmeticError) */
 
-typedef struct {
-    int32_t *code;           /* recorded op calls, as on the tape */
-    int64_t len;
-    int32_t start;           /* the node count it was recorded from */
-} mg_prog;
+typedef struct mg_store mg_store; /* opaque */
 
+/* What a store shows its user; kept current by every call. */
 typedef struct {
-    double *val, *grad;      /* node i: value and gradient */
-    int32_t (*kid)[2];       /* node i: children, -1 where there is none */
-    double (*lg)[2];         /* node i: local gradients d(node)/d(child) */
-    int32_t n, mark;         /* nodes in use; parameters are [0, mark), kept by reset */
-    int64_t cap;             /* nodes allocated */
-    int32_t mode;            /* MG_EXACT or MG_FAST */
-    int32_t backed;          /* fast mode: backward has run since the reset */
-    int32_t nonfinite;       /* the op being run made a non-finite number */
-    int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
-    int64_t ntape, tcap;
-    int64_t rec_tape;        /* recording: where its calls start on the tape */
-    int32_t rec_n, recording;
-    mg_prog *progs;          /* recorded programs, replayable after a reset */
-    int32_t nprog;
-    int64_t pcap;
-    int32_t *tok;            /* tokens that embed/nll read by index */
-    int32_t ntok;
-    int64_t tokcap;
-    int32_t *tmp;            /* scratch ids for one op */
-    int64_t tmpcap;
-    uint8_t *seen;           /* backward: visited flags */
-    int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
-    int64_t scap;
-    char err[200];
-} mg_store;
+    double *val, *grad;      /* node i: value and gradient (valid until the store grows) */
+    int32_t n;               /* nodes in use */
+    int32_t nparams;         /* the parameters are nodes [0, nparams), kept by reset */
+    char err[200];           /* the last error's message */
+} mg_view;
 
 /* node store */
 mg_store *mg_new(int32_t mode);
 void mg_free(mg_store *s);
+mg_view *mg_view_of(mg_store *s);
 int32_t mg_params(mg_store *s, const double *v, int32_t n);
 int32_t mg_reset(mg_store *s);
 int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n);
@@ -88,8 +67,6 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n);
 
 /* backward: gradient of root is 1, accumulated into every node below it */
 int32_t mg_backward(mg_store *s, int32_t root);
-/* Adam's exact elementwise power: out[i] = pow(x[i], p), the C library's pow */
-int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p);
 
 /* Adam: one step of the reference's update over n parameters, in place, each
    operation as the reference orders it (lr_t = lr * (1 - step / num_steps),

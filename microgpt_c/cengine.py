@@ -22,6 +22,7 @@ class CEngine(Engine):
         if s == ffi.NULL:
             raise MemoryError("cannot allocate the node store")
         self.s = ffi.gc(s, lib.mg_free)
+        self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
         self.generation = 0  # resets so far: a Value made in another generation is stale
         self.check = False  # the checking mode: every shortcut also done the plain way, and compared
@@ -29,30 +30,30 @@ class CEngine(Engine):
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
         if r < 0:
-            raise _ERRORS.get(r, ValueError)(ffi.string(self.s.err).decode())
+            raise _ERRORS.get(r, ValueError)(ffi.string(self.v.err).decode())
         return r
 
     def _array(self, ptr):
         """A float64 numpy copy of the parameters' doubles at ptr."""
         import numpy as np
 
-        return np.frombuffer(ffi.buffer(ptr, 8 * self.s.mark), np.float64).copy()
+        return np.frombuffer(ffi.buffer(ptr, 8 * self.v.nparams), np.float64).copy()
 
     def param_values(self):
-        return self._array(self.s.val)
+        return self._array(self.v.val)
 
     def param_grads(self):
-        return self._array(self.s.grad)
+        return self._array(self.v.grad)
 
     def set_param_values(self, flat):
-        ffi.buffer(self.s.val, 8 * self.s.mark)[:] = ffi.buffer(ffi.new("double[]", list(map(float, flat))))
+        ffi.buffer(self.v.val, 8 * self.v.nparams)[:] = ffi.buffer(ffi.new("double[]", list(map(float, flat))))
 
     def nodes(self):
         """Nodes made since the last reset."""
-        return self.s.n - self.s.mark
+        return self.v.n - self.v.nparams
 
     def zero_grads(self):
-        ffi.memmove(self.s.grad, bytes(8 * self.s.mark), 8 * self.s.mark)
+        ffi.memmove(self.v.grad, bytes(8 * self.v.nparams), 8 * self.v.nparams)
 
     def create_params(self, shapes, flat):
         flat = list(map(float, flat))
@@ -132,9 +133,9 @@ class CEngine(Engine):
         return self.values((x, 1))[0]
 
     def values(self, x):
-        if not (0 <= x[0] and 0 <= x[1] and x[0] + x[1] <= self.s.n):
-            raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.s.n}")
-        return ffi.unpack(self.s.val + x[0], x[1])
+        if not (0 <= x[0] and 0 <= x[1] and x[0] + x[1] <= self.v.n):
+            raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.v.n}")
+        return ffi.unpack(self.v.val + x[0], x[1])
 
     def _adam(self, p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps):
         """mg_adam (microgpt.h) on n doubles at each of p, g, m, v. With
@@ -153,7 +154,7 @@ class CEngine(Engine):
         gradients (zeroed after), bit-identical to Adam.update; fast mode too."""
         m, v = (ffi.from_buffer("double[]", x, require_writable=True) for x in (adam.m, adam.v))
         lr_t, bc1, bc2 = adam.factors(step)
-        self._adam(self.s.val, self.s.grad, m, v, self.s.mark, lr_t, adam.beta1, adam.beta2, bc1, bc2, adam.eps)
+        self._adam(self.v.val, self.v.grad, m, v, self.v.nparams, lr_t, adam.beta1, adam.beta2, bc1, bc2, adam.eps)
 
     def adam(self, p, g, m, v, lr_t, b1, b2, bc1, bc2, eps):
         """mg_adam on four distinct contiguous float64 numpy arrays of one

@@ -45,7 +45,7 @@ class Value(Derived):
 
     def _node(self):
         """This Value's node id, if it still refers to the node it was made as."""
-        if self._generation != self.store.generation and self.id >= self.store.s.mark:
+        if self._generation != self.store.generation and self.id >= self.store.v.nparams:
             raise ValueError("stale Value: its store was reset after it was made")
         return self.id
 
@@ -90,22 +90,22 @@ class Value(Derived):
 
     @property
     def data(self):
-        return self.store.s.val[self._node()]
+        return self.store.v.val[self._node()]
 
     @data.setter
     def data(self, x):
         x = float(x)
         if not math.isfinite(x):
             raise ValueError(f"a Value holds a finite number, not {x}")
-        self.store.s.val[self._node()] = x
+        self.store.v.val[self._node()] = x
 
     @property
     def grad(self):
-        return self.store.s.grad[self._node()]
+        return self.store.v.grad[self._node()]
 
     @grad.setter
     def grad(self, g):
-        self.store.s.grad[self._node()] = float(g)
+        self.store.v.grad[self._node()] = float(g)
 
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a

@@ -19,14 +19,14 @@ ERRORS = {lib.MG_EARG, lib.MG_ENOMEM, lib.MG_EMATH}
 
 def fuzz_calls(E, rng, n):
     """n random calls into the C API on store E; checks each one's outcome."""
-    s = E.s
+    s, v = E.s, E.v  # the store (for calls) and its public view
 
     def some_id():  # mostly plausible, often not
-        return rng.choice([rng.randrange(max(s.n, 1)), rng.randrange(-3, s.n + 3), -1, s.n, 2**31 - 1,
+        return rng.choice([rng.randrange(max(v.n, 1)), rng.randrange(-3, v.n + 3), -1, v.n, 2**31 - 1,
                            -2**31, rng.randrange(-2**31, 2**31)])
 
     def some_size():
-        return rng.choice([rng.randrange(0, 20), rng.randrange(-5, 5), 2**31 - 1, -2**31, 2**30, s.n])
+        return rng.choice([rng.randrange(0, 20), rng.randrange(-5, 5), 2**31 - 1, -2**31, 2**30, v.n])
 
     def some_double():
         return rng.choice([rng.gauss(0, 3), 0.0, -0.0, 1e308, -1e-320, math.inf, -math.inf, math.nan,
@@ -36,19 +36,19 @@ def fuzz_calls(E, rng, n):
         return [some_id() for _ in range(k)]
 
     scalar = {  # op: (args, the value Python computes for it)
-        "add": lambda a, b: s.val[a] + s.val[b], "mul": lambda a, b: s.val[a] * s.val[b],
-        "log": lambda a: math.log(s.val[a]), "exp": lambda a: math.exp(s.val[a]),
-        "relu": lambda a: max(0.0, s.val[a]), "tanh": lambda a: math.tanh(s.val[a]),
-        "pow": lambda a, p: s.val[a] ** p,
+        "add": lambda a, b: v.val[a] + v.val[b], "mul": lambda a, b: v.val[a] * v.val[b],
+        "log": lambda a: math.log(v.val[a]), "exp": lambda a: math.exp(v.val[a]),
+        "relu": lambda a: max(0.0, v.val[a]), "tanh": lambda a: math.tanh(v.val[a]),
+        "pow": lambda a, p: v.val[a] ** p,
     }
     for _ in range(n):
         kind = rng.choice(["leaf", "scalar", "vector", "attention", "mean", "nll", "tokens", "embed",
                            "backward", "reset", "record", "replay", "params", "null"])
-        n0 = s.n
+        n0 = v.n
         if kind == "leaf":
             x = some_double()
             r = lib.mg_leaf(s, x)
-            assert (r == n0 and s.val[r] == x) if math.isfinite(x) else r == lib.MG_EMATH
+            assert (r == n0 and v.val[r] == x) if math.isfinite(x) else r == lib.MG_EMATH
         elif kind == "scalar":
             op = rng.choice(sorted(scalar))
             args = (some_id(), some_id()) if op in ("add", "mul") else (some_id(),)
@@ -56,7 +56,7 @@ def fuzz_calls(E, rng, n):
             r = getattr(lib, "mg_" + op)(s, *args)
             if r >= 0:  # the value is what Python's float arithmetic gives
                 want = scalar[op](*args)
-                assert isinstance(want, float) and r == n0 and s.val[r] == want
+                assert isinstance(want, float) and r == n0 and v.val[r] == want
         elif kind == "vector":
             op = rng.choice(["vadd", "vrelu", "scale", "rmsnorm", "linear", "softmax"])
             args = {"vadd": (some_id(), some_id(), some_size()), "vrelu": (some_id(), some_size()),
@@ -83,7 +83,7 @@ def fuzz_calls(E, rng, n):
             r = lib.mg_backward(s, some_id())
         elif kind == "reset":
             r = lib.mg_reset(s)
-            assert r == 0 and s.n == s.mark
+            assert r == 0 and v.n == v.nparams
         elif kind == "record":
             r = rng.choice([lib.mg_record_begin, lib.mg_record_end])(s)
         elif kind == "replay":
@@ -97,11 +97,11 @@ def fuzz_calls(E, rng, n):
             assert r == lib.MG_EARG
         assert r >= 0 or r in ERRORS
         if r < 0:
-            assert ffi.string(s.err) or kind == "null"  # every error says what went wrong
+            assert ffi.string(v.err) or kind == "null"  # every error says what went wrong
             if kind not in ("backward", "replay", "reset", "record"):
-                assert s.n == n0  # a failed op leaves no nodes behind
+                assert v.n == n0  # a failed op leaves no nodes behind
         elif kind in ("scalar", "vector", "attention", "mean", "nll", "embed"):
-            assert n0 <= r < s.n and all(math.isfinite(s.val[i]) for i in range(n0, s.n))
+            assert n0 <= r < v.n and all(math.isfinite(v.val[i]) for i in range(n0, v.n))
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])

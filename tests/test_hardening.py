@@ -1,0 +1,101 @@
+"""What an outside tester broke (output paths, memory, signals, long
+documents, odd text, bench's errors, help): each case as a user meets it,
+in-process where it can be (main(argv)); in a child process only where a
+signal, an exit status or a memory limit must be real."""
+import os
+import re
+import resource
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from microgpt_c import Run, Tokenizer, load_docs
+from microgpt_c.__main__ import main
+
+PROG = "python -m microgpt_c"
+SMALL = ["--steps", "2", "--n-embd", "8", "--n-head", "2", "--num-samples", "1"]
+
+
+def run_main(capsys, *argv):
+    """main(argv) in this process: (exit status, stdout, stderr)."""
+    try:
+        main([str(a) for a in argv])
+        status = 0
+    except SystemExit as e:
+        status = e.code or 0
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line_error(status, out, err, prog=PROG):
+    """The CLI's contract for bad input: status 2, one line on stderr, nothing
+    on stdout (it is checked before training). Returns the message."""
+    assert (status, out) == (2, ""), (status, out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prog}: error: "), err
+    return err[len(f"{prog}: error: "):-1]
+
+
+# -- 1. --save and --plot replace a regular file or nothing, and follow symlinks --
+
+def special_files(tmp_path):
+    """A directory, a FIFO, a socket and a device (through a symlink), each at a path."""
+    (tmp_path / "dir.png").mkdir()
+    os.symlink("/dev/null", tmp_path / "dev.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.png"))
+    return {"a directory": tmp_path / "dir.png", "a FIFO": tmp_path / "fifo.png", "a socket": tmp_path / "sock.png",
+            "a device": tmp_path / "dev.png"}, sock
+
+
+@pytest.mark.parametrize("flag", ["--save", "--plot"])
+def test_output_path_refuses_anything_but_a_regular_file(tmp_path, capsys, flag):
+    if flag == "--plot":
+        pytest.importorskip("matplotlib")
+    paths, sock = special_files(tmp_path)
+    with sock:
+        for kind, path in paths.items():
+            before = os.stat(path)
+            msg = one_line_error(*run_main(capsys, *SMALL, flag, path))
+            assert msg == f"cannot write {path}: it is {kind}, not a regular file"
+            after = os.stat(path)
+            assert (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.png", "dir.png", "fifo.png", "sock.png"]  # no temporary left
+
+
+def test_atomic_write_refuses_a_fifo_made_after_the_check(tmp_path):
+    """The check before training is repeated where the file is written."""
+    from microgpt_c.files import atomic_write, check_writable
+    check_writable(tmp_path / "out")
+    os.mkfifo(tmp_path / "out")
+    with pytest.raises(OSError, match="it is a FIFO, not a regular file"):
+        atomic_write(tmp_path / "out", lambda f: f.write(b"x"))
+    assert stat.S_ISFIFO(os.stat(tmp_path / "out").st_mode) and os.listdir(tmp_path) == ["out"]
+
+
+def test_save_follows_a_symlink(tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "ck.npz").write_bytes(b"old")
+    os.symlink("real/ck.npz", tmp_path / "link.npz")
+    dangling = tmp_path / "dangling.npz"
+    os.symlink("real/new.npz", dangling)  # a link to a file not yet there
+    for link, target in ((tmp_path / "link.npz", "real/ck.npz"), (dangling, "real/new.npz")):
+        status, out, err = run_main(capsys, *SMALL, "--save", link)
+        assert (status, err) == (0, ""), err
+        assert os.path.islink(link) and os.readlink(link) == target
+        assert Run.load(link).step == 2 and Run.load(tmp_path / target).step == 2
+    assert sorted(os.listdir(tmp_path / "real")) == ["ck.npz", "new.npz"]
+
+
+def test_plot_follows_a_symlink(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    os.symlink("target.png", tmp_path / "loss.png")
+    status, out, err = run_main(capsys, *SMALL, "--plot", tmp_path / "loss.png")
+    assert (status, err) == (0, ""), err
+    assert os.path.islink(tmp_path / "loss.png")
+    assert (tmp_path / "target.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -99,3 +99,39 @@ def test_plot_follows_a_symlink(tmp_path, capsys):
     assert (status, err) == (0, ""), err
     assert os.path.islink(tmp_path / "loss.png")
     assert (tmp_path / "target.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- 5. odd text: a byte order mark is not a character; control characters are an error naming the line --
+
+def test_a_leading_byte_order_mark_is_not_text(tmp_path, capsys):
+    plain, bom = tmp_path / "plain.txt", tmp_path / "bom.txt"
+    plain.write_text("emma\nolivia\nava\n", encoding="utf-8")
+    bom.write_text("emma\nolivia\nava\n", encoding="utf-8-sig")  # EF BB BF first
+    assert bom.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert load_docs(bom) == load_docs(plain) == ["emma", "olivia", "ava"]
+    outs = [run_main(capsys, *SMALL, "--data", path)[1] for path in (plain, bom)]
+    assert "vocab size: 8\n" in outs[0]  # a, e, i, l, m, o, v and BOS
+    assert [ln for ln in outs[1].splitlines() if not ln.startswith("training time")] == \
+        [ln for ln in outs[0].splitlines() if not ln.startswith("training time")]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\t", "\x7f", "\x85", "\x0c"])
+def test_a_control_character_is_an_error_naming_its_line(tmp_path, capsys, char):
+    data = tmp_path / "d.txt"
+    data.write_text(f"emma\n\nol{char}ivia\nava\n", encoding="utf-8")
+    msg = one_line_error(*run_main(capsys, *SMALL, "--data", data))
+    assert msg == (f"{data}: line 3 has the control character {char!r} (U+{ord(char):04X}): "
+                   f"documents are printable text")
+    assert "\x1b" not in msg and "\x00" not in msg  # escaped, not sent raw to the terminal
+
+
+def test_a_checkpoint_with_a_control_character_is_refused(tmp_path):
+    Run(docs=["emma", "ava"], steps=1).save(tmp_path / "ck.npz")
+    import numpy as np
+    with np.load(tmp_path / "ck.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["docs"], arrays["vocab"] = np.array('["emma", "a\\u001bva"]'), np.array(
+        '["\\u001b", "a", "e", "m", "v"]')
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="'docs' must be a list of non-empty strings \\(no control characters\\)"):
+        Run.load(tmp_path / "bad.npz")

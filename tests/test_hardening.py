@@ -135,3 +135,91 @@ def test_a_checkpoint_with_a_control_character_is_refused(tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="'docs' must be a list of non-empty strings \\(no control characters\\)"):
         Run.load(tmp_path / "bad.npz")
+
+
+# -- 2. memory: a run that cannot fit is refused before it allocates; a late MemoryError is one line --
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child(*args, cwd, limit=None, **kw):
+    """python -m microgpt_c in a child process running this checkout's code,
+    with an address-space limit of `limit` bytes if given."""
+    def preexec():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.Popen([sys.executable, "-m", "microgpt_c", *map(str, args)], cwd=cwd, env=env, text=True,
+                            preexec_fn=preexec if limit else None, **kw)
+
+
+def test_a_model_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatch):
+    import microgpt_c.run
+    allocated = []
+    monkeypatch.setattr(microgpt_c.run, "init_params", lambda *a: allocated.append("params"))
+    monkeypatch.setattr(microgpt_c.run, "Adam", lambda *a: allocated.append("moments"))
+    msg = one_line_error(*run_main(capsys, "--n-embd", 2**20, "--steps", 1))
+    assert re.fullmatch(r"the run needs (about [\d,.]+ [KMGTP]iB|[\d,]+ nodes) \(13,194,\d{3},\d{3},\d{3} parameters "
+                        r"with Adam's moments, [\d,]+ nodes for a step of 16 positions\), more than the .+", msg), msg
+    with pytest.raises(MemoryError, match="the run needs"):  # the Python API: before anything is allocated too
+        Run(microgpt_c.Config(n_embd=2**20), steps=1)
+    assert allocated == []
+
+
+def test_the_estimate_is_the_documented_node_count():
+    """memory.GRAPHS counts what the C engine builds, in both modes."""
+    from microgpt_c import Config
+    from microgpt_c.memory import GRAPHS
+    cfg = Config(n_layer=2, n_embd=8, n_head=2, block_size=6)
+    docs = ["abcdefghij", "ab"]
+    for mode in GRAPHS:
+        run = Run(cfg, docs, steps=4, mode=mode)
+        for _ in range(4):
+            run.train_step()
+            P = min(cfg.block_size, len(run.docs[(run.step - 1) % 2]) + 1)
+            assert run.E.nodes() == GRAPHS[mode](8, run.tok.vocab_size, 2, 2, P)
+
+
+def test_under_an_address_space_limit_a_run_too_big_is_one_line(tmp_path):
+    limit = 700 * 2**20
+    p = child("--n-embd", 256, "--steps", 1, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=600)
+    assert (p.returncode, out) == (2, ""), err
+    assert re.fullmatch(r"python -m microgpt_c: error: the run needs about 1\.\d GiB \(804,352 parameters with "
+                        r"Adam's moments, 25,641,123 nodes for a step of 16 positions\), more than the [\d.]+ MiB "
+                        r"of room under the address-space limit \(RLIMIT_AS\)\n", err), err
+    p = child(*SMALL, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=600)  # a run that fits still runs under the limit
+    assert (p.returncode, err) == (0, "") and "sample  1: " in out
+
+
+@pytest.mark.parametrize("where", ["step", "save"])
+def test_a_late_memory_error_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch, where):
+    """Past the estimate, the allocation that fails (a step's nodes, or the
+    checkpoint being written) ends the run with one line, status 2; the
+    checkpoint of the last --save-every stays whole."""
+    import numpy as np
+    ck = tmp_path / "ck.npz"
+    calls, train_step, savez = [], Run.train_step, np.savez_compressed
+
+    def failing_step(self):
+        calls.append("step")
+        if len(calls) == 3:
+            raise MemoryError("cannot allocate 524544 more nodes")
+        return train_step(self)
+
+    def failing_savez(f, **arrays):
+        calls.append("save")
+        if len(calls) == 3:
+            f.write(b"half a checkpoint")
+            raise MemoryError()
+        return savez(f, **arrays)
+    if where == "step":
+        monkeypatch.setattr(Run, "train_step", failing_step)
+    else:
+        monkeypatch.setattr(np, "savez_compressed", failing_savez)
+    status, out, err = run_main(capsys, *SMALL, "--steps", 5, "--save", ck, "--save-every", 1)
+    assert status == 2 and "Traceback" not in err, err
+    assert err == ("python -m microgpt_c: error: out of memory: cannot allocate 524544 more nodes\n" if where == "step"
+                   else "python -m microgpt_c: error: out of memory\n")
+    assert Run.load(ck).step == 2 and sorted(os.listdir(tmp_path)) == ["ck.npz"]

@@ -223,3 +223,37 @@ def test_a_late_memory_error_is_one_line_and_keeps_the_checkpoint(tmp_path, caps
     assert err == ("python -m microgpt_c: error: out of memory: cannot allocate 524544 more nodes\n" if where == "step"
                    else "python -m microgpt_c: error: out of memory\n")
     assert Run.load(ck).step == 2 and sorted(os.listdir(tmp_path)) == ["ck.npz"]
+
+
+# -- 6. bench: one line, status 2, the real reason; checked before any worker starts --
+
+BENCH = "python -m microgpt_c bench"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--n-head", "3"], "--n-embd 16 is not a multiple of --n-head 3"),
+    (["--data", "/dev/null"], "/dev/null: no documents (no line has anything but whitespace)"),
+    (["--steps", "0"], "--steps must be 1 or more to time a step, not 0"),
+    (["--python-steps", "0"], "--python-steps must be 1 or more, not 0"),
+    (["--engines", "c:exact", "--n-embd", str(2**20)], "the run needs "),
+    (["--engines", "c:fast,torch:eager"], "the torch engine needs torch: pip install torch"),
+])
+def test_bench_errors_are_one_line_before_any_worker(capsys, monkeypatch, args, says):
+    from microgpt_c import bench
+    from microgpt_c.registry import ENGINES
+    if "torch:eager" in args and ENGINES["torch"].available():
+        pytest.skip("torch is installed here")
+    workers = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **kw: workers.append(a))
+    msg = one_line_error(*run_main(capsys, "bench", *args), prog=BENCH)
+    assert msg.startswith(says), msg
+    assert workers == []
+
+
+def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
+    """A learning rate of 1e308 overflows in the first steps: only a worker
+    finds that out, and its reason is what bench says."""
+    monkeypatch.setenv("PYTHONPATH", REPO)  # the workers run this checkout's code
+    msg = one_line_error(*run_main(capsys, "bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5),
+                         prog=BENCH)
+    assert re.fullmatch(r"the c:fast run failed: \w+ made a non-finite number \(node \d+: .*\)", msg), msg

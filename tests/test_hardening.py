@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import microgpt_c
 from microgpt_c import Run, Tokenizer, load_docs
 from microgpt_c.__main__ import main
 
@@ -153,7 +154,7 @@ def child(*args, cwd, limit=None, **kw):
 
 
 def test_a_model_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatch):
-    import microgpt_c.run
+    import microgpt_c.run  # noqa: F401
     allocated = []
     monkeypatch.setattr(microgpt_c.run, "init_params", lambda *a: allocated.append("params"))
     monkeypatch.setattr(microgpt_c.run, "Adam", lambda *a: allocated.append("moments"))
@@ -257,3 +258,70 @@ def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
     msg = one_line_error(*run_main(capsys, "bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5),
                          prog=BENCH)
     assert re.fullmatch(r"the c:fast run failed: \w+ made a non-finite number \(node \d+: .*\)", msg), msg
+
+
+# -- 7. help and messages --
+
+def parsers():
+    from microgpt_c import bench
+    from microgpt_c.__main__ import sample_parser, train_parser
+    return {"train": train_parser(), "sample": sample_parser(), "bench": bench.parser()}
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "bench"])
+def test_every_flag_shows_its_default(command):
+    import argparse
+    p = parsers()[command]
+    shown = [a for a in p._actions if a.help != argparse.SUPPRESS and not a.required
+             and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+    assert len(shown) >= 5
+    for a in shown:
+        assert "(default: " in p._get_formatter()._expand_help(a), a.option_strings
+
+
+def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
+    status, out, err = run_main(capsys, "--help")
+    assert status == 0 and err == ""
+    usage = out[:out.index("\n\n")]
+    assert usage.startswith("usage: python -m microgpt_c [options]")
+    assert "\n       python -m microgpt_c sample --load PATH [options]" in usage
+    assert "\n       python -m microgpt_c bench [options]" in usage
+    mode = next(a for a in parsers()["train"]._actions if "--mode" in a.option_strings)
+    assert "with --resume, the checkpoint's mode" in mode.help
+
+
+@pytest.mark.parametrize("command", [[], ["sample"], ["bench"]])
+def test_version(capsys, command):
+    from importlib.metadata import version
+    status, out, err = run_main(capsys, *command, "--version")
+    assert (status, out, err) == (0, f"microgpt_c {version('microgpt_c')}\n", "")
+
+
+def test_errors_name_settings_as_typed(tmp_path, capsys):
+    """Flags in the CLI, parameter names in the Python API."""
+    assert one_line_error(*run_main(capsys, "--n-embd", 10)) == "--n-embd 10 is not a multiple of --n-head 4"
+    with pytest.raises(ValueError, match=r"^n_embd 10 is not a multiple of n_head 4$"):
+        microgpt_c.Config(n_embd=10)
+    with pytest.raises(ValueError, match=r"^steps must be 0 or more, not -1$"):
+        Run(steps=-1)
+    run_main(capsys, *SMALL, "--save", tmp_path / "ck.npz")
+    msg = one_line_error(*run_main(capsys, "sample", "--load", tmp_path / "ck.npz", "--prefix", "Z"),
+                         prog=f"{PROG} sample")
+    assert msg == "--prefix has characters not in the vocabulary: 'Z'"
+    with pytest.raises(ValueError, match=r"^prefix has characters not in the vocabulary: 'Z'$"):
+        Run.load(tmp_path / "ck.npz").sample(prefix="Z")
+
+
+def test_plot_hint_is_the_readme_command(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    msg = one_line_error(*run_main(capsys, *SMALL, "--plot", "loss.png"))
+    command = re.fullmatch(r"--plot needs matplotlib: (pip install '\.\[plot\]') from a checkout, "
+                           r"or pip install matplotlib", msg)
+    assert command, msg
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    assert command[1] in readme
+    assert "`microgpt_c`" in readme  # the console script
+
+
+

@@ -325,3 +325,53 @@ def test_plot_hint_is_the_readme_command(capsys, monkeypatch):
 
 
 
+
+
+# -- 3. SIGTERM and SIGHUP stop like Ctrl-C: the step finishes, is saved, one line, 128 + signal --
+
+STOPPABLE = ["--steps", 5000, "--n-embd", 8, "--n-head", 2, "--num-samples", 5]  # 5,000 lines: more than a pipe holds
+
+
+def lines(out, start):
+    return [ln for ln in out.splitlines() if ln.startswith(start)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_saves_the_step_and_resume_goes_on_exactly(tmp_path, capsys, monkeypatch, sig):
+    status, whole, err = run_main(capsys, *STOPPABLE)  # the run that never stopped
+    assert (status, err) == (0, "")
+    with open(tmp_path / "stderr", "w") as stderr:
+        p = child(*STOPPABLE, "--save", "ck.npz", cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr)
+        head = []
+        while not (head and head[-1].startswith("step   20 /")):
+            head.append(p.stdout.readline())
+        # the child cannot finish before the signal: it blocks once the pipe is full, until this read
+        p.send_signal(sig)
+        out = "".join(head) + p.stdout.read()
+        assert p.wait(timeout=600) == 128 + sig
+    err = (tmp_path / "stderr").read_text()
+    m = re.fullmatch(rf"python -m microgpt_c: interrupted by {sig.name} after step (\d+) of 5000: saved step \1 "
+                     rf"to ck\.npz \(go on with --resume ck\.npz\)\n", err)
+    assert m, err
+    k = int(m[1])
+    assert 20 <= k < 5000 and lines(out, "step ") == lines(whole, "step ")[:k] and lines(out, "sample ") == []
+    monkeypatch.chdir(tmp_path)
+    status, resumed, err = run_main(capsys, "--resume", "ck.npz", "--num-samples", 5)
+    assert (status, err) == (0, "")
+    assert f"resumed from ck.npz at step {k} / 5000" in resumed
+    assert lines(resumed, "step ") == lines(whole, "step ")[k:]
+    assert lines(resumed, "sample ") == lines(whole, "sample ") and len(lines(whole, "sample ")) == 5
+
+
+# -- 4. a long document: only the block is encoded, so its length does not slow a step --
+
+def test_a_long_document_encodes_only_the_block(tmp_path, capsys, monkeypatch):
+    import random
+    rng = random.Random(0)
+    data = tmp_path / "long.txt"
+    data.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(3_000_000)) + "\nemma\n")
+    encoded, encode = [], Tokenizer.encode
+    monkeypatch.setattr(Tokenizer, "encode", lambda self, doc: encoded.append(len(doc)) or encode(self, doc))
+    status, out, err = run_main(capsys, "--data", data, "--steps", 200, "--num-samples", 0)
+    assert (status, err) == (0, "") and len(lines(out, "step ")) == 200
+    assert len(encoded) == 200 and sorted(set(encoded)) == [4, 16]  # block_size characters of the long one

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from .cli import PROG, Parser, add_engine, add_settings, flag, given_settings, settings
+from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, settings
 from .run import Run
 from .text import load_docs
 
@@ -65,6 +65,9 @@ def main(argv=None):
     except KeyboardInterrupt:  # Ctrl-C outside training, which stops cleanly on its own
         sys.stderr.write(f"{PROG}: interrupted\n")
         sys.exit(130)
+    except MemoryError as e:  # what the estimate before training let through (a checkpoint stays as it was)
+        sys.stderr.write(f"{PROG}: error: out of memory{f': {e}' if str(e) else ''}\n")
+        sys.exit(2)
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         sys.exit(1)
@@ -82,23 +85,32 @@ def print_samples(names):
         print(f"sample {i + 1:2d}: {name}")
 
 
-def sample_main(argv):
+def sample_parser():
     p = Parser(prog=f"{PROG} sample", description="Sample names from a checkpoint written by --save.")
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
     p.add_argument("--num-samples", type=int, default=20, help="names to sample (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
-    p.add_argument("--seed", type=int, help="default: go on with the checkpoint's random generator")
-    p.add_argument("--prefix", default="", metavar="TEXT", help="start every sample with TEXT")
+    p.add_argument("--seed", type=int, help="start a new random stream from this seed "
+                                            "(default: go on with the checkpoint's random generator)")
+    p.add_argument("--prefix", default="", metavar="TEXT", help="start every sample with TEXT (default: none)")
     add_engine(p, modes=False)
+    return p
+
+
+def sample_main(argv):
+    p = sample_parser()
     a = p.parse_args(argv)
     try:
         check_sampling(a)
         run = Run.load(a.load, a.engine)
-        if a.seed is not None:
-            run.rng = random.Random(a.seed)
+    except (ValueError, MemoryError) as e:
+        p.error(str(e))
+    if a.seed is not None:
+        run.rng = random.Random(a.seed)
+    try:
         names = run.sample(a.num_samples, a.temperature, a.prefix)
     except ValueError as e:
-        p.error(str(e))
+        p.error(flagged(str(e), ("prefix",)))  # block_size is the checkpoint's, not a flag given
     print_samples(names)
 
 
@@ -162,8 +174,13 @@ def train(p, run, a):
     return losses, smoothed, elapsed
 
 
-def train_main(argv):
-    p = Parser(prog=PROG, description=__doc__)
+USAGE = f"""{PROG} [options]            (train, then sample)
+       {PROG} sample --load PATH [options]
+       {PROG} bench [options]"""
+
+
+def train_parser():
+    p = Parser(prog=PROG, usage=USAGE, description=__doc__)
     add_engine(p)
     g = add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
     g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
@@ -171,10 +188,16 @@ def train_main(argv):
     p.add_argument("--num-samples", type=int, default=20, help="names to sample (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",
                    help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
-    p.add_argument("--save", metavar="PATH", help="write a checkpoint here at the end of training (and on Ctrl-C)")
-    p.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps")
-    p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
-    p.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib)")
+    p.add_argument("--save", metavar="PATH",
+                   help="write a checkpoint here at the end of training and when stopped (default: none)")
+    p.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps (default: none)")
+    p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint (default: none)")
+    p.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib) (default: none)")
+    return p
+
+
+def train_main(argv):
+    p = train_parser()
     a = p.parse_args(argv)
     try:  # every input checked before anything is printed
         check_sampling(a)
@@ -199,7 +222,7 @@ def train_main(argv):
             run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, a.engine, a.mode)
         if a.plot and run.step == run.steps:
             raise ValueError(f"--plot has no loss to draw: the run is at its last step ({run.steps})")
-    except ValueError as e:
+    except (ValueError, MemoryError) as e:
         p.error(str(e))
 
     print(f"num docs: {len(run.docs)}")

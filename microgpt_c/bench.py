@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 
+from . import memory
 from .cli import Parser, add_settings, settings
-from .registry import ENGINES, PAIRS
+from .registry import ENGINES, PAIRS, require
 from .run import Run
 from .text import load_docs
 
@@ -69,10 +70,34 @@ def count_python_nodes(cfg, schedule, steps, a):
     return counts
 
 
-def worker(a):
+def worker(p, a):
+    """One engine's figures as JSON on stdout; a failure as the CLI's one line on stderr."""
     engine, mode = a.worker.split(":")
     steps = settings(a)[1].steps
-    print(json.dumps(measure(engine, mode, min(a.python_steps, steps) if engine == "python" else steps, a)))
+    try:
+        print(json.dumps(measure(engine, mode, min(a.python_steps, steps) if engine == "python" else steps, a)))
+    except (ValueError, ArithmeticError, MemoryError) as e:
+        p.error(str(e) or type(e).__name__)
+
+
+def reason(stderr):
+    """What a failed worker said: the last line of its stderr, without its program name."""
+    lines = stderr.strip().splitlines() or ["no message"]
+    return lines[-1].removeprefix(f"{PROG}: error: ")
+
+
+def check(a):
+    """Everything that can be checked before a worker starts: a ValueError or MemoryError."""
+    cfg, schedule = settings(a)
+    steps = schedule.steps
+    if steps < 1:
+        raise ValueError(f"--steps must be 1 or more to time a step, not {steps}")
+    if a.python_steps < 1:
+        raise ValueError(f"--python-steps must be 1 or more, not {a.python_steps}")
+    docs = load_docs(a.data)
+    for engine, mode in a.engines:
+        require(engine)
+        memory.check(cfg, docs, engine, mode)
 
 
 def row(r, base):
@@ -91,8 +116,11 @@ def row(r, base):
             "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['losses'][-1]:.4f}", same]
 
 
-def main(argv):
-    p = Parser(prog="python -m microgpt_c bench", description=__doc__)
+PROG = "python -m microgpt_c bench"
+
+
+def parser():
+    p = Parser(prog=PROG, description=__doc__)
     g = add_settings(p, "the run to time")
     g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
     p.add_argument("--python-steps", type=int, default=30,
@@ -101,17 +129,28 @@ def main(argv):
     p.add_argument("--engines", type=engines, default=",".join(DEFAULT), metavar="LIST",
                    help="engine:mode pairs, comma-separated; the first is the baseline for the speedup "
                         "(default: %(default)s)")
-    p.add_argument("--json", metavar="PATH", help="write the raw figures here")
+    p.add_argument("--json", metavar="PATH", help="write the raw figures here (default: none)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv):
+    p = parser()
     a = p.parse_args(argv)
     if a.worker:
-        return worker(a)
+        return worker(p, a)
+    try:
+        check(a)
+    except (ValueError, MemoryError) as e:
+        p.error(str(e))
 
     results = []
     for engine, mode in a.engines:
         cmd = [sys.executable, "-m", "microgpt_c", "bench", "--worker", f"{engine}:{mode}"] + argv
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results.append(json.loads(out))
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            p.error(f"the {engine}:{mode} run failed: {reason(r.stderr)}")
+        results.append(json.loads(r.stdout))
     base = results[0]
     name = f"{base['engine']}:{base['mode']}"
     head = ["engine", "mode", "steps", "ms/step", f"speedup vs {name}", "nodes/step", "peak RSS MB", "final loss",

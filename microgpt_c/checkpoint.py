@@ -19,7 +19,7 @@ from .config import Config, Schedule
 from .files import atomic_write
 from .model import param_shapes
 from .registry import MODES
-from .text import Tokenizer
+from .text import Tokenizer, control
 
 FORMAT = "microgpt_c checkpoint 1"
 # 'config' holds the fields of Config and Schedule, and the mode.
@@ -82,8 +82,8 @@ def load(path):
         schedule = Schedule(**{f.name: s[f.name] for f in fields(Schedule)})
     except ValueError as e:
         raise bad(f"'config': {e}") from None
-    if not isinstance(docs, list) or not docs or not all(isinstance(d, str) and d for d in docs):
-        raise bad("'docs' must be a list of non-empty strings")
+    if not isinstance(docs, list) or not docs or not all(isinstance(d, str) and d and not control(d) for d in docs):
+        raise bad("'docs' must be a list of non-empty strings (no control characters)")
     tok = Tokenizer(docs)
     if vocab != tok.chars:
         raise bad("'vocab' is not the sorted characters of 'docs'")

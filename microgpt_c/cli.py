@@ -1,6 +1,7 @@
 """What the commands share: the parser, the run's settings as flags (derived
 from config.py), the engine choices (from registry.py)."""
 import argparse
+import importlib.metadata
 import re
 from dataclasses import fields
 
@@ -10,7 +11,18 @@ from .registry import ENGINES, MODES
 PROG = "python -m microgpt_c"
 
 
+def version():
+    try:
+        return importlib.metadata.version("microgpt_c")
+    except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
+        return "(not installed)"
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_argument("--version", action="version", version=f"microgpt_c {version()}")
+
     def error(self, message):
         """Any bad input: one line, exit status 2, no traceback."""
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -30,6 +42,18 @@ def add_settings(p, title):
     return g
 
 
+# the Python API's parameter names that are flags in the CLI
+PARAMETERS = (*(f.name for f in (*fields(Config), *fields(Schedule))), "temperature", "num_samples", "prefix")
+
+
+def flagged(message, names=PARAMETERS):
+    """An error message from the Python API, naming these parameters as flags
+    (not for messages that hold a path: a name could be part of it)."""
+    for name in names:
+        message = re.sub(rf"(?<![-\w]){name}\b", flag(name), message)
+    return message
+
+
 def given_settings(a):
     """The settings flags given, by field name."""
     return [f.name for f in (*fields(Config), *fields(Schedule)) if hasattr(a, f.name)]
@@ -42,10 +66,7 @@ def settings(a):
         return (Config(**{f.name: getattr(a, f.name) for f in fields(Config) if hasattr(a, f.name)}),
                 Schedule(**{f.name: getattr(a, f.name) for f in fields(Schedule) if hasattr(a, f.name)}))
     except ValueError as e:
-        message = str(e)
-        for f in (*fields(Config), *fields(Schedule)):
-            message = re.sub(rf"\b{f.name}\b", flag(f.name), message)
-        raise ValueError(message) from None
+        raise ValueError(flagged(str(e))) from None
 
 
 def add_engine(p, modes=True):
@@ -55,4 +76,5 @@ def add_engine(p, modes=True):
     if modes:
         p.add_argument("--mode", choices=MODES,
                        help="exact: the reference's graph, bit for bit; fast: fused nodes (C engine); "
-                            "eager (torch) (default: the engine's first mode, or with --resume the checkpoint's)")
+                            "eager (torch) (default: the engine's first mode; with --resume, the checkpoint's mode "
+                            "if the engine has it)")

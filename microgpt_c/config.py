@@ -25,7 +25,7 @@ class Config:
 
     n_layer: int = setting(1, "transformer layers", 0)
     n_embd: int = setting(16, "embedding width", 1)
-    n_head: int = setting(4, "attention heads; n_embd must be a multiple of it", 1)
+    n_head: int = setting(4, "attention heads; the embedding width must be a multiple of it", 1)
     block_size: int = setting(16, "positions in the context (longer documents are cut)", 1)
 
     def __post_init__(self):

@@ -9,8 +9,8 @@ def check(path):
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install 'microgpt_c[plot]' "
-                         "(or pip install matplotlib)") from None
+        raise ValueError("--plot needs matplotlib: pip install '.[plot]' from a checkout, "
+                         "or pip install matplotlib") from None
     check_writable(path)
 
 

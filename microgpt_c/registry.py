@@ -12,17 +12,28 @@ class EngineInfo:
     module: str  # microgpt_c.<module>.<cls> implements engine.Engine
     cls: str
     modes: tuple
+    # what a run takes in memory (memory.py), measured as peak RSS over a run's
+    # first steps: bytes per parameter (the initial values as Python floats,
+    # the engine's copy, Adam's moments and the update's temporaries) and per
+    # node of one step's graph, by mode (a mode not listed: its graph is not estimated)
+    param_bytes: int
+    node_bytes: dict
     needs: str = None  # an optional package it needs
+    max_nodes: int = None  # parameters and one step's nodes together (the C engine's ids are int32)
 
     def available(self):
         return self.needs is None or importlib.util.find_spec(self.needs) is not None
 
 
 ENGINES = {  # in bench's order: the first is its baseline
-    "python": EngineInfo("pyengine", "PyEngine", ("exact",)),
-    "c": EngineInfo("cengine", "CEngine", ("exact", "fast")),
-    # the benchmark's outside anchor: the same model code on float64 tensors
-    "torch": EngineInfo("torchengine", "TorchEngine", ("eager",), needs="torch"),
+    # a Value: the object, its two tuples, its floats
+    "python": EngineInfo("pyengine", "PyEngine", ("exact",), 400, {"exact": 300}),
+    # a node: value and gradient, 2 int32 children, 2 local gradients (40 bytes), and backward's
+    # order and stack; fast mode's fused ops also keep their tape
+    "c": EngineInfo("cengine", "CEngine", ("exact", "fast"), 120, {"exact": 48, "fast": 80}, max_nodes=2**31 - 1),
+    # the benchmark's outside anchor: the same model code on float64 tensors (not measured: the C
+    # engine's figure per parameter, and no estimate of autograd's graph)
+    "torch": EngineInfo("torchengine", "TorchEngine", ("eager",), 120, {}, needs="torch"),
 }
 MODES = sorted({m for info in ENGINES.values() for m in info.modes})
 PAIRS = [f"{name}:{mode}" for name, info in ENGINES.items() for mode in info.modes]
@@ -42,11 +53,17 @@ def mode_for(engine, mode=None, preferred=None):
     return mode
 
 
-def make_engine(engine="c", mode=None):
-    """A new engine, in mode (default: the engine's first)."""
-    mode = mode_for(engine, mode)
+def require(engine):
+    """A ValueError if engine needs a package that is not installed."""
     info = ENGINES[engine]
     if not info.available():
         raise ValueError(f"the {engine} engine needs {info.needs}: pip install {info.needs}")
+
+
+def make_engine(engine="c", mode=None):
+    """A new engine, in mode (default: the engine's first)."""
+    mode = mode_for(engine, mode)
+    require(engine)
+    info = ENGINES[engine]
     cls = getattr(importlib.import_module(f"microgpt_c.{info.module}"), info.cls)
     return cls(mode)

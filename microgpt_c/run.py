@@ -4,6 +4,7 @@ import math
 import random
 from array import array
 
+from . import memory
 from .config import Config, Schedule
 from .model import Adam, doc_loss, init_params, param_shapes, sample
 from .registry import make_engine, mode_for
@@ -12,7 +13,9 @@ from .text import Tokenizer, load_docs
 
 class Run:
     """Train with train_step() or train(), then sample(); state() and
-    from_state() are the whole run as plain data (checkpoint.py writes them)."""
+    from_state() are the whole run as plain data (checkpoint.py writes them).
+    A run that would need more memory than there is is a MemoryError before
+    anything is allocated (memory.py)."""
 
     def __init__(self, cfg=None, docs=None, seed=Schedule.seed, steps=Schedule.steps, lr=Schedule.lr,
                  engine="c", mode=None):
@@ -25,6 +28,7 @@ class Run:
 
     def _start(self, cfg, schedule, docs, rng, E):
         self.cfg, self.schedule, self.docs, self.rng, self.E = cfg, schedule, docs, rng, E
+        memory.check(cfg, docs, E.name, E.mode)  # refuse now what cannot fit
         self.tok = Tokenizer(docs)
         self.num_params = sum(r * c for r, c in param_shapes(cfg, self.tok.vocab_size).values())
         self.adam = Adam(self.num_params, schedule.lr, schedule.steps)
@@ -61,9 +65,9 @@ class Run:
             raise ValueError(f"temperature must be a positive number, not {temperature}")
         unknown = sorted(set(prefix) - set(self.tok.chars))
         if unknown:
-            raise ValueError(f"the prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
+            raise ValueError(f"prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
         if len(prefix) >= self.cfg.block_size:
-            raise ValueError(f"the prefix must be shorter than block_size ({self.cfg.block_size}), "
+            raise ValueError(f"prefix must be shorter than block_size ({self.cfg.block_size}), "
                              f"not {len(prefix)} characters")
         return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
                 for _ in range(num_samples)]

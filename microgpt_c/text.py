@@ -1,11 +1,14 @@
 """Documents and the character tokenizer."""
 import io
+import unicodedata
 from importlib import resources
 
 
 def load_docs(path=None):
     """The lines of a UTF-8 text file (the packaged names by default), stripped,
-    blank lines dropped. A file that gives no documents is a ValueError."""
+    blank lines dropped; a leading byte order mark is not text. A file that
+    gives no documents, or has a control character (NUL, ESC, tab, ...: the
+    sampled names would carry it to the terminal), is a ValueError."""
     if path is None:
         path = resources.files("microgpt_c") / "data" / "names.txt"
     try:
@@ -15,10 +18,23 @@ def load_docs(path=None):
         raise ValueError(f"{path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
-    docs = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
+    docs = []
+    for number, line in enumerate(io.StringIO(text.removeprefix("\ufeff"), newline=None), 1):
+        line = line.strip()
+        bad = control(line)
+        if bad:
+            raise ValueError(f"{path}: line {number} has the control character {bad!r} (U+{ord(bad):04X}): "
+                             f"documents are printable text")
+        if line:
+            docs.append(line)
     if not docs:
         raise ValueError(f"{path}: no documents (no line has anything but whitespace)")
     return docs
+
+
+def control(text):
+    """The first control character in text (Unicode category Cc), or None."""
+    return next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)
 
 
 class Tokenizer:

@@ -1,0 +1,67 @@
+"""What a run needs in memory, checked before it allocates anything: a run
+that cannot fit is refused with both figures, rather than left to grow until
+the kernel kills it (and whatever else it chooses)."""
+import resource
+
+from .model import param_shapes
+from .registry import ENGINES
+from .text import Tokenizer
+
+# Nodes of one training step on a document of P positions (parameters
+# excluded), by graph: docs/graph.md, section 4. d = n_embd, V = vocabulary,
+# L = n_layer, H = n_head.
+GRAPHS = {
+    "exact": lambda d, V, L, H, P: (P * (4 * d + 10 + V * (2 * d + 7)) + P + 3
+                                    + L * (P * (24 * d * d + 22 * d + H + 12) + (4 * d + 9 * H) * P * (P + 1) // 2)),
+    "fast": lambda d, V, L, H, P: P * (2 * d + 2 * V + 1) + L * (18 * d * P + H * P * (P + 1) // 2) + 1,
+}
+# What may limit this process's allocations: (what, resource limit, the use it counts in /proc/self/status)
+LIMITS = (("the address-space limit (RLIMIT_AS)", resource.RLIMIT_AS, "VmSize"),
+          ("the data-segment limit (RLIMIT_DATA)", resource.RLIMIT_DATA, "VmData"))
+
+
+def size(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+
+
+def proc(path, field):
+    """A "field: N kB" figure of a /proc file, in bytes; None where there is no such file."""
+    try:
+        with open(path) as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def available():
+    """(bytes this process may still allocate, what limits it), or None where
+    nothing is known (no /proc/meminfo and no resource limit)."""
+    figures = []
+    free = proc("/proc/meminfo", "MemAvailable")
+    if free is not None:
+        figures.append((free, "available memory (MemAvailable)"))
+    for what, limit, used in LIMITS:
+        soft = resource.getrlimit(limit)[0]
+        if soft != resource.RLIM_INFINITY:
+            figures.append((max(soft - (proc("/proc/self/status", used) or 0), 0), f"room under {what}"))
+    return min(figures) if figures else None
+
+
+def check(cfg, docs, engine, mode):
+    """A MemoryError, before anything is allocated, if a run of cfg on engine
+    and mode, training on docs, needs more memory (or nodes) than there is:
+    the longest document's step is the largest."""
+    info, vocab_size = ENGINES[engine], Tokenizer(docs).vocab_size
+    positions = min(cfg.block_size, max(map(len, docs)) + 1)
+    params = sum(r * c for r, c in param_shapes(cfg, vocab_size).values())
+    nodes = GRAPHS[mode](cfg.n_embd, vocab_size, cfg.n_layer, cfg.n_head, positions) if mode in info.node_bytes else 0
+    what = f"{params:,} parameters with Adam's moments, {nodes:,} nodes for a step of {positions} positions"
+    need, have = params * info.param_bytes + nodes * info.node_bytes.get(mode, 0), available()
+    if have is not None and need > have[0]:
+        raise MemoryError(f"the run needs about {size(need)} ({what}), more than the {size(have[0])} of {have[1]}")
+    if info.max_nodes is not None and params + nodes > info.max_nodes:
+        raise MemoryError(f"the run needs {params + nodes:,} nodes ({what}), more than the {engine} engine's "
+                          f"{info.max_nodes:,}")

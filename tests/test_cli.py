@@ -269,7 +269,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
                        text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")})
     assert (r.returncode, r.stdout) == (2, "")  # before training
     assert r.stderr == ("python -m microgpt_c: error: --plot needs matplotlib: "
-                        "pip install 'microgpt_c[plot]' (or pip install matplotlib)\n")
+                        "pip install '.[plot]' from a checkout, or pip install matplotlib\n")
     assert not (tmp_path / "loss.png").exists()
 
 

@@ -64,18 +64,33 @@ struct mg_store {
     int64_t ntape, tcap;
     int64_t rec_tape;        /* recording: where its calls start on the tape */
     int32_t rec_n, recording;
-    struct prog { int32_t *code; int64_t len; int32_t start; } *progs; /* recorded programs */
+    struct prog { int32_t *code; int64_t len; int32_t start; struct doc *doc; } *progs; /* recorded programs */
     int32_t nprog;
     int64_t pcap;
+    int32_t cur;             /* the program whose run is the graph since the reset, or -1 */
+    int32_t check;           /* doc backward: also run the full sort and compare every gradient */
+    struct piece *pieces;    /* doc backward: the cached pieces of the order, chained by position */
+    int64_t npieces, piececap;
+    int64_t *head;           /* head[p]: the last cached piece of position p, or -1 */
+    int64_t nhead;
+    int32_t *code;           /* the pieces' backward code */
+    int64_t ncode, codecap;
+    int64_t *plan;           /* the current doc graph's piece for each position, or -1 */
+    int64_t plancap;
     int32_t *tok;            /* tokens that embed/nll read by index */
     int32_t ntok;
     int64_t tokcap;
     int32_t *tmp;            /* scratch ids for one op */
     int64_t tmpcap;
     uint8_t *seen;           /* backward: visited flags */
+    double *g0, *gref;       /* checking: the gradients before, and by the full sort */
+    int64_t gcap;
     int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
     int64_t scap;
 };
+
+static void doc_free(struct doc *d);
+static int32_t plan(mg_store *s, const struct doc *d);
 
 static int32_t fail(mg_store *s, int32_t code, const char *fmt, ...) {
     va_list ap;
@@ -148,15 +163,21 @@ mg_store *mg_new(int32_t mode) {
     mg_store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->mode = mode;
+    s->cur = -1;
     return s;
 }
 
 void mg_free(mg_store *s) {
     if (!s) return;
-    for (int32_t i = 0; i < s->nprog; i++) free(s->progs[i].code);
+    for (int32_t i = 0; i < s->nprog; i++) {
+        free(s->progs[i].code);
+        doc_free(s->progs[i].doc);
+    }
     free(s->progs);
+    free(s->pieces); free(s->head); free(s->code); free(s->plan);
     free(s->v.val); free(s->v.grad); free(s->kid); free(s->lg);
     free(s->tape); free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
+    free(s->g0); free(s->gref);
     free(s);
 }
 
@@ -184,6 +205,7 @@ int32_t mg_reset(mg_store *s) {
     s->ntape = 0;
     s->recording = 0;
     s->backed = 0;
+    s->cur = -1;
     return 0;
 }
 
@@ -849,7 +871,8 @@ int32_t mg_record_end(mg_store *s) {
     int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
     if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
     if (len) memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
-    s->progs[s->nprog] = (struct prog){code, len, s->rec_n};
+    s->progs[s->nprog] = (struct prog){code, len, s->rec_n, NULL};
+    s->cur = s->nprog;
     return s->nprog++;
 }
 
@@ -860,6 +883,11 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
     if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
     struct prog *p = &s->progs[prog];
     if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
+    s->cur = -1;
+    if (p->doc) {
+        int32_t r = plan(s, p->doc);
+        if (r) return r;
+    }
     for (int64_t i = 0; i < p->len; ) {
         int32_t op = p->code[i], na = p->code[i + 1];
         if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
@@ -868,11 +896,18 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
         if (r < 0) return r;
         i += 4 + na;
     }
+    s->cur = prog;
     return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* backward */
+
+/* Pass node v's gradient to its children. */
+static inline void node_back(mg_store *s, int32_t v) {
+    double g = s->v.grad[v];
+    for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) s->v.grad[s->kid[v][j]] += s->lg[v][j] * g;
+}
 
 /* The reference's depth-first post-order from root: children in order, each
    node once. Leaves are left out: they have nothing to pass on. Returns its
@@ -898,24 +933,236 @@ static int32_t topo_sort(mg_store *s, int32_t root) {
     }
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* doc_loss graphs: the reference's order, cached by position
+
+   A program that Python declares (mg_doc_program) to be model.doc_loss's
+   forward over n positions has this shape (docs/graph.md): position p's calls
+   end with an nll, whose output l_p is that position's loss, and the last call
+   is the mean of l_0..l_{n-1}: S_0 = l_0 + 0, S_p = S_{p-1} + l_p, then
+   loss = S_{n-1} * (1/n). The reference's depth-first post-order from the
+   loss is then
+
+       piece_0, S_0, piece_1, S_1, ..., piece_{n-1}, S_{n-1}, loss
+
+   where piece_p is the post-order of the nodes first reached from l_p. Why
+   piece_p is fixed by the calls up to position p's nll and the target at p:
+   - The sort from l_p reaches position p's own nodes and, through attention,
+     the keys and values of earlier positions and what those depend on: nodes
+     already reached from some l_j, j < p, whatever the targets were (a target
+     only picks which of position j's softmax outputs its log reads, a node no
+     later position reads). So the set already visited is the same.
+   - Replayed from the same start, the same calls make the same node ids with
+     the same children, except for what the tokens choose: the embedding rows
+     (parameters, leaves, which the sort leaves out) and the softmax output
+     that nll's log reads (the target at p, part of the key).
+   So a piece taken from one graph's full sort is the same in every graph whose
+   calls agree up to position p's nll (a hash of them, checked on use) and
+   whose target at p is the same. Other graphs (the Value API, a program not
+   declared as doc_loss's) always take the full sort. The checking mode
+   (mg_check) runs both and compares every gradient. */
+
+struct lin { int32_t out, x, nin, w, nout; }; /* a linear call of a doc program */
+struct doc {
+    int32_t npos, root;
+    int32_t *loss, *target; /* per position: l_p's id, its target's token index */
+    uint64_t *hash;         /* per position: hash of the calls up to its nll */
+    struct lin *lin;        /* the linear calls, by output id */
+    int32_t nlin;
+};
+struct piece { int32_t pos, target; uint64_t hash; int64_t next, at, len; }; /* code[at, at+len) */
+
+static void doc_free(struct doc *d) {
+    if (!d) return;
+    free(d->loss); free(d->target); free(d->hash); free(d->lin);
+    free(d);
+}
+
+static uint64_t fnv(uint64_t h, const int32_t *w, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h = (h ^ (uint32_t)w[i]) * 1099511628211u;
+    return h;
+}
+
+/* Declare program prog to be doc_loss's forward; checks its shape. */
+int32_t mg_doc_program(mg_store *s, int32_t prog) {
+    if (!s) return MG_EARG;
+    if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
+    struct prog *p = &s->progs[prog];
+    if (s->mode != MG_EXACT || p->doc) return 0; /* fast mode has no sort to spare */
+    struct doc *d = calloc(1, sizeof *d);
+    int64_t calls = 0;
+    for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) calls++;
+    if (!d || !(d->loss = malloc(calls * sizeof *d->loss)) || !(d->target = malloc(calls * sizeof *d->target)) ||
+        !(d->hash = malloc(calls * sizeof *d->hash)) || !(d->lin = malloc(calls * sizeof *d->lin))) {
+        doc_free(d);
+        return fail(s, MG_ENOMEM, "cannot allocate a program's shape");
+    }
+    uint64_t h = fnv(14695981039346656037u, &p->start, 1);
+    const mean_args *mean = NULL;
+    for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) {
+        const int32_t *c = p->code + i;
+        h = fnv(h, c, 4 + c[1]);
+        if (mean) mean = NULL; /* the mean must be the last call */
+        if (c[0] == OP_nll) {
+            const nll_args *a = (const nll_args *)(c + 3);
+            d->loss[d->npos] = c[2]; d->target[d->npos] = a->target; d->hash[d->npos++] = h;
+        } else if (c[0] == OP_linear) {
+            const linear_args *a = (const linear_args *)(c + 3);
+            d->lin[d->nlin++] = (struct lin){c[2], a->x, a->nin, a->w, a->nout};
+        } else if (c[0] == OP_mean) {
+            mean = (const mean_args *)(c + 3);
+            d->root = c[2];
+        }
+    }
+    int ok = mean && mean->n == d->npos;
+    for (int32_t j = 0; ok && j < d->npos; j++) ok = mean->x[j] == d->loss[j];
+    if (!ok) {
+        doc_free(d);
+        return fail(s, MG_EARG, "program %d does not end with the mean of its nll losses", prog);
+    }
+    p->doc = d;
+    return s->cur == prog ? plan(s, d) : 0;
+}
+
+/* Turn the checking mode on or off. */
+int32_t mg_check(mg_store *s, int32_t on) {
+    if (!s) return MG_EARG;
+    s->check = on != 0;
+    return 0;
+}
+
+static int64_t find_piece(const mg_store *s, int32_t pos, int32_t target, uint64_t hash) {
+    for (int64_t k = pos < s->nhead ? s->head[pos] : -1; k >= 0; k = s->pieces[k].next)
+        if (s->pieces[k].target == target && s->pieces[k].hash == hash) return k;
+    return -1;
+}
+
+/* For the doc graph about to be built, the cached piece of each position. */
+static int32_t plan(mg_store *s, const struct doc *d) {
+    if (grow(&s->plan, &s->plancap, d->npos, sizeof *s->plan, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a plan");
+    for (int32_t p = 0; p < d->npos; p++) {
+        int32_t ti = d->target[p];
+        s->plan[p] = ti >= 0 && ti < s->ntok ? find_piece(s, p, s->tok[ti], d->hash[p]) : -1;
+    }
+    return 0;
+}
+
+/* Cache piece_p, the post-order t[0, len), as backward code: the nodes in
+   reverse. */
+static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int32_t *t, int64_t len) {
+    int32_t target = s->tok[d->target[p]];
+    int64_t c = s->piececap;
+    if (grow(&s->code, &s->codecap, s->ncode + len, sizeof *s->code, INT64_MAX / 8) ||
+        grow(&s->pieces, &c, s->npieces + 1, sizeof *s->pieces, INT64_MAX / 64))
+        return fail(s, MG_ENOMEM, "cannot allocate the order's cache");
+    s->piececap = c;
+    if (p >= s->nhead) {
+        c = s->nhead;
+        if (grow(&s->head, &c, p + 1, sizeof *s->head, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate the order's cache");
+        for (int64_t i = s->nhead; i < c; i++) s->head[i] = -1;
+        s->nhead = c;
+    }
+    int64_t at = s->ncode;
+    for (int64_t i = len - 1; i >= 0; i--) s->code[s->ncode++] = t[i];
+    s->pieces[s->npieces] = (struct piece){p, target, d->hash[p], s->head[p], at, s->ncode - at};
+    s->head[p] = s->npieces;
+    s->plan[p] = s->npieces++;
+    s->v.pieces = (int32_t)s->npieces;
+    return 0;
+}
+
+/* Split the full post-order t[0, nt) into its pieces and cache the missing
+   ones. An order not of the expected shape is not cached. */
+static int32_t cache_pieces(mg_store *s, const struct doc *d, const int32_t *t, int32_t nt) {
+    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
+    for (int32_t p = 0, k = 0; p < d->npos; p++, k += 2) { /* k: past l_p and S_p */
+        int32_t start = k;
+        while (k < nt && t[k] != d->loss[p]) k++;
+        if (k + 1 >= nt || kid[t[k + 1]][p ? 1 : 0] != d->loss[p]) return 0; /* S_p follows l_p */
+        if (s->plan[p] < 0) {
+            int32_t r = add_piece(s, d, p, t + start, k + 1 - start);
+            if (r) return r;
+        }
+    }
+    return 0;
+}
+
+/* Backward through a doc graph by its pieces: the reference's order without
+   the sort. Skipping a node whose gradient is zero changes no bit: its
+   contributions lg * 0 are zeros (every lg is finite), and adding a zero to a
+   gradient leaves it as it is (gradients start at +0 and so are never -0). */
+static void backward_pieces(mg_store *s, const struct doc *d) {
+    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
+    const double (*lg)[2] = (const double (*)[2])s->lg;
+    double *grad = s->v.grad;
+    int32_t sp = kid[d->root][0]; /* S_{n-1} */
+    grad[d->root] = 1.0;
+    node_back(s, d->root);
+    for (int32_t p = d->npos - 1; p >= 0; p--) {
+        int32_t prev = kid[sp][0]; /* S_{p-1}, or l_0 */
+        node_back(s, sp);
+        const struct piece *pc = &s->pieces[s->plan[p]];
+        const int32_t *code = s->code + pc->at;
+        for (int64_t i = 0; i < pc->len; i++) {
+            int32_t v = code[i];
+            double g = grad[v];
+            if (g == 0) continue;
+            grad[kid[v][0]] += lg[v][0] * g;
+            if (kid[v][1] >= 0) grad[kid[v][1]] += lg[v][1] * g;
+        }
+        sp = prev;
+    }
+}
+
 /* Backward in the reference's order, the reverse of that post-order: the
    order in which a shared child receives its contributions decides the last
-   bits of its gradient. */
+   bits of its gradient. A doc graph whose pieces are all cached skips the
+   sort; one that is not caches them. */
 static int32_t backward_exact(mg_store *s, int32_t root) {
+    const struct doc *d = s->cur >= 0 ? s->progs[s->cur].doc : NULL;
+    if (d && root != d->root) d = NULL;
+    int planned = d != NULL;
+    for (int32_t p = 0; planned && p < d->npos; p++) planned = s->plan[p] >= 0;
+    if (planned && !s->check) {
+        backward_pieces(s, d);
+        return 0;
+    }
     int64_t c = s->scap;
     if (grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
         (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
         (c = s->scap, grow(&s->stack, &c, s->v.n, 2 * sizeof *s->stack, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate the backward pass's buffers");
     s->scap = c;
-    const int32_t *topo = s->topo;
-    double *grad = s->v.grad;
-    grad[root] = 1.0;
-    for (int32_t i = topo_sort(s, root) - 1; i >= 0; i--) {
-        int32_t v = topo[i];
-        double g = grad[v];
-        for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) grad[s->kid[v][j]] += s->lg[v][j] * g;
+    if (d && s->check) {
+        c = s->gcap;
+        if (grow(&s->g0, &c, s->v.n, sizeof *s->g0, INT32_MAX) ||
+            (c = s->gcap, grow(&s->gref, &c, s->v.n, sizeof *s->gref, INT32_MAX)))
+            return fail(s, MG_ENOMEM, "cannot allocate the checking mode's buffers");
+        s->gcap = c;
     }
+    double *grad = s->v.grad;
+    size_t bytes = (size_t)s->v.n * sizeof *grad;
+    if (d && s->check) memcpy(s->g0, grad, bytes);
+    int32_t nt = topo_sort(s, root);
+    grad[root] = 1.0;
+    for (int32_t i = nt - 1; i >= 0; i--) node_back(s, s->topo[i]);
+    if (!d) return 0;
+    int32_t r = cache_pieces(s, d, s->topo, nt);
+    if (r || !s->check) return r;
+    /* checking: the same backward by the pieces, from the same gradients */
+    for (int32_t p = 0; p < d->npos; p++)
+        if (s->plan[p] < 0) return fail(s, MG_EARG, "checking: position %d's piece of the order was not cached", p);
+    memcpy(s->gref, grad, bytes);
+    memcpy(grad, s->g0, bytes);
+    backward_pieces(s, d);
+    for (int32_t i = 0; i < s->v.n; i++)
+        if (memcmp(&grad[i], &s->gref[i], sizeof *grad)) {
+            fail(s, MG_EARG, "checking: node %d's gradient is %.17g by the cached order, %.17g by the full sort",
+                 i, grad[i], s->gref[i]);
+            memcpy(grad, s->gref, bytes);
+            return MG_EARG;
+        }
     return 0;
 }
 

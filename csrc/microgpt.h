@@ -22,6 +22,7 @@ typedef struct {
     double *val, *grad;      /* node i: value and gradient (valid until the store grows) */
     int32_t n;               /* nodes in use */
     int32_t nparams;         /* the parameters are nodes [0, nparams), kept by reset */
+    int32_t pieces;          /* pieces of the reference's order cached for doc_loss graphs */
     char err[200];           /* the last error's message */
 } mg_view;
 
@@ -69,3 +70,11 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n);
 int32_t mg_backward(mg_store *s, int32_t root);
 /* Adam's exact elementwise power: out[i] = pow(x[i], p), the C library's pow */
 int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p);
+
+/* doc_loss graphs (model.doc_loss): declare a recorded program to be one, so
+   that exact mode's backward can reuse the reference's order by position
+   (microgpt.c says why that is exact); mg_check(s, 1) makes every such
+   backward also run the full sort and compare every gradient (an error if one
+   differs) */
+int32_t mg_doc_program(mg_store *s, int32_t prog);
+int32_t mg_check(mg_store *s, int32_t on);

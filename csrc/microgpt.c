@@ -1048,12 +1048,38 @@ static int32_t plan(mg_store *s, const struct doc *d) {
     return 0;
 }
 
+/* The linear call whose nodes include v, or NULL. */
+static const struct lin *lin_of(const struct doc *d, int32_t v) {
+    int32_t lo = 0, hi = d->nlin; /* the first call with out > v is at hi */
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (d->lin[mid].out <= v) lo = mid + 1; else hi = mid;
+    }
+    if (!lo) return NULL;
+    const struct lin *l = &d->lin[lo - 1];
+    return v < l->out + l->nout + 2 * (int64_t)l->nin * l->nout ? l : NULL;
+}
+
+/* Row kernels. A linear row's nodes (docs/graph.md) are its products m_i =
+   w_i * x_i, its sums acc_0 = m_0 + 0, acc_i = acc_{i-1} + m_i, and its
+   output acc_{nin-1}. Every acc and m has one parent and starts at +0, so
+   once the output's gradient G is final each receives 0 + 1*G' = G', with
+   G' = 0 + G (the same double for all of them). In the reference's order the
+   m_i then pass x_i * G' to w_i and w_i * G' to x_i, by descending i, and the
+   accs pass nothing outside the row. Code ROW(out, w_row, x, hi, lo) makes
+   exactly those additions for m_hi down to m_lo, a stretch of the order with
+   no other node between them (a row the sort left to visit x_i is split
+   there), so every gradient outside the rows' insides receives the same
+   contributions in the same order. The insides' own gradients are not
+   written. */
+#define ROW (-1) /* code: ROW, out, w_row, x, hi, lo; any other word is a node */
+
 /* Cache piece_p, the post-order t[0, len), as backward code: the nodes in
-   reverse. */
+   reverse, a linear row's products as ROW stretches, its sums left out. */
 static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int32_t *t, int64_t len) {
     int32_t target = s->tok[d->target[p]];
     int64_t c = s->piececap;
-    if (grow(&s->code, &s->codecap, s->ncode + len, sizeof *s->code, INT64_MAX / 8) ||
+    if (grow(&s->code, &s->codecap, s->ncode + 6 * len, sizeof *s->code, INT64_MAX / 8) ||
         grow(&s->pieces, &c, s->npieces + 1, sizeof *s->pieces, INT64_MAX / 64))
         return fail(s, MG_ENOMEM, "cannot allocate the order's cache");
     s->piececap = c;
@@ -1063,8 +1089,26 @@ static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int3
         for (int64_t i = s->nhead; i < c; i++) s->head[i] = -1;
         s->nhead = c;
     }
-    int64_t at = s->ncode;
-    for (int64_t i = len - 1; i >= 0; i--) s->code[s->ncode++] = t[i];
+    int64_t at = s->ncode, row = -1; /* row: the last ROW's code */
+    int32_t *code = s->code;
+    for (int64_t i = len - 1; i >= 0; i--) {
+        int32_t v = t[i];
+        const struct lin *l = lin_of(d, v);
+        if (!l) {
+            code[s->ncode++] = v;
+            continue;
+        }
+        int32_t rel = v - l->out - l->nout, o = rel / (2 * l->nin), k = rel % (2 * l->nin);
+        if (rel < 0 || k >= l->nin) continue; /* an output or a sum */
+        if (row == s->ncode - 6 && code[row + 1] == l->out + o && code[row + 5] == k + 1) {
+            code[row + 5] = k;
+            continue;
+        }
+        row = s->ncode;
+        int32_t w[6] = {ROW, l->out + o, l->w + o * l->nin, l->x, k, k};
+        memcpy(code + row, w, sizeof w);
+        s->ncode += 6;
+    }
     s->pieces[s->npieces] = (struct piece){p, target, d->hash[p], s->head[p], at, s->ncode - at};
     s->head[p] = s->npieces;
     s->plan[p] = s->npieces++;
@@ -1104,8 +1148,20 @@ static void backward_pieces(mg_store *s, const struct doc *d) {
         node_back(s, sp);
         const struct piece *pc = &s->pieces[s->plan[p]];
         const int32_t *code = s->code + pc->at;
-        for (int64_t i = 0; i < pc->len; i++) {
-            int32_t v = code[i];
+        for (const int32_t *i = code, *end = code + pc->len; i < end; ) {
+            if (*i == ROW) {
+                double g = 0.0 + grad[i[1]];
+                const double *w = s->v.val + i[2], *x = s->v.val + i[3];
+                double *gw = grad + i[2], *gx = grad + i[3];
+                if (g != 0)
+                    for (int32_t k = i[4]; k >= i[5]; k--) {
+                        gw[k] += x[k] * g;
+                        gx[k] += w[k] * g;
+                    }
+                i += 6;
+                continue;
+            }
+            int32_t v = *i++;
             double g = grad[v];
             if (g == 0) continue;
             grad[kid[v][0]] += lg[v][0] * g;
@@ -1156,8 +1212,12 @@ static int32_t backward_exact(mg_store *s, int32_t root) {
     memcpy(s->gref, grad, bytes);
     memcpy(grad, s->g0, bytes);
     backward_pieces(s, d);
+    uint8_t *inside = s->seen; /* the rows' insides, whose gradients are not written */
+    memset(inside, 0, (size_t)s->v.n);
+    for (const struct lin *l = d->lin; l < d->lin + d->nlin; l++)
+        memset(inside + l->out + l->nout, 1, 2 * (size_t)l->nin * l->nout);
     for (int32_t i = 0; i < s->v.n; i++)
-        if (memcmp(&grad[i], &s->gref[i], sizeof *grad)) {
+        if (!inside[i] && memcmp(&grad[i], &s->gref[i], sizeof *grad)) {
             fail(s, MG_EARG, "checking: node %d's gradient is %.17g by the cached order, %.17g by the full sort",
                  i, grad[i], s->gref[i]);
             memcpy(grad, s->gref, bytes);

@@ -68,6 +68,7 @@ struct mg_store {
     int32_t nprog;
     int64_t pcap;
     int32_t cur;             /* the program whose run is the graph since the reset, or -1 */
+    int32_t lean;            /* the graph since the reset has linear rows without insides */
     int32_t check;           /* doc backward: also run the full sort and compare every gradient */
     struct piece *pieces;    /* doc backward: the cached pieces of the order, chained by position */
     int64_t npieces, piececap;
@@ -206,6 +207,7 @@ int32_t mg_reset(mg_store *s) {
     s->recording = 0;
     s->backed = 0;
     s->cur = -1;
+    s->lean = 0;
     return 0;
 }
 
@@ -497,10 +499,12 @@ static int32_t linear_check(mg_store *s, const linear_args *a) {
     CHECK_VEC(a->w, (int64_t)a->nin * a->nout);
     return 0;
 }
+static int32_t linear_lean(mg_store *s, const linear_args *a);
 static int32_t linear_exact(mg_store *s, const void *args) {
     const linear_args *a = args;
     int32_t r = linear_check(s, a), x = a->x, nin = a->nin, w = a->w, nout = a->nout;
     if (r) return r;
+    if (s->lean) return linear_lean(s, a);
     RESERVE(2 * (int64_t)nin * nout + nout, nin);
     int32_t out = s->v.n;
     s->v.n += nout;
@@ -510,31 +514,52 @@ static int32_t linear_exact(mg_store *s, const void *args) {
     }
     return out;
 }
-static int32_t linear_fast(mg_store *s, const void *args) {
-    const linear_args *a = args;
-    int32_t r = linear_check(s, a), nin = a->nin, nout = a->nout;
-    if (r) return r;
-    RESERVE(nout, 0);
-    int32_t out = fresh(s, nout), o = 0;
-    double *v = s->v.val;
-    const double *xv = v + a->x, *wo = v + a->w;
-    /* four rows at a time: four independent sums in flight, each summed in
-       the exact order */
-    for (; o + 4 <= nout; o += 4, wo += 4 * (int64_t)nin) {
+/* y[o] = 0 + w_o[0] x[0] + w_o[1] x[1] + ..., left to right: the bits of the
+   exact row's sum (m_0 + 0 is 0 + m_0). Four rows at a time: four independent
+   sums in flight, each summed in that order. */
+static void dot_rows(double *y, const double *x, const double *w, int32_t nin, int32_t nout) {
+    int32_t o = 0;
+    for (; o + 4 <= nout; o += 4, w += 4 * (int64_t)nin) {
         double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
         for (int32_t i = 0; i < nin; i++) {
-            a0 = a0 + wo[i] * xv[i];
-            a1 = a1 + wo[nin + i] * xv[i];
-            a2 = a2 + wo[2 * nin + i] * xv[i];
-            a3 = a3 + wo[3 * nin + i] * xv[i];
+            a0 = a0 + w[i] * x[i];
+            a1 = a1 + w[nin + i] * x[i];
+            a2 = a2 + w[2 * nin + i] * x[i];
+            a3 = a3 + w[3 * nin + i] * x[i];
         }
-        v[out + o] = a0; v[out + o + 1] = a1; v[out + o + 2] = a2; v[out + o + 3] = a3;
+        y[o] = a0; y[o + 1] = a1; y[o + 2] = a2; y[o + 3] = a3;
     }
-    for (; o < nout; o++, wo += nin) {
+    for (; o < nout; o++, w += nin) {
         double acc = 0.0;
-        for (int32_t i = 0; i < nin; i++) acc = acc + wo[i] * xv[i];
-        v[out + o] = acc;
+        for (int32_t i = 0; i < nin; i++) acc = acc + w[i] * x[i];
+        y[o] = acc;
     }
+}
+/* Exact mode, lean (a doc graph whose backward runs by cached pieces): the
+   same node ids, but only the outputs are written, with the exact row's
+   values; the insides are needed by nothing but the sort, which this graph
+   does not run. Finiteness is checked on the outputs only: a non-finite
+   product or partial sum cannot come back to a finite number along the sum
+   (inf + finite is inf, inf - inf and NaN + anything are NaN), and the
+   products' local gradients are the operands, already finite. */
+static int32_t linear_lean(mg_store *s, const linear_args *a) {
+    int32_t nin = a->nin, nout = a->nout, out = s->v.n;
+    RESERVE(2 * (int64_t)nin * nout + nout, 0);
+    double *y = s->v.val + out;
+    dot_rows(y, s->v.val + a->x, s->v.val + a->w, nin, nout);
+    for (int32_t o = 0; o < nout; o++)
+        if (!isfinite(y[o])) return fail(s, MG_EMATH, "linear made a non-finite number (row %d: %g)", o, y[o]);
+    for (int32_t o = 0; o < nout; o++) node(s, out + o, y[o], -1, 0, -1, 0);
+    s->v.n += 2 * nin * nout + nout;
+    return out;
+}
+static int32_t linear_fast(mg_store *s, const void *args) {
+    const linear_args *a = args;
+    int32_t r = linear_check(s, a);
+    if (r) return r;
+    RESERVE(a->nout, 0);
+    int32_t out = fresh(s, a->nout);
+    dot_rows(s->v.val + out, s->v.val + a->x, s->v.val + a->w, a->nin, a->nout);
     return out;
 }
 /* out_o = w_o . x: dw_o += g_o x, dx += g_o w_o */
@@ -884,9 +909,11 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
     struct prog *p = &s->progs[prog];
     if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
     s->cur = -1;
-    if (p->doc) {
+    s->lean = 0;
+    if (p->doc) { /* all its pieces cached: a lean graph */
         int32_t r = plan(s, p->doc);
-        if (r) return r;
+        if (r < 0) return r;
+        s->lean = r && !s->check;
     }
     for (int64_t i = 0; i < p->len; ) {
         int32_t op = p->code[i], na = p->code[i + 1];
@@ -1022,7 +1049,7 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
         return fail(s, MG_EARG, "program %d does not end with the mean of its nll losses", prog);
     }
     p->doc = d;
-    return s->cur == prog ? plan(s, d) : 0;
+    return s->cur == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
 }
 
 /* Turn the checking mode on or off. */
@@ -1038,14 +1065,17 @@ static int64_t find_piece(const mg_store *s, int32_t pos, int32_t target, uint64
     return -1;
 }
 
-/* For the doc graph about to be built, the cached piece of each position. */
+/* For the doc graph about to be built, the cached piece of each position;
+   returns whether all are. */
 static int32_t plan(mg_store *s, const struct doc *d) {
     if (grow(&s->plan, &s->plancap, d->npos, sizeof *s->plan, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a plan");
+    int32_t all = 1;
     for (int32_t p = 0; p < d->npos; p++) {
         int32_t ti = d->target[p];
         s->plan[p] = ti >= 0 && ti < s->ntok ? find_piece(s, p, s->tok[ti], d->hash[p]) : -1;
+        all &= s->plan[p] >= 0;
     }
-    return 0;
+    return all;
 }
 
 /* The linear call whose nodes include v, or NULL. */
@@ -1180,10 +1210,12 @@ static int32_t backward_exact(mg_store *s, int32_t root) {
     if (d && root != d->root) d = NULL;
     int planned = d != NULL;
     for (int32_t p = 0; planned && p < d->npos; p++) planned = s->plan[p] >= 0;
-    if (planned && !s->check) {
+    if (planned && (!s->check || s->lean)) {
         backward_pieces(s, d);
         return 0;
     }
+    if (s->lean) return fail(s, MG_EARG, "this graph was replayed without the insides of its linear rows: "
+                                          "only its loss has a backward (reset and build it again)");
     int64_t c = s->scap;
     if (grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
         (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||

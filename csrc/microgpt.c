@@ -1027,6 +1027,7 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
     }
     uint64_t h = fnv(14695981039346656037u, &p->start, 1);
     const mean_args *mean = NULL;
+    int disjoint = 1; /* every linear's input is apart from its weights */
     for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) {
         const int32_t *c = p->code + i;
         h = fnv(h, c, 4 + c[1]);
@@ -1037,16 +1038,18 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
         } else if (c[0] == OP_linear) {
             const linear_args *a = (const linear_args *)(c + 3);
             d->lin[d->nlin++] = (struct lin){c[2], a->x, a->nin, a->w, a->nout};
+            disjoint &= a->x >= a->w + (int64_t)a->nin * a->nout || a->w >= a->x + a->nin;
         } else if (c[0] == OP_mean) {
             mean = (const mean_args *)(c + 3);
             d->root = c[2];
         }
     }
-    int ok = mean && mean->n == d->npos;
+    int ok = disjoint && mean && mean->n == d->npos;
     for (int32_t j = 0; ok && j < d->npos; j++) ok = mean->x[j] == d->loss[j];
     if (!ok) {
         doc_free(d);
-        return fail(s, MG_EARG, "program %d does not end with the mean of its nll losses", prog);
+        return fail(s, MG_EARG, "program %d does not end with the mean of its nll losses, or a linear's "
+                                "input overlaps its weights", prog);
     }
     p->doc = d;
     return s->cur == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
@@ -1162,6 +1165,17 @@ static int32_t cache_pieces(mg_store *s, const struct doc *d, const int32_t *t, 
     return 0;
 }
 
+/* A ROW stretch: each k's two additions go to nodes no other k touches (w
+   and x are disjoint, mg_doc_program checks), so the k may run in any order,
+   and in vector registers: the same correctly rounded * and +. */
+static void row_back(double *restrict gw, double *restrict gx, const double *restrict w,
+                     const double *restrict x, int32_t lo, int32_t hi, double g) {
+    for (int32_t k = lo; k < hi; k++) {
+        gw[k] += x[k] * g;
+        gx[k] += w[k] * g;
+    }
+}
+
 /* Backward through a doc graph by its pieces: the reference's order without
    the sort. Skipping a node whose gradient is zero changes no bit: its
    contributions lg * 0 are zeros (every lg is finite), and adding a zero to a
@@ -1181,13 +1195,7 @@ static void backward_pieces(mg_store *s, const struct doc *d) {
         for (const int32_t *i = code, *end = code + pc->len; i < end; ) {
             if (*i == ROW) {
                 double g = 0.0 + grad[i[1]];
-                const double *w = s->v.val + i[2], *x = s->v.val + i[3];
-                double *gw = grad + i[2], *gx = grad + i[3];
-                if (g != 0)
-                    for (int32_t k = i[4]; k >= i[5]; k--) {
-                        gw[k] += x[k] * g;
-                        gx[k] += w[k] * g;
-                    }
+                if (g != 0) row_back(grad + i[2], grad + i[3], s->v.val + i[2], s->v.val + i[3], i[5], i[4] + 1, g);
                 i += 6;
                 continue;
             }

@@ -69,6 +69,7 @@ struct mg_store {
     int64_t pcap;
     int32_t cur;             /* the program whose run is the graph since the reset, or -1 */
     int32_t lean;            /* the graph since the reset has linear rows without insides */
+    int32_t leaning;         /* the op being replayed leaves them out */
     int32_t check;           /* doc backward: also run the full sort and compare every gradient */
     struct piece *pieces;    /* doc backward: the cached pieces of the order, chained by position */
     int64_t npieces, piececap;
@@ -90,6 +91,17 @@ struct mg_store {
     int64_t scap;
 };
 
+/* A program recorded by doc_loss (see "doc_loss graphs" below) */
+struct lin { int32_t out, x, nin, w, nout; }; /* a linear call of a doc program */
+struct doc {
+    int32_t npos, root;
+    int32_t *first, *loss;  /* per position: its first node's id, l_p's id */
+    int32_t *target;        /* per position: its target's token index */
+    uint64_t *hash;         /* per position: hash of the calls up to its nll */
+    struct lin *lin;        /* the linear calls, by output id */
+    int32_t nlin;
+};
+struct piece { int32_t pos, target; uint64_t hash; int64_t next, at, len; }; /* code[at, at+len) */
 static void doc_free(struct doc *d);
 static int32_t plan(mg_store *s, const struct doc *d);
 
@@ -504,7 +516,7 @@ static int32_t linear_exact(mg_store *s, const void *args) {
     const linear_args *a = args;
     int32_t r = linear_check(s, a), x = a->x, nin = a->nin, w = a->w, nout = a->nout;
     if (r) return r;
-    if (s->lean) return linear_lean(s, a);
+    if (s->leaning) return linear_lean(s, a);
     RESERVE(2 * (int64_t)nin * nout + nout, nin);
     int32_t out = s->v.n;
     s->v.n += nout;
@@ -909,18 +921,20 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
     struct prog *p = &s->progs[prog];
     if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
     s->cur = -1;
-    s->lean = 0;
-    if (p->doc) { /* all its pieces cached: a lean graph */
-        int32_t r = plan(s, p->doc);
-        if (r < 0) return r;
-        s->lean = r && !s->check;
-    }
+    const struct doc *d = p->doc;
+    int32_t r = d ? plan(s, d) : 0, pos = 0;
+    if (r < 0) return r;
     for (int64_t i = 0; i < p->len; ) {
         int32_t op = p->code[i], na = p->code[i + 1];
         if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
             return fail(s, MG_EARG, "corrupt program %d", prog);
-        int32_t r = call(s, op, p->code + i + 3, na);
+        /* a doc position whose piece is cached: lean */
+        s->leaning = d && pos < d->npos && s->plan[pos] >= 0 && !s->check;
+        s->lean |= s->leaning;
+        r = call(s, op, p->code + i + 3, na);
+        s->leaning = 0;
         if (r < 0) return r;
+        pos += op == OP_nll;
         i += 4 + na;
     }
     s->cur = prog;
@@ -937,17 +951,17 @@ static inline void node_back(mg_store *s, int32_t v) {
 }
 
 /* The reference's depth-first post-order from root: children in order, each
-   node once. Leaves are left out: they have nothing to pass on. Returns its
-   length. */
-static int32_t topo_sort(mg_store *s, int32_t root) {
+   node once, the nodes below id lo taken as visited already. Leaves are left
+   out: they have nothing to pass on. Returns its length. */
+static int32_t topo_sort(mg_store *s, int32_t root, int32_t lo) {
     const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
     uint8_t *seen = s->seen;
     int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
-    memset(seen, 0, (size_t)s->v.n);
+    memset(seen + lo, 0, (size_t)(s->v.n - lo));
     seen[root] = 1;
     for (;;) {
         int32_t c = -1;
-        while (j < 2 && (c = kid[v][j]) >= 0 && (seen[c] || kid[c][0] < 0)) j++;
+        while (j < 2 && (c = kid[v][j]) >= 0 && (c < lo || seen[c] || kid[c][0] < 0)) j++;
         if (j < 2 && c >= 0) { /* descend into the next unvisited child */
             st[sp++] = v; st[sp++] = j + 1;
             seen[c] = 1;
@@ -984,25 +998,22 @@ static int32_t topo_sort(mg_store *s, int32_t root) {
      the same children, except for what the tokens choose: the embedding rows
      (parameters, leaves, which the sort leaves out) and the softmax output
      that nll's log reads (the target at p, part of the key).
-   So a piece taken from one graph's full sort is the same in every graph whose
-   calls agree up to position p's nll (a hash of them, checked on use) and
-   whose target at p is the same. Other graphs (the Value API, a program not
+   So a piece is the same in every graph whose calls agree up to position p's
+   nll (a hash of them, checked on use) and whose target at p is the same.
+   And it can be sorted alone: the nodes it reaches that are older than
+   position p's first node are exactly those the full sort has visited before
+   l_p (earlier positions' nodes, per the first point; no earlier loss reaches
+   position p's nodes, as attention looks only back), so a sort from l_p that
+   takes every node below that id as visited makes piece_p. A position whose
+   piece is cached is replayed lean (linear_lean): only the pieces need the
+   insides of its linear rows. Other graphs (the Value API, a program not
    declared as doc_loss's) always take the full sort. The checking mode
-   (mg_check) runs both and compares every gradient. */
+   (mg_check) builds every node, runs both and compares every gradient. */
 
-struct lin { int32_t out, x, nin, w, nout; }; /* a linear call of a doc program */
-struct doc {
-    int32_t npos, root;
-    int32_t *loss, *target; /* per position: l_p's id, its target's token index */
-    uint64_t *hash;         /* per position: hash of the calls up to its nll */
-    struct lin *lin;        /* the linear calls, by output id */
-    int32_t nlin;
-};
-struct piece { int32_t pos, target; uint64_t hash; int64_t next, at, len; }; /* code[at, at+len) */
 
 static void doc_free(struct doc *d) {
     if (!d) return;
-    free(d->loss); free(d->target); free(d->hash); free(d->lin);
+    free(d->first); free(d->loss); free(d->target); free(d->hash); free(d->lin);
     free(d);
 }
 
@@ -1020,7 +1031,8 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
     struct doc *d = calloc(1, sizeof *d);
     int64_t calls = 0;
     for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) calls++;
-    if (!d || !(d->loss = malloc(calls * sizeof *d->loss)) || !(d->target = malloc(calls * sizeof *d->target)) ||
+    if (!d || !(d->first = malloc(calls * sizeof *d->first)) || !(d->loss = malloc(calls * sizeof *d->loss)) ||
+        !(d->target = malloc(calls * sizeof *d->target)) ||
         !(d->hash = malloc(calls * sizeof *d->hash)) || !(d->lin = malloc(calls * sizeof *d->lin))) {
         doc_free(d);
         return fail(s, MG_ENOMEM, "cannot allocate a program's shape");
@@ -1034,6 +1046,7 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
         if (mean) mean = NULL; /* the mean must be the last call */
         if (c[0] == OP_nll) {
             const nll_args *a = (const nll_args *)(c + 3);
+            d->first[d->npos] = d->npos ? d->loss[d->npos - 1] + 1 : p->start; /* nll's output is its last node */
             d->loss[d->npos] = c[2]; d->target[d->npos] = a->target; d->hash[d->npos++] = h;
         } else if (c[0] == OP_linear) {
             const linear_args *a = (const linear_args *)(c + 3);
@@ -1149,22 +1162,6 @@ static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int3
     return 0;
 }
 
-/* Split the full post-order t[0, nt) into its pieces and cache the missing
-   ones. An order not of the expected shape is not cached. */
-static int32_t cache_pieces(mg_store *s, const struct doc *d, const int32_t *t, int32_t nt) {
-    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
-    for (int32_t p = 0, k = 0; p < d->npos; p++, k += 2) { /* k: past l_p and S_p */
-        int32_t start = k;
-        while (k < nt && t[k] != d->loss[p]) k++;
-        if (k + 1 >= nt || kid[t[k + 1]][p ? 1 : 0] != d->loss[p]) return 0; /* S_p follows l_p */
-        if (s->plan[p] < 0) {
-            int32_t r = add_piece(s, d, p, t + start, k + 1 - start);
-            if (r) return r;
-        }
-    }
-    return 0;
-}
-
 /* A ROW stretch: each k's two additions go to nodes no other k touches (w
    and x are disjoint, mg_doc_program checks), so the k may run in any order,
    and in vector registers: the same correctly rounded * and +. */
@@ -1209,46 +1206,50 @@ static void backward_pieces(mg_store *s, const struct doc *d) {
     }
 }
 
-/* Backward in the reference's order, the reverse of that post-order: the
-   order in which a shared child receives its contributions decides the last
-   bits of its gradient. A doc graph whose pieces are all cached skips the
-   sort; one that is not caches them. */
-static int32_t backward_exact(mg_store *s, int32_t root) {
-    const struct doc *d = s->cur >= 0 ? s->progs[s->cur].doc : NULL;
-    if (d && root != d->root) d = NULL;
-    int planned = d != NULL;
-    for (int32_t p = 0; planned && p < d->npos; p++) planned = s->plan[p] >= 0;
-    if (planned && (!s->check || s->lean)) {
-        backward_pieces(s, d);
-        return 0;
-    }
-    if (s->lean) return fail(s, MG_EARG, "this graph was replayed without the insides of its linear rows: "
-                                          "only its loss has a backward (reset and build it again)");
+static int32_t sort_buffers(mg_store *s) {
     int64_t c = s->scap;
     if (grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
         (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
         (c = s->scap, grow(&s->stack, &c, s->v.n, 2 * sizeof *s->stack, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate the backward pass's buffers");
     s->scap = c;
-    if (d && s->check) {
-        c = s->gcap;
-        if (grow(&s->g0, &c, s->v.n, sizeof *s->g0, INT32_MAX) ||
-            (c = s->gcap, grow(&s->gref, &c, s->v.n, sizeof *s->gref, INT32_MAX)))
-            return fail(s, MG_ENOMEM, "cannot allocate the checking mode's buffers");
-        s->gcap = c;
+    return 0;
+}
+
+/* Backward in the reference's order, the reverse of that post-order: the
+   order in which a shared child receives its contributions decides the last
+   bits of its gradient. */
+static int32_t backward_full(mg_store *s, int32_t root) {
+    int32_t r = sort_buffers(s);
+    if (r) return r;
+    if (s->lean) return fail(s, MG_EARG, "this graph was replayed without the insides of its linear rows: "
+                                          "only its loss has a backward (reset and build it again)");
+    s->v.grad[root] = 1.0;
+    for (int32_t i = topo_sort(s, root, 0) - 1; i >= 0; i--) node_back(s, s->topo[i]);
+    return 0;
+}
+
+/* A doc graph: sort the positions whose piece is not cached, each alone, and
+   cache them; then backward by the pieces. Checking: the full backward too,
+   from the same gradients, and every gradient compared. */
+static int32_t backward_doc(mg_store *s, const struct doc *d) {
+    int32_t r = sort_buffers(s);
+    if (r) return r;
+    for (int32_t p = 0; p < d->npos; p++)
+        if (s->plan[p] < 0 && (r = add_piece(s, d, p, s->topo, topo_sort(s, d->loss[p], d->first[p])))) return r;
+    if (!s->check) {
+        backward_pieces(s, d);
+        return 0;
     }
+    int64_t c = s->gcap;
+    if (grow(&s->g0, &c, s->v.n, sizeof *s->g0, INT32_MAX) ||
+        (c = s->gcap, grow(&s->gref, &c, s->v.n, sizeof *s->gref, INT32_MAX)))
+        return fail(s, MG_ENOMEM, "cannot allocate the checking mode's buffers");
+    s->gcap = c;
     double *grad = s->v.grad;
     size_t bytes = (size_t)s->v.n * sizeof *grad;
-    if (d && s->check) memcpy(s->g0, grad, bytes);
-    int32_t nt = topo_sort(s, root);
-    grad[root] = 1.0;
-    for (int32_t i = nt - 1; i >= 0; i--) node_back(s, s->topo[i]);
-    if (!d) return 0;
-    int32_t r = cache_pieces(s, d, s->topo, nt);
-    if (r || !s->check) return r;
-    /* checking: the same backward by the pieces, from the same gradients */
-    for (int32_t p = 0; p < d->npos; p++)
-        if (s->plan[p] < 0) return fail(s, MG_EARG, "checking: position %d's piece of the order was not cached", p);
+    memcpy(s->g0, grad, bytes);
+    if ((r = backward_full(s, d->root))) return r;
     memcpy(s->gref, grad, bytes);
     memcpy(grad, s->g0, bytes);
     backward_pieces(s, d);
@@ -1264,6 +1265,11 @@ static int32_t backward_exact(mg_store *s, int32_t root) {
             return MG_EARG;
         }
     return 0;
+}
+
+static int32_t backward_exact(mg_store *s, int32_t root) {
+    const struct doc *d = s->cur >= 0 ? s->progs[s->cur].doc : NULL;
+    return d && root == d->root ? backward_doc(s, d) : backward_full(s, root);
 }
 
 /* Fast mode: the tape's ops in reverse, each by its table row's backward:

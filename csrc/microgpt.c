@@ -78,6 +78,7 @@ struct mg_store {
     int32_t *code;           /* the pieces' backward code */
     int64_t ncode, codecap;
     int64_t *plan;           /* the current doc graph's piece for each position, or -1 */
+    int32_t *plan_target;    /* and its target token there */
     int64_t plancap;
     int32_t *tok;            /* tokens that embed/nll read by index */
     int32_t ntok;
@@ -187,7 +188,7 @@ void mg_free(mg_store *s) {
         doc_free(s->progs[i].doc);
     }
     free(s->progs);
-    free(s->pieces); free(s->head); free(s->code); free(s->plan);
+    free(s->pieces); free(s->head); free(s->code); free(s->plan); free(s->plan_target);
     free(s->v.val); free(s->v.grad); free(s->kid); free(s->lg);
     free(s->tape); free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
     free(s->g0); free(s->gref);
@@ -1057,12 +1058,12 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
             d->root = c[2];
         }
     }
-    int ok = disjoint && mean && mean->n == d->npos;
+    int ok = p->start == s->v.nparams && disjoint && mean && mean->n == d->npos;
     for (int32_t j = 0; ok && j < d->npos; j++) ok = mean->x[j] == d->loss[j];
     if (!ok) {
         doc_free(d);
-        return fail(s, MG_EARG, "program %d does not end with the mean of its nll losses, or a linear's "
-                                "input overlaps its weights", prog);
+        return fail(s, MG_EARG, "program %d is not doc_loss's: it must start after the parameters, end with "
+                                "the mean of its nll losses, and keep each linear's input apart from its weights", prog);
     }
     p->doc = d;
     return s->cur == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
@@ -1084,11 +1085,16 @@ static int64_t find_piece(const mg_store *s, int32_t pos, int32_t target, uint64
 /* For the doc graph about to be built, the cached piece of each position;
    returns whether all are. */
 static int32_t plan(mg_store *s, const struct doc *d) {
-    if (grow(&s->plan, &s->plancap, d->npos, sizeof *s->plan, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a plan");
+    int64_t c = s->plancap;
+    if (grow(&s->plan, &c, d->npos, sizeof *s->plan, INT32_MAX) ||
+        (c = s->plancap, grow(&s->plan_target, &c, d->npos, sizeof *s->plan_target, INT32_MAX)))
+        return fail(s, MG_ENOMEM, "cannot allocate a plan");
+    s->plancap = c;
     int32_t all = 1;
     for (int32_t p = 0; p < d->npos; p++) {
         int32_t ti = d->target[p];
-        s->plan[p] = ti >= 0 && ti < s->ntok ? find_piece(s, p, s->tok[ti], d->hash[p]) : -1;
+        s->plan_target[p] = ti >= 0 && ti < s->ntok ? s->tok[ti] : -1; /* the tokens may change before backward */
+        s->plan[p] = find_piece(s, p, s->plan_target[p], d->hash[p]);
         all &= s->plan[p] >= 0;
     }
     return all;
@@ -1123,7 +1129,6 @@ static const struct lin *lin_of(const struct doc *d, int32_t v) {
 /* Cache piece_p, the post-order t[0, len), as backward code: the nodes in
    reverse, a linear row's products as ROW stretches, its sums left out. */
 static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int32_t *t, int64_t len) {
-    int32_t target = s->tok[d->target[p]];
     int64_t c = s->piececap;
     if (grow(&s->code, &s->codecap, s->ncode + 6 * len, sizeof *s->code, INT64_MAX / 8) ||
         grow(&s->pieces, &c, s->npieces + 1, sizeof *s->pieces, INT64_MAX / 64))
@@ -1155,7 +1160,7 @@ static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int3
         memcpy(code + row, w, sizeof w);
         s->ncode += 6;
     }
-    s->pieces[s->npieces] = (struct piece){p, target, d->hash[p], s->head[p], at, s->ncode - at};
+    s->pieces[s->npieces] = (struct piece){p, s->plan_target[p], d->hash[p], s->head[p], at, s->ncode - at};
     s->head[p] = s->npieces;
     s->plan[p] = s->npieces++;
     s->v.pieces = (int32_t)s->npieces;

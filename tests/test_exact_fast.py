@@ -47,7 +47,35 @@ def test_doc_program_checks_its_shape():
     E, tok, cfg = CEngine(), Tokenizer(DOCS), Config()
     P = init_params(E, cfg, tok.vocab_size, random.Random(0))
     E.run(lambda t: E.rmsnorm(E.embed(P["wte"], P["wpe"], t[0], 0)), [3], key=1)
-    with pytest.raises(ValueError, match="mean of its nll"):
+    with pytest.raises(ValueError, match="not doc_loss's"):
         E._ok(lib.mg_doc_program(E.s, 0))
     with pytest.raises(ValueError, match="no program"):
         E._ok(lib.mg_doc_program(E.s, 5))
+
+
+def test_a_lean_graph_has_a_backward_from_its_loss_only():
+    E, tok, cfg = CEngine(), Tokenizer(DOCS), Config()
+    P = init_params(E, cfg, tok.vocab_size, random.Random(0))
+    for doc in ("emma", "emma"):  # the second build is a replay with its whole order cached: lean
+        E.reset()
+        loss = doc_loss(E, P, cfg, tok.encode(doc))
+        E.backward(loss)
+    with pytest.raises(ValueError, match="only its loss"):
+        E.backward(loss - 1)
+
+
+def test_tokens_changed_before_backward_do_not_mislabel_the_cache():
+    """Pieces are keyed by the targets the graph was built with; checking
+    mode would name any gradient a mislabeled piece got wrong."""
+    E, tok, cfg = CEngine(), Tokenizer(DOCS), Config()
+    lib.mg_check(E.s, 1)
+    P = init_params(E, cfg, tok.vocab_size, random.Random(0))
+    E.backward(doc_loss(E, P, cfg, tok.encode("emma")))
+    E.reset()
+    loss = doc_loss(E, P, cfg, tok.encode("anna"))
+    E._ok(lib.mg_tokens(E.s, [tok.bos] + [5] * 5, 6))
+    E.backward(loss)
+    for doc in ("anne", "anna", "emma", "ffff", "eeee"):
+        E.reset()
+        E.backward(doc_loss(E, P, cfg, tok.encode(doc)))
+    assert E.v.pieces >= 8

@@ -43,7 +43,7 @@ def fuzz_calls(E, rng, n):
     }
     for _ in range(n):
         kind = rng.choice(["leaf", "scalar", "vector", "attention", "mean", "nll", "tokens", "embed",
-                           "backward", "reset", "record", "replay", "params", "null"])
+                           "backward", "reset", "record", "replay", "doc", "check", "params", "null"])
         n0 = v.n
         if kind == "leaf":
             x = some_double()
@@ -88,6 +88,10 @@ def fuzz_calls(E, rng, n):
             r = rng.choice([lib.mg_record_begin, lib.mg_record_end])(s)
         elif kind == "replay":
             r = lib.mg_replay(s, rng.randrange(-2, 4))
+        elif kind == "doc":
+            r = lib.mg_doc_program(s, rng.randrange(-2, 4))
+        elif kind == "check":
+            r = lib.mg_check(s, rng.choice([0, 1, -1]))
         elif kind == "params":
             vals = [some_double() for _ in range(rng.randrange(0, 4))]
             r = lib.mg_params(s, vals or ffi.NULL, len(vals))
@@ -98,7 +102,7 @@ def fuzz_calls(E, rng, n):
         assert r >= 0 or r in ERRORS
         if r < 0:
             assert ffi.string(v.err) or kind == "null"  # every error says what went wrong
-            if kind not in ("backward", "replay", "reset", "record"):
+            if kind not in ("backward", "replay", "reset", "record", "doc"):
                 assert v.n == n0  # a failed op leaves no nodes behind
         elif kind in ("scalar", "vector", "attention", "mean", "nll", "embed"):
             assert n0 <= r < v.n and all(math.isfinite(v.val[i]) for i in range(n0, v.n))

@@ -275,8 +275,8 @@ static int32_t log_(mg_store *s, int32_t a) {
 }
 
 static int32_t exp_(mg_store *s, int32_t a) {
-    double x = s->v.val[a];
-    return node(s, NEW, exp(x), a, exp(x), -1, 0);
+    double e = exp(s->v.val[a]); /* the value is its own local gradient */
+    return node(s, NEW, e, a, e, -1, 0);
 }
 
 static int32_t relu(mg_store *s, int32_t a) {
@@ -308,7 +308,11 @@ static void softmax(mg_store *s, int32_t *y, const int32_t *x, int32_t n, int32_
     for (int32_t i = 1; i < n; i++) if (s->v.val[x[i]] > mx) mx = s->v.val[x[i]];
     for (int32_t i = 0; i < n; i++) y[i] = exp_(s, add(s, NEW, x[i], leaf(s, -mx)));
     int32_t total = sum(s, NEW, y, n);
-    for (int32_t i = 0; i < n; i++) y[i] = mul(s, at < 0 ? NEW : at + i, y[i], powc(s, NEW, total, -1));
+    /* each e / total makes its own total**-1 node, as in the reference; pow
+       is a function, so its two pows are taken once */
+    double t = s->v.val[total], inv = pow(t, -1), dinv = -1.0 * pow(t, -2.0);
+    for (int32_t i = 0; i < n; i++)
+        y[i] = mul(s, at < 0 ? NEW : at + i, y[i], node(s, NEW, inv, total, dinv, -1, 0));
 }
 
 /* The values softmax() gives, for fast mode: y may be x. */

@@ -1127,7 +1127,9 @@ static const struct lin *lin_of(const struct doc *d, int32_t v) {
    no other node between them (a row the sort left to visit x_i is split
    there), so every gradient outside the rows' insides receives the same
    contributions in the same order. The insides' own gradients are not
-   written. */
+   written. The local gradients x_i and w_i are read from the values, as fast
+   mode's kernels do: the same doubles, as long as nothing writes a value
+   between a doc graph's forward and its backward (training does not). */
 #define ROW (-1) /* code: ROW, out, w_row, x, hi, lo; any other word is a node */
 
 /* Cache piece_p, the post-order t[0, len), as backward code: the nodes in

@@ -79,3 +79,22 @@ def test_tokens_changed_before_backward_do_not_mislabel_the_cache():
         E.reset()
         E.backward(doc_loss(E, P, cfg, tok.encode(doc)))
     assert E.v.pieces >= 8
+
+
+def test_checking_mode_catches_a_graph_that_breaks_the_argument():
+    """A program declared as doc_loss's whose position 1 reads a softmax output
+    of position 0's nll that position 0's loss does not reach: the cached order
+    would leave that node out, and checking mode says so."""
+    E = CEngine()
+    E.create_params({"w": (1, 1)}, np.array([0.5]))
+    lib.mg_check(E.s, 1)
+
+    def fn(t):
+        x = E.leaf(0.1)
+        E.leaf(0.7), E.leaf(-0.4)
+        l0 = E.nll((x, 3), t[1])
+        y2 = l0 - (6 * 3 + 3) + 4 * 3 + 2 + 2 * 2  # nll's softmax output 2 (docs/graph.md)
+        return E.mean([l0, E.nll((y2, 2), t[2])])  # y2 and the node after it
+
+    with pytest.raises(ValueError, match="checking: node"):
+        E.backward(E.run(fn, [0, 0, 0], key=("doc_loss", "x")))

@@ -71,10 +71,13 @@ int32_t mg_backward(mg_store *s, int32_t root);
 /* Adam's exact elementwise power: out[i] = pow(x[i], p), the C library's pow */
 int32_t mg_vpow(mg_store *s, double *out, const double *x, int64_t n, double p);
 
-/* doc_loss graphs (model.doc_loss): declare a recorded program to be one, so
-   that exact mode's backward can reuse the reference's order by position
-   (microgpt.c says why that is exact); mg_check(s, 1) makes every such
-   backward also run the full sort and compare every gradient (an error if one
-   differs) */
+/* doc_loss graphs (model.doc_loss; CEngine.run declares the programs recorded
+   under a key ("doc_loss", ...)): exact mode's backward reuses the reference's
+   order by position, and a replay leaves out the insides of linear rows whose
+   order is cached (their values and gradients are then not written, and such
+   a graph has a backward from its loss only); microgpt.c says why that is
+   exact. mg_check(s, 1) makes every doc backward build every node, also run
+   the full sort and compare every gradient (an error naming the first that
+   differs). */
 int32_t mg_doc_program(mg_store *s, int32_t prog);
 int32_t mg_check(mg_store *s, int32_t on);

@@ -186,6 +186,10 @@ def test_suite_under_sanitizers(tmp_path):
     tests = [os.path.join(REPO, "tests", t) for t in ("test_ops.py", "test_value.py", "test_fast.py")]
     tests.append(os.path.join(REPO, "tests", "test_robust.py") + "::test_fuzz_the_c_api")
     tests.append(os.path.join(REPO, "tests", "test_model.py") + "::test_replay_equals_fresh_build")
+    tests += [os.path.join(REPO, "tests", "test_exact_fast.py") + "::" + t for t in (  # cached order, lean replay
+        "test_a_lean_graph_has_a_backward_from_its_loss_only",
+        "test_tokens_changed_before_backward_do_not_mislabel_the_cache",
+        "test_checking_mode_catches_a_graph_that_breaks_the_argument")]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

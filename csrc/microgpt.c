@@ -957,8 +957,9 @@ static inline void node_back(mg_store *s, int32_t v) {
 
 /* The reference's depth-first post-order from root: children in order, each
    node once, the nodes below id lo taken as visited already. Leaves are left
-   out: they have nothing to pass on. Returns its length. */
-static int32_t topo_sort(mg_store *s, int32_t root, int32_t lo) {
+   out: they have nothing to pass on. Returns its length, or -1 if it reaches
+   a node at hi or beyond. */
+static int32_t topo_sort(mg_store *s, int32_t root, int32_t lo, int32_t hi) {
     const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
     uint8_t *seen = s->seen;
     int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
@@ -966,7 +967,8 @@ static int32_t topo_sort(mg_store *s, int32_t root, int32_t lo) {
     seen[root] = 1;
     for (;;) {
         int32_t c = -1;
-        while (j < 2 && (c = kid[v][j]) >= 0 && (c < lo || seen[c] || kid[c][0] < 0)) j++;
+        while (j < 2 && (c = kid[v][j]) >= 0 && c < hi && (c < lo || seen[c] || kid[c][0] < 0)) j++;
+        if (j < 2 && c >= hi) return -1;
         if (j < 2 && c >= 0) { /* descend into the next unvisited child */
             st[sp++] = v; st[sp++] = j + 1;
             seen[c] = 1;
@@ -1236,7 +1238,7 @@ static int32_t backward_full(mg_store *s, int32_t root) {
     if (s->lean) return fail(s, MG_EARG, "this graph was replayed without the insides of its linear rows: "
                                           "only its loss has a backward (reset and build it again)");
     s->v.grad[root] = 1.0;
-    for (int32_t i = topo_sort(s, root, 0) - 1; i >= 0; i--) node_back(s, s->topo[i]);
+    for (int32_t i = topo_sort(s, root, 0, s->v.n) - 1; i >= 0; i--) node_back(s, s->topo[i]);
     return 0;
 }
 
@@ -1246,8 +1248,11 @@ static int32_t backward_full(mg_store *s, int32_t root) {
 static int32_t backward_doc(mg_store *s, const struct doc *d) {
     int32_t r = sort_buffers(s);
     if (r) return r;
-    for (int32_t p = 0; p < d->npos; p++)
-        if (s->plan[p] < 0 && (r = add_piece(s, d, p, s->topo, topo_sort(s, d->loss[p], d->first[p])))) return r;
+    for (int32_t p = 0; p < d->npos; p++) { /* a position reaches no later node: the others may be lean */
+        int32_t nt = s->plan[p] < 0 ? topo_sort(s, d->loss[p], d->first[p], d->loss[p] + 1) : 0;
+        if (nt < 0) return fail(s, MG_EARG, "position %d of a doc_loss graph reaches a later node", p);
+        if (nt && (r = add_piece(s, d, p, s->topo, nt))) return r;
+    }
     if (!s->check) {
         backward_pieces(s, d);
         return 0;

@@ -91,7 +91,9 @@ class CEngine:
         """fn(token refs): the ops fn calls see tokens through indices into the
         store's token list. With a key, the first run records the op calls and
         later runs with that key replay them in one C call (so the key must
-        determine which ops fn makes), from a store just reset."""
+        determine which ops fn makes), from a store just reset. A key
+        ("doc_loss", ...) says fn is model.doc_loss's forward, whose backward
+        exact mode may take by its cached order (mg_doc_program)."""
         self._ok(lib.mg_tokens(self.s, tokens, len(tokens)))
         refs = range(len(tokens))
         if key is None:

@@ -20,7 +20,7 @@ def bits(x):
     return np.asarray(x, dtype=np.float64).view(np.uint64)
 
 
-@pytest.mark.parametrize("name,steps", [("default", 300), ("2layer", 100), ("0layer", 300), ("1head", 300),
+@pytest.mark.parametrize("name,steps", [("default", 300), ("2layer", 200), ("0layer", 300), ("1head", 300),
                                         ("block8", 300)])
 def test_checked_training_is_the_same_run(name, steps):
     plain, checked = Run(CONFIGS[name]), Run(CONFIGS[name])

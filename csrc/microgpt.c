@@ -58,7 +58,7 @@ struct mg_store {
     double (*lg)[2];         /* node i: local gradients d(node)/d(child) */
     int64_t cap;             /* nodes allocated */
     int32_t mode;            /* MG_EXACT or MG_FAST */
-    int32_t backed;          /* fast mode: backward has run since the reset */
+    int32_t backed;          /* fast mode, doc graphs: backward has run since the reset */
     int32_t nonfinite;       /* the op being run made a non-finite number */
     int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
     int64_t ntape, tcap;
@@ -1246,6 +1246,9 @@ static int32_t backward_full(mg_store *s, int32_t root) {
    cache them; then backward by the pieces. Checking: the full backward too,
    from the same gradients, and every gradient compared. */
 static int32_t backward_doc(mg_store *s, const struct doc *d) {
+    /* again, the reference would also pass on what the rows' insides got the
+       first time, which the row kernels do not keep */
+    if (s->backed) return fail(s, MG_EARG, "a doc_loss graph's backward runs once per graph: reset first");
     int32_t r = sort_buffers(s);
     if (r) return r;
     for (int32_t p = 0; p < d->npos; p++) { /* a position reaches no later node: the others may be lean */
@@ -1253,6 +1256,7 @@ static int32_t backward_doc(mg_store *s, const struct doc *d) {
         if (nt < 0) return fail(s, MG_EARG, "position %d of a doc_loss graph reaches a later node", p);
         if (nt && (r = add_piece(s, d, p, s->topo, nt))) return r;
     }
+    s->backed = 1;
     if (!s->check) {
         backward_pieces(s, d);
         return 0;

@@ -98,3 +98,12 @@ def test_checking_mode_catches_a_graph_that_breaks_the_argument():
 
     with pytest.raises(ValueError, match="checking: node"):
         E.backward(E.run(fn, [0, 0, 0], key=("doc_loss", "x")))
+
+
+def test_a_doc_graph_has_one_backward():
+    E, tok, cfg = CEngine(), Tokenizer(DOCS), Config()
+    P = init_params(E, cfg, tok.vocab_size, random.Random(0))
+    loss = doc_loss(E, P, cfg, tok.encode("emma"))
+    E.backward(loss)
+    with pytest.raises(ValueError, match="once per graph"):
+        E.backward(loss)

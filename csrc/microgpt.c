@@ -1039,7 +1039,7 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
     struct prog *p = &s->progs[prog];
     if (s->mode != MG_EXACT || p->doc) return 0; /* fast mode has no sort to spare */
     struct doc *d = calloc(1, sizeof *d);
-    int64_t calls = 0;
+    int64_t calls = 1; /* at least one, for malloc */
     for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) calls++;
     if (!d || !(d->first = malloc(calls * sizeof *d->first)) || !(d->loss = malloc(calls * sizeof *d->loss)) ||
         !(d->target = malloc(calls * sizeof *d->target)) ||

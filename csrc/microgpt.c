@@ -11,7 +11,10 @@
    side by side, then its mg_X entry point. Every op call goes through call(),
    which can record it: a recorded sequence (a program: one document's forward
    pass) is replayed by one mg_replay call, which is what takes the per-op
-   Python overhead out of training. */
+   Python overhead out of training. On the graphs of model.doc_loss, exact
+   mode's backward reuses the reference's order, cached by position, runs
+   linear rows as kernels, and its replay leaves out the rows' insides: section
+   "doc_loss graphs" says why none of that changes a bit. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -24,7 +27,7 @@
    VARIABLE(a checker)), exact forward, fast forward (NULL: the exact one),
    fast backward. The enum and the table are made from this one list, so a
    row whose function is missing does not compile. */
-#define OP_LIST(X)                                                                   \
+#define OP_LIST(X)                                                                           \
     X(leaf,      FIXED(leaf_args),         leaf_exact,      NULL,            back_none)      \
     X(add,       FIXED(binary_args),       add_exact,       NULL,            back_one)       \
     X(mul,       FIXED(binary_args),       mul_exact,       NULL,            back_one)       \
@@ -36,7 +39,7 @@
     X(embed,     FIXED(embed_args),        embed_exact,     NULL,            embed_back)     \
     X(vadd,      FIXED(vadd_args),         vadd_exact,      NULL,            vadd_back)      \
     X(vrelu,     FIXED(vec_args),          vrelu_exact,     NULL,            vec_back)       \
-    X(scale,     FIXED(scale_args),        scale_exact,     NULL,            scale_back)       \
+    X(scale,     FIXED(scale_args),        scale_exact,     NULL,            scale_back)     \
     X(rmsnorm,   FIXED(vec_args),          rmsnorm_exact,   rmsnorm_fast,    rmsnorm_back)   \
     X(linear,    FIXED(linear_args),       linear_exact,    linear_fast,     linear_back)    \
     X(softmax,   FIXED(vec_args),          softmax_exact,   softmax_fast,    softmax_back)   \
@@ -58,24 +61,53 @@ struct mg_store {
     double (*lg)[2];         /* node i: local gradients d(node)/d(child) */
     int64_t cap;             /* nodes allocated */
     int32_t mode;            /* MG_EXACT or MG_FAST */
-    int32_t backed;          /* fast mode: backward has run since the reset */
+    int32_t backed;          /* fast mode, doc graphs: backward has run since the reset */
     int32_t nonfinite;       /* the op being run made a non-finite number */
     int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
     int64_t ntape, tcap;
     int64_t rec_tape;        /* recording: where its calls start on the tape */
     int32_t rec_n, recording;
-    struct prog { int32_t *code; int64_t len; int32_t start; } *progs; /* recorded programs */
+    struct prog { int32_t *code; int64_t len; int32_t start; struct doc *doc; } *progs; /* recorded programs */
     int32_t nprog;
     int64_t pcap;
+    int32_t cur;             /* the program whose run is the graph since the reset, or -1 */
+    int32_t lean;            /* the graph since the reset has linear rows without insides */
+    int32_t leaning;         /* the op being replayed leaves them out */
+    int32_t check;           /* doc backward: also run the full sort and compare every gradient */
+    struct piece *pieces;    /* doc backward: the cached pieces of the order, chained by position */
+    int64_t npieces, piececap;
+    int64_t *head;           /* head[p]: the last cached piece of position p, or -1 */
+    int64_t nhead;
+    int32_t *code;           /* the pieces' backward code */
+    int64_t ncode, codecap;
+    int64_t *plan;           /* the current doc graph's piece for each position, or -1 */
+    int32_t *plan_target;    /* and its target token there */
+    int64_t plancap;
     int32_t *tok;            /* tokens that embed/nll read by index */
     int32_t ntok;
     int64_t tokcap;
     int32_t *tmp;            /* scratch ids for one op */
     int64_t tmpcap;
     uint8_t *seen;           /* backward: visited flags */
+    double *g0, *gref;       /* checking: the gradients before, and by the full sort */
+    int64_t gcap;
     int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
     int64_t scap;
 };
+
+/* A program recorded by doc_loss (see "doc_loss graphs" below) */
+struct lin { int32_t out, x, nin, w, nout; }; /* a linear call of a doc program */
+struct doc {
+    int32_t npos, root;
+    int32_t *first, *loss;  /* per position: its first node's id, l_p's id */
+    int32_t *target;        /* per position: its target's token index */
+    uint64_t *hash;         /* per position: hash of the calls up to its nll */
+    struct lin *lin;        /* the linear calls, by output id */
+    int32_t nlin;
+};
+struct piece { int32_t pos, target; uint64_t hash; int64_t next, at, len; }; /* code[at, at+len) */
+static void doc_free(struct doc *d);
+static int32_t plan(mg_store *s, const struct doc *d);
 
 static int32_t fail(mg_store *s, int32_t code, const char *fmt, ...) {
     va_list ap;
@@ -148,15 +180,21 @@ mg_store *mg_new(int32_t mode) {
     mg_store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->mode = mode;
+    s->cur = -1;
     return s;
 }
 
 void mg_free(mg_store *s) {
     if (!s) return;
-    for (int32_t i = 0; i < s->nprog; i++) free(s->progs[i].code);
+    for (int32_t i = 0; i < s->nprog; i++) {
+        free(s->progs[i].code);
+        doc_free(s->progs[i].doc);
+    }
     free(s->progs);
+    free(s->pieces); free(s->head); free(s->code); free(s->plan); free(s->plan_target);
     free(s->v.val); free(s->v.grad); free(s->kid); free(s->lg);
     free(s->tape); free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
+    free(s->g0); free(s->gref);
     free(s);
 }
 
@@ -184,6 +222,8 @@ int32_t mg_reset(mg_store *s) {
     s->ntape = 0;
     s->recording = 0;
     s->backed = 0;
+    s->cur = -1;
+    s->lean = 0;
     return 0;
 }
 
@@ -238,8 +278,8 @@ static int32_t log_(mg_store *s, int32_t a) {
 }
 
 static int32_t exp_(mg_store *s, int32_t a) {
-    double x = s->v.val[a];
-    return node(s, NEW, exp(x), a, exp(x), -1, 0);
+    double e = exp(s->v.val[a]); /* the value is its own local gradient */
+    return node(s, NEW, e, a, e, -1, 0);
 }
 
 static int32_t relu(mg_store *s, int32_t a) {
@@ -271,7 +311,11 @@ static void softmax(mg_store *s, int32_t *y, const int32_t *x, int32_t n, int32_
     for (int32_t i = 1; i < n; i++) if (s->v.val[x[i]] > mx) mx = s->v.val[x[i]];
     for (int32_t i = 0; i < n; i++) y[i] = exp_(s, add(s, NEW, x[i], leaf(s, -mx)));
     int32_t total = sum(s, NEW, y, n);
-    for (int32_t i = 0; i < n; i++) y[i] = mul(s, at < 0 ? NEW : at + i, y[i], powc(s, NEW, total, -1));
+    /* each e / total makes its own total**-1 node, as in the reference; pow
+       is a function, so its two pows are taken once */
+    double t = s->v.val[total], inv = pow(t, -1), dinv = -1.0 * pow(t, -2.0);
+    for (int32_t i = 0; i < n; i++)
+        y[i] = mul(s, at < 0 ? NEW : at + i, y[i], node(s, NEW, inv, total, dinv, -1, 0));
 }
 
 /* The values softmax() gives, for fast mode: y may be x. */
@@ -475,10 +519,12 @@ static int32_t linear_check(mg_store *s, const linear_args *a) {
     CHECK_VEC(a->w, (int64_t)a->nin * a->nout);
     return 0;
 }
+static int32_t linear_lean(mg_store *s, const linear_args *a);
 static int32_t linear_exact(mg_store *s, const void *args) {
     const linear_args *a = args;
     int32_t r = linear_check(s, a), x = a->x, nin = a->nin, w = a->w, nout = a->nout;
     if (r) return r;
+    if (s->leaning) return linear_lean(s, a);
     RESERVE(2 * (int64_t)nin * nout + nout, nin);
     int32_t out = s->v.n;
     s->v.n += nout;
@@ -488,31 +534,52 @@ static int32_t linear_exact(mg_store *s, const void *args) {
     }
     return out;
 }
-static int32_t linear_fast(mg_store *s, const void *args) {
-    const linear_args *a = args;
-    int32_t r = linear_check(s, a), nin = a->nin, nout = a->nout;
-    if (r) return r;
-    RESERVE(nout, 0);
-    int32_t out = fresh(s, nout), o = 0;
-    double *v = s->v.val;
-    const double *xv = v + a->x, *wo = v + a->w;
-    /* four rows at a time: four independent sums in flight, each summed in
-       the exact order */
-    for (; o + 4 <= nout; o += 4, wo += 4 * (int64_t)nin) {
+/* y[o] = 0 + w_o[0] x[0] + w_o[1] x[1] + ..., left to right: the bits of the
+   exact row's sum (m_0 + 0 is 0 + m_0). Four rows at a time: four independent
+   sums in flight, each summed in that order. */
+static void dot_rows(double *y, const double *x, const double *w, int32_t nin, int32_t nout) {
+    int32_t o = 0;
+    for (; o + 4 <= nout; o += 4, w += 4 * (int64_t)nin) {
         double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
         for (int32_t i = 0; i < nin; i++) {
-            a0 = a0 + wo[i] * xv[i];
-            a1 = a1 + wo[nin + i] * xv[i];
-            a2 = a2 + wo[2 * nin + i] * xv[i];
-            a3 = a3 + wo[3 * nin + i] * xv[i];
+            a0 = a0 + w[i] * x[i];
+            a1 = a1 + w[nin + i] * x[i];
+            a2 = a2 + w[2 * nin + i] * x[i];
+            a3 = a3 + w[3 * nin + i] * x[i];
         }
-        v[out + o] = a0; v[out + o + 1] = a1; v[out + o + 2] = a2; v[out + o + 3] = a3;
+        y[o] = a0; y[o + 1] = a1; y[o + 2] = a2; y[o + 3] = a3;
     }
-    for (; o < nout; o++, wo += nin) {
+    for (; o < nout; o++, w += nin) {
         double acc = 0.0;
-        for (int32_t i = 0; i < nin; i++) acc = acc + wo[i] * xv[i];
-        v[out + o] = acc;
+        for (int32_t i = 0; i < nin; i++) acc = acc + w[i] * x[i];
+        y[o] = acc;
     }
+}
+/* Exact mode, lean (a doc graph whose backward runs by cached pieces): the
+   same node ids, but only the outputs are written, with the exact row's
+   values; the insides are needed by nothing but the sort, which this graph
+   does not run. Finiteness is checked on the outputs only: a non-finite
+   product or partial sum cannot come back to a finite number along the sum
+   (inf + finite is inf, inf - inf and NaN + anything are NaN), and the
+   products' local gradients are the operands, already finite. */
+static int32_t linear_lean(mg_store *s, const linear_args *a) {
+    int32_t nin = a->nin, nout = a->nout, out = s->v.n;
+    RESERVE(2 * (int64_t)nin * nout + nout, 0);
+    double *y = s->v.val + out;
+    dot_rows(y, s->v.val + a->x, s->v.val + a->w, nin, nout);
+    for (int32_t o = 0; o < nout; o++)
+        if (!isfinite(y[o])) return fail(s, MG_EMATH, "linear made a non-finite number (row %d: %g)", o, y[o]);
+    for (int32_t o = 0; o < nout; o++) node(s, out + o, y[o], -1, 0, -1, 0);
+    s->v.n += 2 * nin * nout + nout;
+    return out;
+}
+static int32_t linear_fast(mg_store *s, const void *args) {
+    const linear_args *a = args;
+    int32_t r = linear_check(s, a);
+    if (r) return r;
+    RESERVE(a->nout, 0);
+    int32_t out = fresh(s, a->nout);
+    dot_rows(s->v.val + out, s->v.val + a->x, s->v.val + a->w, a->nin, a->nout);
     return out;
 }
 /* out_o = w_o . x: dw_o += g_o x, dx += g_o w_o */
@@ -849,7 +916,8 @@ int32_t mg_record_end(mg_store *s) {
     int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
     if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
     if (len) memcpy(code, s->tape + s->rec_tape, (size_t)len * sizeof *code);
-    s->progs[s->nprog] = (struct prog){code, len, s->rec_n};
+    s->progs[s->nprog] = (struct prog){code, len, s->rec_n, NULL};
+    s->cur = s->nprog;
     return s->nprog++;
 }
 
@@ -860,32 +928,50 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
     if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
     struct prog *p = &s->progs[prog];
     if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
+    s->cur = -1;
+    const struct doc *d = p->doc;
+    int32_t r = d ? plan(s, d) : 0, pos = 0;
+    if (r < 0) return r;
     for (int64_t i = 0; i < p->len; ) {
         int32_t op = p->code[i], na = p->code[i + 1];
         if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
             return fail(s, MG_EARG, "corrupt program %d", prog);
-        int32_t r = call(s, op, p->code + i + 3, na);
+        /* a doc position whose piece is cached: lean */
+        s->leaning = d && pos < d->npos && s->plan[pos] >= 0 && !s->check;
+        s->lean |= s->leaning;
+        r = call(s, op, p->code + i + 3, na);
+        s->leaning = 0;
         if (r < 0) return r;
+        pos += op == OP_nll;
         i += 4 + na;
     }
+    s->cur = prog;
     return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* backward */
 
+/* Pass node v's gradient to its children. */
+static inline void node_back(mg_store *s, int32_t v) {
+    double g = s->v.grad[v];
+    for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) s->v.grad[s->kid[v][j]] += s->lg[v][j] * g;
+}
+
 /* The reference's depth-first post-order from root: children in order, each
-   node once. Leaves are left out: they have nothing to pass on. Returns its
-   length. */
-static int32_t topo_sort(mg_store *s, int32_t root) {
+   node once, the nodes below id lo taken as visited already. Leaves are left
+   out: they have nothing to pass on. Returns its length, or -1 if it reaches
+   a node at hi or beyond. */
+static int32_t topo_sort(mg_store *s, int32_t root, int32_t lo, int32_t hi) {
     const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
     uint8_t *seen = s->seen;
     int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
-    memset(seen, 0, (size_t)s->v.n);
+    memset(seen + lo, 0, (size_t)(s->v.n - lo));
     seen[root] = 1;
     for (;;) {
         int32_t c = -1;
-        while (j < 2 && (c = kid[v][j]) >= 0 && (seen[c] || kid[c][0] < 0)) j++;
+        while (j < 2 && (c = kid[v][j]) >= 0 && c < hi && (c < lo || seen[c] || kid[c][0] < 0)) j++;
+        if (j < 2 && c >= hi) return -1;
         if (j < 2 && c >= 0) { /* descend into the next unvisited child */
             st[sp++] = v; st[sp++] = j + 1;
             seen[c] = 1;
@@ -898,25 +984,315 @@ static int32_t topo_sort(mg_store *s, int32_t root) {
     }
 }
 
-/* Backward in the reference's order, the reverse of that post-order: the
-   order in which a shared child receives its contributions decides the last
-   bits of its gradient. */
-static int32_t backward_exact(mg_store *s, int32_t root) {
+
+/* ------------------------------------------------------------------------ */
+/* doc_loss graphs: the reference's order, cached by position
+
+   A program that Python declares (mg_doc_program) to be model.doc_loss's
+   forward over n positions has this shape (docs/graph.md): position p's calls
+   end with an nll, whose output l_p is that position's loss, and the last call
+   is the mean of l_0..l_{n-1}: S_0 = l_0 + 0, S_p = S_{p-1} + l_p, then
+   loss = S_{n-1} * (1/n). The reference's depth-first post-order from the
+   loss is then
+
+       piece_0, S_0, piece_1, S_1, ..., piece_{n-1}, S_{n-1}, loss
+
+   where piece_p is the post-order of the nodes first reached from l_p. Why
+   piece_p is fixed by the calls up to position p's nll and the target at p:
+   - The sort from l_p reaches position p's own nodes and, through attention,
+     the keys and values of earlier positions and what those depend on: nodes
+     already reached from some l_j, j < p, whatever the targets were (a target
+     only picks which of position j's softmax outputs its log reads, a node no
+     later position reads). So the set already visited is the same.
+   - Replayed from the same start, the same calls make the same node ids with
+     the same children, except for what the tokens choose: the embedding rows
+     (parameters, leaves, which the sort leaves out) and the softmax output
+     that nll's log reads (the target at p, part of the key).
+   So a piece is the same in every graph whose calls agree up to position p's
+   nll (a hash of them, checked on use) and whose target at p is the same.
+   And it can be sorted alone: the nodes it reaches that are older than
+   position p's first node are exactly those the full sort has visited before
+   l_p (earlier positions' nodes, per the first point; no earlier loss reaches
+   position p's nodes, as attention looks only back), so a sort from l_p that
+   takes every node below that id as visited makes piece_p. A position whose
+   piece is cached is replayed lean (linear_lean): only the pieces need the
+   insides of its linear rows. Other graphs (the Value API, a program not
+   declared as doc_loss's) always take the full sort. The checking mode
+   (mg_check) builds every node, runs both and compares every gradient. */
+
+
+static void doc_free(struct doc *d) {
+    if (!d) return;
+    free(d->first); free(d->loss); free(d->target); free(d->hash); free(d->lin);
+    free(d);
+}
+
+static uint64_t fnv(uint64_t h, const int32_t *w, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h = (h ^ (uint32_t)w[i]) * 1099511628211u;
+    return h;
+}
+
+/* Declare program prog to be doc_loss's forward; checks its shape. */
+int32_t mg_doc_program(mg_store *s, int32_t prog) {
+    if (!s) return MG_EARG;
+    if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
+    struct prog *p = &s->progs[prog];
+    if (s->mode != MG_EXACT || p->doc) return 0; /* fast mode has no sort to spare */
+    struct doc *d = calloc(1, sizeof *d);
+    int64_t calls = 1; /* at least one, for malloc */
+    for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) calls++;
+    if (!d || !(d->first = malloc(calls * sizeof *d->first)) || !(d->loss = malloc(calls * sizeof *d->loss)) ||
+        !(d->target = malloc(calls * sizeof *d->target)) ||
+        !(d->hash = malloc(calls * sizeof *d->hash)) || !(d->lin = malloc(calls * sizeof *d->lin))) {
+        doc_free(d);
+        return fail(s, MG_ENOMEM, "cannot allocate a program's shape");
+    }
+    uint64_t h = fnv(14695981039346656037u, &p->start, 1);
+    const mean_args *mean = NULL;
+    int disjoint = 1; /* every linear's input is apart from its weights */
+    for (int64_t i = 0; i < p->len; i += 4 + p->code[i + 1]) {
+        const int32_t *c = p->code + i;
+        h = fnv(h, c, 4 + c[1]);
+        if (mean) mean = NULL; /* the mean must be the last call */
+        if (c[0] == OP_nll) {
+            const nll_args *a = (const nll_args *)(c + 3);
+            d->first[d->npos] = d->npos ? d->loss[d->npos - 1] + 1 : p->start; /* nll's output is its last node */
+            d->loss[d->npos] = c[2]; d->target[d->npos] = a->target; d->hash[d->npos++] = h;
+        } else if (c[0] == OP_linear) {
+            const linear_args *a = (const linear_args *)(c + 3);
+            d->lin[d->nlin++] = (struct lin){c[2], a->x, a->nin, a->w, a->nout};
+            disjoint &= a->x >= a->w + (int64_t)a->nin * a->nout || a->w >= a->x + a->nin;
+        } else if (c[0] == OP_mean) {
+            mean = (const mean_args *)(c + 3);
+            d->root = c[2];
+        }
+    }
+    int ok = p->start == s->v.nparams && disjoint && mean && mean->n == d->npos;
+    for (int32_t j = 0; ok && j < d->npos; j++) ok = mean->x[j] == d->loss[j];
+    if (!ok) {
+        doc_free(d);
+        return fail(s, MG_EARG, "program %d is not doc_loss's: it must start after the parameters, end with "
+                                "the mean of its nll losses, and keep each linear's input apart from its weights", prog);
+    }
+    p->doc = d;
+    return s->cur == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
+}
+
+/* Turn the checking mode on or off. */
+int32_t mg_check(mg_store *s, int32_t on) {
+    if (!s) return MG_EARG;
+    s->check = on != 0;
+    return 0;
+}
+
+static int64_t find_piece(const mg_store *s, int32_t pos, int32_t target, uint64_t hash) {
+    for (int64_t k = pos < s->nhead ? s->head[pos] : -1; k >= 0; k = s->pieces[k].next)
+        if (s->pieces[k].target == target && s->pieces[k].hash == hash) return k;
+    return -1;
+}
+
+/* For the doc graph about to be built, the cached piece of each position;
+   returns whether all are. */
+static int32_t plan(mg_store *s, const struct doc *d) {
+    int64_t c = s->plancap;
+    if (grow(&s->plan, &c, d->npos, sizeof *s->plan, INT32_MAX) ||
+        (c = s->plancap, grow(&s->plan_target, &c, d->npos, sizeof *s->plan_target, INT32_MAX)))
+        return fail(s, MG_ENOMEM, "cannot allocate a plan");
+    s->plancap = c;
+    int32_t all = 1;
+    for (int32_t p = 0; p < d->npos; p++) {
+        int32_t ti = d->target[p];
+        s->plan_target[p] = ti >= 0 && ti < s->ntok ? s->tok[ti] : -1; /* the tokens may change before backward */
+        s->plan[p] = find_piece(s, p, s->plan_target[p], d->hash[p]);
+        all &= s->plan[p] >= 0;
+    }
+    return all;
+}
+
+/* The linear call whose nodes include v, or NULL. */
+static const struct lin *lin_of(const struct doc *d, int32_t v) {
+    int32_t lo = 0, hi = d->nlin; /* the first call with out > v is at hi */
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (d->lin[mid].out <= v) lo = mid + 1; else hi = mid;
+    }
+    if (!lo) return NULL;
+    const struct lin *l = &d->lin[lo - 1];
+    return v < l->out + l->nout + 2 * (int64_t)l->nin * l->nout ? l : NULL;
+}
+
+/* Row kernels. A linear row's nodes (docs/graph.md) are its products m_i =
+   w_i * x_i, its sums acc_0 = m_0 + 0, acc_i = acc_{i-1} + m_i, and its
+   output acc_{nin-1}. Every acc and m has one parent and starts at +0, so
+   once the output's gradient G is final each receives 0 + 1*G' = G', with
+   G' = 0 + G (the same double for all of them). In the reference's order the
+   m_i then pass x_i * G' to w_i and w_i * G' to x_i, by descending i, and the
+   accs pass nothing outside the row. Code ROW(out, w_row, x, hi, lo) makes
+   exactly those additions for m_hi down to m_lo, a stretch of the order with
+   no other node between them (a row the sort left to visit x_i is split
+   there), so every gradient outside the rows' insides receives the same
+   contributions in the same order. The insides' own gradients are not
+   written. The local gradients x_i and w_i are read from the values, as fast
+   mode's kernels do: the same doubles, as long as nothing writes a value
+   between a doc graph's forward and its backward (training does not). */
+#define ROW (-1) /* code: ROW, out, w_row, x, hi, lo; any other word is a node */
+
+/* Cache piece_p, the post-order t[0, len), as backward code: the nodes in
+   reverse, a linear row's products as ROW stretches, its sums left out. */
+static int32_t add_piece(mg_store *s, const struct doc *d, int32_t p, const int32_t *t, int64_t len) {
+    int64_t c = s->piececap;
+    if (grow(&s->code, &s->codecap, s->ncode + 6 * len, sizeof *s->code, INT64_MAX / 8) ||
+        grow(&s->pieces, &c, s->npieces + 1, sizeof *s->pieces, INT64_MAX / 64))
+        return fail(s, MG_ENOMEM, "cannot allocate the order's cache");
+    s->piececap = c;
+    if (p >= s->nhead) {
+        c = s->nhead;
+        if (grow(&s->head, &c, p + 1, sizeof *s->head, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate the order's cache");
+        for (int64_t i = s->nhead; i < c; i++) s->head[i] = -1;
+        s->nhead = c;
+    }
+    int64_t at = s->ncode, row = -1; /* row: the last ROW's code */
+    int32_t *code = s->code;
+    for (int64_t i = len - 1; i >= 0; i--) {
+        int32_t v = t[i];
+        const struct lin *l = lin_of(d, v);
+        if (!l) {
+            code[s->ncode++] = v;
+            continue;
+        }
+        int32_t rel = v - l->out - l->nout, o = rel / (2 * l->nin), k = rel % (2 * l->nin);
+        if (rel < 0 || k >= l->nin) continue; /* an output or a sum */
+        if (row == s->ncode - 6 && code[row + 1] == l->out + o && code[row + 5] == k + 1) {
+            code[row + 5] = k;
+            continue;
+        }
+        row = s->ncode;
+        int32_t w[6] = {ROW, l->out + o, l->w + o * l->nin, l->x, k, k};
+        memcpy(code + row, w, sizeof w);
+        s->ncode += 6;
+    }
+    s->pieces[s->npieces] = (struct piece){p, s->plan_target[p], d->hash[p], s->head[p], at, s->ncode - at};
+    s->head[p] = s->npieces;
+    s->plan[p] = s->npieces++;
+    s->v.pieces = (int32_t)s->npieces;
+    return 0;
+}
+
+/* A ROW stretch: each k's two additions go to nodes no other k touches (w
+   and x are disjoint, mg_doc_program checks), so the k may run in any order,
+   and in vector registers: the same correctly rounded * and +. */
+static void row_back(double *restrict gw, double *restrict gx, const double *restrict w,
+                     const double *restrict x, int32_t lo, int32_t hi, double g) {
+    for (int32_t k = lo; k < hi; k++) {
+        gw[k] += x[k] * g;
+        gx[k] += w[k] * g;
+    }
+}
+
+/* Backward through a doc graph by its pieces: the reference's order without
+   the sort. Skipping a node whose gradient is zero changes no bit: its
+   contributions lg * 0 are zeros (every lg is finite), and adding a zero to a
+   gradient leaves it as it is (gradients start at +0 and so are never -0). */
+static void backward_pieces(mg_store *s, const struct doc *d) {
+    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
+    const double (*lg)[2] = (const double (*)[2])s->lg;
+    double *grad = s->v.grad;
+    int32_t sp = kid[d->root][0]; /* S_{n-1} */
+    grad[d->root] = 1.0;
+    node_back(s, d->root);
+    for (int32_t p = d->npos - 1; p >= 0; p--) {
+        int32_t prev = kid[sp][0]; /* S_{p-1}, or l_0 */
+        node_back(s, sp);
+        const struct piece *pc = &s->pieces[s->plan[p]];
+        const int32_t *code = s->code + pc->at;
+        for (const int32_t *i = code, *end = code + pc->len; i < end; ) {
+            if (*i == ROW) {
+                double g = 0.0 + grad[i[1]];
+                if (g != 0) row_back(grad + i[2], grad + i[3], s->v.val + i[2], s->v.val + i[3], i[5], i[4] + 1, g);
+                i += 6;
+                continue;
+            }
+            int32_t v = *i++;
+            double g = grad[v];
+            if (g == 0) continue;
+            grad[kid[v][0]] += lg[v][0] * g;
+            if (kid[v][1] >= 0) grad[kid[v][1]] += lg[v][1] * g;
+        }
+        sp = prev;
+    }
+}
+
+static int32_t sort_buffers(mg_store *s) {
     int64_t c = s->scap;
     if (grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
         (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
         (c = s->scap, grow(&s->stack, &c, s->v.n, 2 * sizeof *s->stack, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate the backward pass's buffers");
     s->scap = c;
-    const int32_t *topo = s->topo;
-    double *grad = s->v.grad;
-    grad[root] = 1.0;
-    for (int32_t i = topo_sort(s, root) - 1; i >= 0; i--) {
-        int32_t v = topo[i];
-        double g = grad[v];
-        for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) grad[s->kid[v][j]] += s->lg[v][j] * g;
-    }
     return 0;
+}
+
+/* Backward in the reference's order, the reverse of that post-order: the
+   order in which a shared child receives its contributions decides the last
+   bits of its gradient. */
+static int32_t backward_full(mg_store *s, int32_t root) {
+    int32_t r = sort_buffers(s);
+    if (r) return r;
+    if (s->lean) return fail(s, MG_EARG, "this graph was replayed without the insides of its linear rows: "
+                                          "only its loss has a backward (reset and build it again)");
+    s->v.grad[root] = 1.0;
+    for (int32_t i = topo_sort(s, root, 0, s->v.n) - 1; i >= 0; i--) node_back(s, s->topo[i]);
+    return 0;
+}
+
+/* A doc graph: sort the positions whose piece is not cached, each alone, and
+   cache them; then backward by the pieces. Checking: the full backward too,
+   from the same gradients, and every gradient compared. */
+static int32_t backward_doc(mg_store *s, const struct doc *d) {
+    /* again, the reference would also pass on what the rows' insides got the
+       first time, which the row kernels do not keep */
+    if (s->backed) return fail(s, MG_EARG, "a doc_loss graph's backward runs once per graph: reset first");
+    int32_t r = sort_buffers(s);
+    if (r) return r;
+    for (int32_t p = 0; p < d->npos; p++) { /* a position reaches no later node: the others may be lean */
+        int32_t nt = s->plan[p] < 0 ? topo_sort(s, d->loss[p], d->first[p], d->loss[p] + 1) : 0;
+        if (nt < 0) return fail(s, MG_EARG, "position %d of a doc_loss graph reaches a later node", p);
+        if (nt && (r = add_piece(s, d, p, s->topo, nt))) return r;
+    }
+    s->backed = 1;
+    if (!s->check) {
+        backward_pieces(s, d);
+        return 0;
+    }
+    int64_t c = s->gcap;
+    if (grow(&s->g0, &c, s->v.n, sizeof *s->g0, INT32_MAX) ||
+        (c = s->gcap, grow(&s->gref, &c, s->v.n, sizeof *s->gref, INT32_MAX)))
+        return fail(s, MG_ENOMEM, "cannot allocate the checking mode's buffers");
+    s->gcap = c;
+    double *grad = s->v.grad;
+    size_t bytes = (size_t)s->v.n * sizeof *grad;
+    memcpy(s->g0, grad, bytes);
+    if ((r = backward_full(s, d->root))) return r;
+    memcpy(s->gref, grad, bytes);
+    memcpy(grad, s->g0, bytes);
+    backward_pieces(s, d);
+    uint8_t *inside = s->seen; /* the rows' insides, whose gradients are not written */
+    memset(inside, 0, (size_t)s->v.n);
+    for (const struct lin *l = d->lin; l < d->lin + d->nlin; l++)
+        memset(inside + l->out + l->nout, 1, 2 * (size_t)l->nin * l->nout);
+    for (int32_t i = 0; i < s->v.n; i++)
+        if (!inside[i] && memcmp(&grad[i], &s->gref[i], sizeof *grad)) {
+            fail(s, MG_EARG, "checking: node %d's gradient is %.17g by the cached order, %.17g by the full sort",
+                 i, grad[i], s->gref[i]);
+            memcpy(grad, s->gref, bytes);
+            return MG_EARG;
+        }
+    return 0;
+}
+
+static int32_t backward_exact(mg_store *s, int32_t root) {
+    const struct doc *d = s->cur >= 0 ? s->progs[s->cur].doc : NULL;
+    return d && root == d->root ? backward_doc(s, d) : backward_full(s, root);
 }
 
 /* Fast mode: the tape's ops in reverse, each by its table row's backward:

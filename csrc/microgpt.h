@@ -22,6 +22,7 @@ typedef struct {
     double *val, *grad;      /* node i: value and gradient (valid until the store grows) */
     int32_t n;               /* nodes in use */
     int32_t nparams;         /* the parameters are nodes [0, nparams), kept by reset */
+    int32_t pieces;          /* pieces of the reference's order cached for doc_loss graphs */
     char err[200];           /* the last error's message */
 } mg_view;
 
@@ -67,6 +68,17 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n);
 
 /* backward: gradient of root is 1, accumulated into every node below it */
 int32_t mg_backward(mg_store *s, int32_t root);
+
+/* doc_loss graphs (model.doc_loss; CEngine.run declares the programs recorded
+   under a key ("doc_loss", ...)): exact mode's backward reuses the reference's
+   order by position, and a replay leaves out the insides of linear rows whose
+   order is cached (their values and gradients are then not written, and such
+   a graph has a backward from its loss only); microgpt.c says why that is
+   exact. mg_check(s, 1) makes every doc backward build every node, also run
+   the full sort and compare every gradient (an error naming the first that
+   differs). */
+int32_t mg_doc_program(mg_store *s, int32_t prog);
+int32_t mg_check(mg_store *s, int32_t on);
 
 /* Adam: one step of the reference's update over n parameters, in place, each
    operation as the reference orders it (lr_t = lr * (1 - step / num_steps),

@@ -25,7 +25,19 @@ class CEngine(Engine):
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
         self.generation = 0  # resets so far: a Value made in another generation is stale
-        self.check = False  # the checking mode: every shortcut also done the plain way, and compared
+        self.check = False
+
+    @property
+    def check(self):
+        """The checking mode: every shortcut (doc_loss's cached order, row
+        kernels and lean replay; Adam's cheap powers) is also done the plain
+        way and compared; a difference is an error."""
+        return self._check
+
+    @check.setter
+    def check(self, on):
+        self._check = bool(on)
+        self._ok(lib.mg_check(self.s, self._check))
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -76,7 +88,9 @@ class CEngine(Engine):
         """fn(token refs): the ops fn calls see tokens through indices into the
         store's token list. With a key, the first run records the op calls and
         later runs with that key replay them in one C call (so the key must
-        determine which ops fn makes), from a store just reset."""
+        determine which ops fn makes), from a store just reset. A key
+        ("doc_loss", ...) says fn is model.doc_loss's forward, whose backward
+        exact mode may take by its cached order (mg_doc_program)."""
         self._ok(lib.mg_tokens(self.s, tokens, len(tokens)))
         refs = range(len(tokens))
         if key is None:
@@ -90,7 +104,10 @@ class CEngine(Engine):
             out = fn(refs)
         finally:
             prog = lib.mg_record_end(self.s)
-        self._programs[key] = self._ok(prog), out
+        self._ok(prog)
+        if isinstance(key, tuple) and key[0] == "doc_loss":  # model.doc_loss's graph: see mg_doc_program
+            self._ok(lib.mg_doc_program(self.s, prog))
+        self._programs[key] = prog, out
         return out
 
     def embed(self, wte, wpe, token, pos):

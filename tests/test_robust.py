@@ -43,7 +43,7 @@ def fuzz_calls(E, rng, n):
     }
     for _ in range(n):
         kind = rng.choice(["leaf", "scalar", "vector", "attention", "mean", "nll", "tokens", "embed",
-                           "backward", "reset", "record", "replay", "params", "null"])
+                           "backward", "reset", "record", "replay", "doc", "check", "params", "null"])
         n0 = v.n
         if kind == "leaf":
             x = some_double()
@@ -88,6 +88,10 @@ def fuzz_calls(E, rng, n):
             r = rng.choice([lib.mg_record_begin, lib.mg_record_end])(s)
         elif kind == "replay":
             r = lib.mg_replay(s, rng.randrange(-2, 4))
+        elif kind == "doc":
+            r = lib.mg_doc_program(s, rng.randrange(-2, 4))
+        elif kind == "check":
+            r = lib.mg_check(s, rng.choice([0, 1, -1]))
         elif kind == "params":
             vals = [some_double() for _ in range(rng.randrange(0, 4))]
             r = lib.mg_params(s, vals or ffi.NULL, len(vals))
@@ -98,7 +102,7 @@ def fuzz_calls(E, rng, n):
         assert r >= 0 or r in ERRORS
         if r < 0:
             assert ffi.string(v.err) or kind == "null"  # every error says what went wrong
-            if kind not in ("backward", "replay", "reset", "record"):
+            if kind not in ("backward", "replay", "reset", "record", "doc"):
                 assert v.n == n0  # a failed op leaves no nodes behind
         elif kind in ("scalar", "vector", "attention", "mean", "nll", "embed"):
             assert n0 <= r < v.n and all(math.isfinite(v.val[i]) for i in range(n0, v.n))
@@ -182,6 +186,10 @@ def test_suite_under_sanitizers(tmp_path):
     tests = [os.path.join(REPO, "tests", t) for t in ("test_ops.py", "test_value.py", "test_fast.py")]
     tests.append(os.path.join(REPO, "tests", "test_robust.py") + "::test_fuzz_the_c_api")
     tests.append(os.path.join(REPO, "tests", "test_model.py") + "::test_replay_equals_fresh_build")
+    tests += [os.path.join(REPO, "tests", "test_exact_fast.py") + "::" + t for t in (  # cached order, lean replay
+        "test_a_lean_graph_has_a_backward_from_its_loss_only",
+        "test_tokens_changed_before_backward_do_not_mislabel_the_cache",
+        "test_checking_mode_catches_a_graph_that_breaks_the_argument")]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

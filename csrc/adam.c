@@ -33,7 +33,8 @@
       value within 0.04 d of t, which is more than 0.05 d from every midpoint,
       rounds to the same double as t: pow returns y.
    Zero: pow(+-0, 2) and pow(+-0, 0.5) are +0 (C99 F.9.4.4), so are +-0 * +-0;
-   sqrt(-0) is -0, so a root of zero returns +0 itself. Everything else
+   sqrt(-0) is -0, so a root is taken as sqrt(x) + 0.0, which is +0 for both zeros
+   and sqrt(x) for every other x. Everything else
    (subnormal or tiny results, the top binade, inf, NaN, negative roots) and
    every value near a midpoint calls pow.
 
@@ -62,32 +63,27 @@ static uint64_t bits(double x) {
     return b;
 }
 
-/* The spacing of doubles next to y (positive, normal) on the side of r's sign. */
-static double spacing(double y, double r) {
+/* The spacing of doubles next to y (positive, normal) on the side of r's
+   sign. Branch-free, like the tests below, so that a block's tests vectorize. */
+static inline double spacing(double y, double r) {
     uint64_t b = bits(y), e = b & 0x7ff0000000000000u;
     double u;
     memcpy(&u, &e, sizeof u);
     u *= 0x1p-52;
-    return r < 0 && !(b & 0x000fffffffffffffu) ? 0.5 * u : u;
+    return u - 0.5 * u * ((r < 0) & !(b & 0x000fffffffffffffu)); /* u, or u/2: exact */
 }
 
-/* pow(x, 2): 1 with the result in *out if the cheap way surely is pow's. */
-static int cheap_square(double x, double *out) {
-    double y = x * x;
-    *out = y;
-    if (x == 0) return 1;
-    if (!(y >= LO && y < HI)) return 0;
+/* y = x*x; 1 if y surely is pow(x, 2) */
+static inline int64_t sure_square(double x, double y) {
     double r = fma(x, x, -y);
-    return fabs(r) <= 0.45 * spacing(y, r);
+    return (x == 0) | ((y >= LO) & (y < HI) & (fabs(r) <= 0.45 * spacing(y, r)));
 }
 
-/* pow(x, 0.5), likewise */
-static int cheap_root(double x, double *out) {
-    if (x == 0) return *out = 0.0, 1;
-    if (!(x >= LO && x < HI)) return 0;
-    double y = sqrt(x), r = fma(-y, y, x);
-    *out = y;
-    return fabs(r) <= 0.9 * y * spacing(y, r);
+/* y = sqrt(x) + 0.0 (+0 for both zeros, as pow gives; sqrt(-0) is -0); 1 if
+   y surely is pow(x, 0.5) */
+static inline int64_t sure_root(double x, double y) {
+    double r = fma(-y, y, x);
+    return (x == 0) | ((x >= LO) & (x < HI) & (fabs(r) <= 0.9 * y * spacing(y, r)));
 }
 
 int32_t mg_adam_cheap(void) {
@@ -106,16 +102,18 @@ int32_t mg_adam_cheap(void) {
 #endif
 }
 
-/* p = pow(x, e) the cheap way when allowed and sure; counts calls of pow in
-   *slow, and with check also takes pow, counting differences in *bad. */
-static double power(double x, double e, int cheap, int check, int64_t *slow, int64_t *bad) {
-    double y;
-    int ok = cheap && (e == 2 ? cheap_square(x, &y) : cheap_root(x, &y));
-    if (ok && !check) return y;
-    *slow += !ok;
-    double z = pow(x, e);
-    *bad += ok && bits(y) != bits(z);
-    return z;
+/* y[i] = pow(x[i], e) for the k values not surely right (sure[i] == 0), or
+   for all with check; counts calls of pow in *slow and, with check, the
+   sure values that pow contradicts in *bad. */
+static void settle(double *y, const double *x, const int64_t *sure, int k, double e, int check,
+                   int64_t *slow, int64_t *bad) {
+    for (int i = 0; i < k; i++) {
+        if (sure[i] && !check) continue;
+        double z = pow(x[i], e);
+        *slow += !sure[i];
+        *bad += sure[i] && bits(y[i]) != bits(z);
+        y[i] = z;
+    }
 }
 
 static int disjoint(const double *a, const double *b, int64_t n) {
@@ -131,29 +129,35 @@ static int disjoint(const double *a, const double *b, int64_t n) {
 __attribute__((target_clones("fma", "default")))
 #endif
 int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
-                double b1, double b2, double bc1, double bc2, double eps, int64_t *mismatch) {
+                double b1, double b2, double bc1, double bc2, double eps, int32_t exact, int64_t *mismatch) {
     if (!p || !g || !m || !v || n < 0 || n > INT64_MAX / 16 || bc1 == 0 || bc2 == 0 || !(eps > 0))
         return MG_EARG;
     if (!disjoint(p, g, n) || !disjoint(p, m, n) || !disjoint(p, v, n) ||
         !disjoint(g, m, n) || !disjoint(g, v, n) || !disjoint(m, v, n))
         return MG_EARG;
-    int cheap = mg_adam_cheap(), check = mismatch != NULL;
-    int64_t slow = 0, bad = 0;
-    double a[256], b[256]; /* per block: the powers apart, so the rest vectorizes */
+    int64_t cheap = mg_adam_cheap(), check = exact && mismatch, any = !exact; /* any: take x*x, sqrt */
+    int64_t slow = 0, bad = 0, sure[256];
+    double a[256], b[256], h[256]; /* per block: the powers apart, so the rest vectorizes */
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
         int k = n - i0 < 256 ? (int)(n - i0) : 256;
         double *P = p + i0, *G = g + i0, *M = m + i0, *V = v + i0;
-        for (int i = 0; i < k; i++) a[i] = power(G[i], 2, cheap, check, &slow, &bad);
+        for (int i = 0; i < k; i++) {
+            a[i] = G[i] * G[i];
+            sure[i] = any | (cheap & sure_square(G[i], a[i]));
+        }
+        settle(a, G, sure, k, 2, check, &slow, &bad);
         for (int i = 0; i < k; i++) {
             M[i] = b1 * M[i] + (1 - b1) * G[i];
             V[i] = b2 * V[i] + (1 - b2) * a[i];
             a[i] = M[i] / bc1; /* m_hat */
-            b[i] = V[i] / bc2; /* v_hat */
+            h[i] = V[i] / bc2; /* v_hat */
             G[i] = 0;
         }
-        for (int i = 0; i < k; i++) b[i] = power(b[i], 0.5, cheap, check, &slow, &bad);
+        for (int i = 0; i < k; i++) b[i] = sqrt(h[i]) + 0.0; /* its own loop: sqrt may set errno */
+        for (int i = 0; i < k; i++) sure[i] = any | (cheap & sure_root(h[i], b[i]));
+        settle(b, h, sure, k, 0.5, check, &slow, &bad);
         for (int i = 0; i < k; i++) P[i] -= lr_t * a[i] / (b[i] + eps);
     }
-    if (check) *mismatch = bad;
+    if (mismatch) *mismatch = bad;
     return slow;
 }

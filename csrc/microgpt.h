@@ -90,8 +90,10 @@ int32_t mg_check(mg_store *s, int32_t on);
    many of the 2n powers called pow, or MG_EARG with nothing changed (a NULL or
    overlapping array, n < 0, bc1 or bc2 zero, eps not > 0). With mismatch not
    NULL (the checking mode) every power is also taken with pow, which the step
-   then uses, and *mismatch is the number where the cheap way differed. */
+   then uses, and *mismatch is the number where the cheap way differed. With
+   exact 0 (fast mode) the powers are simply x*x and sqrt(x), as numpy's **
+   takes them: pow is never called, and mismatch is not used. */
 int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
-                double b1, double b2, double bc1, double bc2, double eps, int64_t *mismatch);
+                double b1, double b2, double bc1, double bc2, double eps, int32_t exact, int64_t *mismatch);
 /* 1 if the cheap powers are on: glibc >= 2.28 on x86-64/AArch64, fused fma */
 int32_t mg_adam_cheap(void);

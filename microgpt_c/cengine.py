@@ -159,7 +159,7 @@ class CEngine(Engine):
         self.check, every power is also taken with pow: a difference is an
         ArithmeticError. Returns how many powers called pow."""
         bad = ffi.new("int64_t *") if self.check else ffi.NULL
-        slow = lib.mg_adam(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, bad)
+        slow = lib.mg_adam(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, self.mode == "exact", bad)
         if slow < 0:
             raise ValueError("adam needs distinct arrays, bc1 and bc2 nonzero and eps > 0")
         if self.check and bad[0]:
@@ -168,7 +168,8 @@ class CEngine(Engine):
 
     def adam_step(self, adam, step):
         """The reference's Adam in C, in place on the store's parameters and
-        gradients (zeroed after), bit-identical to Adam.update; fast mode too."""
+        gradients (zeroed after): in exact mode bit-identical to Adam.update
+        with Python's pow; in fast mode its powers are x*x and sqrt(x)."""
         m, v = (ffi.from_buffer("double[]", x, require_writable=True) for x in (adam.m, adam.v))
         lr_t, bc1, bc2 = adam.factors(step)
         self._adam(self.v.val, self.v.grad, m, v, self.v.nparams, lr_t, adam.beta1, adam.beta2, bc1, bc2, adam.eps)

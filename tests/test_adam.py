@@ -209,3 +209,16 @@ def test_adam_bad_input():
             E.adam(*ok, *a)
     assert all((x == 1).all() for x in ok + [overlap])  # nothing changed
     assert E.adam(*(np.zeros(0) for _ in range(4)), *args) == 0
+
+
+def test_fast_mode_adam_is_numpys():
+    """Fast mode's powers are x*x and sqrt(x): the numpy Adam with numpy's **."""
+    E, rng, n = CEngine("fast"), np.random.default_rng(2), 4192
+    p = rng.normal(0, 0.08, n)
+    m, v, q, adam = np.zeros(n), np.zeros(n), p.copy(), Adam(n, 0.01, 50)
+    for step in range(50):
+        g = rng.normal(0, 1e-3, n) * (rng.random(n) < 0.6)
+        adam.update(q, g, step, lambda x, e, out: np.power(x, e, out=out))
+        c_adam(E, p, g.copy(), m, v, 0.01 * (1 - step / 50), 0.85, 0.99, step, check=False)
+        assert bits(p) == bits(q)
+    assert E.adam(p, g, m, v, 0.01, 0.85, 0.99, 0.15, 0.01, 1e-8) == 0  # pow never called

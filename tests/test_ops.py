@@ -6,12 +6,9 @@ import random
 import numpy as np
 import pytest
 
+from conftest import bits, grads
 from microgpt_c.cengine import CEngine, lib
 from microgpt_c.pyengine import PyEngine, Value
-
-
-def bits(x):
-    return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
 
 
 def c_scalar(op, xs, *consts):
@@ -85,8 +82,7 @@ def both(build, n_inputs, seed):
         if not isinstance(out, (int, Value)):  # reduce a vector to a scalar loss: mean of nll
             out = E.run(lambda t: E.mean([E.nll(out, t[0])]), [0])
         E.backward(out)
-        grads = [p.grad for p in E.params] if E.name == "python" else E.grads()[:len(xs) + len(ws)].tolist()
-        res.append((bits(vals), bits(grads)))
+        res.append((bits(vals), bits(grads(E))))
     return res
 
 

@@ -236,7 +236,8 @@ def engine_errors(log):
 
 def test_valgrind_filter_needs_no_line_info():
     with_lines = ("==7== Invalid read of size 8\n==7==    at 0x4A1: node (microgpt.c:120)\n"
-                  "==7==    by 0x4A2: mg_add (microgpt.c:301)\n==7==    by 0x4A3: _cffi_f_mg_add (microgpt_c._engine.c:9)\n")
+                  "==7==    by 0x4A2: mg_add (microgpt.c:301)\n"
+                  "==7==    by 0x4A3: _cffi_f_mg_add (microgpt_c._engine.c:9)\n")
     stripped = re.sub(r"\((microgpt|microgpt_c\._engine)\.c:\d+\)",
                       "(in /x/microgpt_c/_engine.cpython-311-x86_64-linux-gnu.so)", with_lines)
     cffi_init = ("==7== 104 bytes in 1 blocks are definitely lost in loss record 1 of 3\n"

@@ -4,11 +4,10 @@ import os
 
 import pytest
 
-from microgpt_c import Config, Run, load_docs
+from conftest import DOCS, TINY
+from microgpt_c import Run
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
-DOCS = load_docs()
-TINY = Config(n_layer=1, n_embd=8, n_head=2, block_size=6)
 
 
 def python_api_example(path):

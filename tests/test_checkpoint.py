@@ -8,15 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_c import Config, Run, load_docs
+from conftest import DEFAULT, DOCS, TINY, bits
+from microgpt_c import Run
 from microgpt_c.model import param_shapes
-
-DOCS = load_docs()
-TINY = Config(n_layer=1, n_embd=8, n_head=2, block_size=6)
-
-
-def bits(x):
-    return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
 
 
 def state(run):
@@ -24,8 +18,8 @@ def state(run):
 
 
 @pytest.mark.parametrize("cfg,steps,mode,saved_on,resumed_on", [
-    (Config(), 60, "exact", "c", "c"),
-    (Config(), 60, "fast", "c", "c"),
+    (DEFAULT, 60, "exact", "c", "c"),
+    (DEFAULT, 60, "fast", "c", "c"),
     (TINY, 6, "exact", "python", "python"),
     (TINY, 6, "exact", "c", "python"),  # the engines are bit-identical, so a checkpoint moves between them
 ], ids=["c-exact", "c-fast", "python", "c-to-python"])

@@ -1,5 +1,11 @@
-"""python -m microgpt_c, run as a user runs it (installed package, another
-directory): the default run prints the reference's output."""
+"""The command line. Most tests call main(argv) in this process; a few run
+python -m microgpt_c as a user runs it (installed package, another directory):
+the default run prints the reference's output, bad input is one line on
+stderr and exit status 2, Ctrl-C and kill leave a checkpoint to go on from."""
+import contextlib
+import fcntl
+import io
+import json
 import os
 import re
 import signal
@@ -8,14 +14,43 @@ import sys
 
 import pytest
 
+from microgpt_c import Run
+from microgpt_c.__main__ import main
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
 
 
-def cli(*args, cwd):
-    r = subprocess.run([sys.executable, "-m", "microgpt_c", *args], cwd=cwd,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.splitlines()
+def run_main(*args):
+    """main(args) in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(list(args)) or 0
+        except SystemExit as e:
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
+
+
+def cli(*args):
+    """The output lines of a run that must succeed (in this process, in the current directory)."""
+    status, out, err = run_main(*args)
+    assert status == 0, err
+    return out.splitlines()
+
+
+def cli_fails(*args):
+    """(stdout, stderr) of a run that must fail: status 2 and one line on stderr."""
+    status, out, err = run_main(*args)
+    assert status == 2, (status, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return out, err
+
+
+def subprocess_cli(*args, cwd):
+    """python -m microgpt_c in a child process: (exit status, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "-m", "microgpt_c", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=600)
+    return r.returncode, r.stdout, r.stderr
 
 
 def result_lines(lines):
@@ -23,7 +58,9 @@ def result_lines(lines):
 
 
 def test_default_run_matches_reference(tmp_path):
-    out = cli("--log-every", "1", cwd=tmp_path)
+    status, out, err = subprocess_cli("--log-every", "1", cwd=tmp_path)
+    assert status == 0, err
+    out = out.splitlines()
     with open(GOLDEN) as f:
         assert result_lines(out) == f.read().splitlines()
     assert any(ln.startswith("training time: ") and ln.endswith("ms/step)") for ln in out)
@@ -37,52 +74,47 @@ def test_default_run_matches_reference(tmp_path):
 def test_engines_print_the_same(tmp_path, flags):
     (tmp_path / "d.txt").write_text("ab\n\n  héllo \nzz\nöa\n", encoding="utf-8")
     flags = [str(tmp_path / "d.txt") if f == "DATA" else f for f in flags]
-    c = result_lines(cli("--engine", "c", *flags, cwd=tmp_path))
-    py = result_lines(cli("--engine", "python", *flags, cwd=tmp_path))
+    c = result_lines(cli("--engine", "c", *flags))
+    py = result_lines(cli("--engine", "python", *flags))
     assert c == py
     assert len([ln for ln in c if ln.startswith("sample ")]) == int(flags[flags.index("--num-samples") + 1])
 
 
-def test_log_every(tmp_path):
-    steps = [ln for ln in cli("--steps", "10", "--log-every", "4", "--num-samples", "1", cwd=tmp_path)
-             if ln.startswith("step ")]
+def test_log_every():
+    steps = [ln for ln in cli("--steps", "10", "--log-every", "4", "--num-samples", "1") if ln.startswith("step ")]
     assert [ln[:14] for ln in steps] == ["step    4 /   ", "step    8 /   ", "step   10 /   "]
 
 
-def test_fast_mode_run(tmp_path):
-    out = cli("--mode", "fast", "--steps", "50", "--num-samples", "3", cwd=tmp_path)
+def test_fast_mode_run():
+    out = cli("--mode", "fast", "--steps", "50", "--num-samples", "3")
     assert len([ln for ln in out if ln.startswith("step ")]) == 50
     assert len([ln for ln in out if ln.startswith("sample ")]) == 3
 
 
 def test_bench_prints_the_table(tmp_path):
-    out = cli("bench", "--steps", "20", "--python-steps", "2", "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    """The engines named (the default set depends on what is installed): one
+    row each, in that order, and the raw figures."""
+    out = cli("bench", "--engines", "python:exact,c:exact,c:fast", "--steps", "20", "--python-steps", "2",
+              "--json", str(tmp_path / "b.json"))
     rows = [ln.split() for ln in out]
+    assert len(rows) == 5  # header, three engines, the note
     assert [r[:3] for r in rows[1:4]] == [["python", "exact", "2"], ["c", "exact", "20"], ["c", "fast", "20"]]
     assert rows[2][8:10] == ["yes,", "bit"]  # C exact's losses equal the pure-Python engine's
-    import json
+    assert "pure-Python engine runs the first 2 steps" in out[4]
     figures = json.loads((tmp_path / "b.json").read_text())
-    assert [len(f["step_seconds"]) for f in figures] == [2, 20, 20]
+    assert [(f["engine"], f["mode"], len(f["step_seconds"])) for f in figures] == [
+        ("python", "exact", 2), ("c", "exact", 20), ("c", "fast", 20)]
 
 
-def test_bench_engines(tmp_path):
-    out = cli("bench", "--engines", "c:fast,c:exact", "--steps", "12", cwd=tmp_path)
+def test_bench_engines():
+    out = cli("bench", "--engines", "c:fast,c:exact", "--steps", "12")
     assert "speedup vs c:fast" in out[0] and "losses equal c:fast's" in out[0]
     rows = [ln.split() for ln in out[1:3]]
     assert [r[:3] for r in rows] == [["c", "fast", "12"], ["c", "exact", "12"]]
     assert rows[0][4] == "1x" and rows[0][8:] == ["(the", "baseline)"]
-    assert "pure-Python" not in out[3]
-    r = subprocess.run([sys.executable, "-m", "microgpt_c", "bench", "--engines", "c:exact,python:fast"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2 and "'c:exact,python:fast': expected engine:mode pairs" in r.stderr
-
-
-def cli_fails(*args, cwd):
-    r = subprocess.run([sys.executable, "-m", "microgpt_c", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    return r.stdout, r.stderr
+    assert len(out) == 4 and "pure-Python" not in out[3]
+    out, err = cli_fails("bench", "--engines", "c:exact,python:fast")
+    assert out == "" and "'c:exact,python:fast': expected engine:mode pairs" in err
 
 
 @pytest.mark.parametrize("args,says", [
@@ -101,31 +133,32 @@ def cli_fails(*args, cwd):
     (["--temperature", "-0.5"], "--temperature must be above 0"),
     (["--engine", "python", "--mode", "fast"], "exact mode only"),
 ])
-def test_bad_input_is_one_line_and_status_2(tmp_path, args, says):
+def test_bad_input_is_one_line_and_status_2(tmp_path, monkeypatch, args, says):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "blank.txt").write_bytes(b"\n   \n\t\n")
     (tmp_path / "latin1.txt").write_bytes("zoë\n".encode("latin-1"))
-    out, err = cli_fails(*args, cwd=tmp_path)
+    out, err = cli_fails(*args)
     assert out == ""  # nothing printed before the error
     assert says in err
 
 
 @pytest.mark.parametrize("engine", ["c", "python"])
-def test_non_finite_loss_stops_naming_step_and_document(tmp_path, engine):
-    out, err = cli_fails("--engine", engine, "--lr", "1e9", "--steps", "40", "--n-embd", "8", "--n-head", "2",
-                         cwd=tmp_path)
+def test_non_finite_loss_stops_naming_step_and_document(engine):
+    out, err = cli_fails("--engine", engine, "--lr", "1e9", "--steps", "40", "--n-embd", "8", "--n-head", "2")
     assert "training stopped at step" in err and "document '" in err
     assert "sample" not in out
 
 
-def test_tiny_long_and_unicode_documents(tmp_path):
+def test_tiny_long_and_unicode_documents(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "one.txt").write_text("a\n", encoding="utf-8")
     (tmp_path / "uni.txt").write_text("é\n北京\nżółć\n" + "長" * 40 + "\n", encoding="utf-8")
-    one = result_lines(cli("--data", "one.txt", "--steps", "5", "--num-samples", "2", cwd=tmp_path))
+    one = result_lines(cli("--data", "one.txt", "--steps", "5", "--num-samples", "2"))
     assert one[:3] == ["num docs: 1", "vocab size: 2", f"num params: {2 * 16 + 16 * 16 + 2 * 16 + 12 * 16 * 16}"]
     for engine in ("c", "python"):  # documents longer than the block are cut to it
         uni = result_lines(cli("--engine", engine, "--data", "uni.txt", "--steps", "4", "--block-size", "8",
-                               "--num-samples", "3", cwd=tmp_path))
+                               "--num-samples", "3"))
         assert uni[1] == "vocab size: 9"  # 8 characters and BOS
         if engine == "c":
             c_lines = uni
@@ -142,90 +175,115 @@ def sample_lines(lines):
     return [ln for ln in lines if ln.startswith("sample ")]
 
 
-def start(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "microgpt_c", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+class Started:
+    """python -m microgpt_c in a child process, its stdout on a one-page pipe
+    read through a small buffer: the child cannot get more than a few hundred
+    bytes past what the test has read. A LONG run is thus still training
+    whenever the test acts on a line it read, however loaded the machine."""
+
+    def __init__(self, *args, cwd):
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe (a page)
+        self.p = subprocess.Popen([sys.executable, "-m", "microgpt_c", *args], cwd=cwd, stdout=w,
+                                  stderr=subprocess.PIPE)
+        os.close(w)
+        self.stdout = open(r, "rb", buffering=256)  # the one reader of stdout
+        self.lines = []
+
+    def read_until(self, prefix):
+        """Read stdout up to and including the line that starts with prefix."""
+        for line in self.stdout:
+            self.lines.append(line.decode())
+            if line.startswith(prefix.encode()):
+                return
+        raise AssertionError(f"no line starts with {prefix!r}: {self.lines[-3:]}")
+
+    def finish(self):
+        """The rest of stdout, then stderr: (exit status, all stdout lines, stderr)."""
+        self.lines += self.stdout.read().decode().splitlines(keepends=True)
+        self.stdout.close()
+        err = self.p.stderr.read().decode()
+        self.p.stderr.close()
+        return self.p.wait(timeout=600), "".join(self.lines).splitlines(), err
 
 
-LONG = ["--steps", "3000", "--num-samples", "5"]  # its output fills a pipe long before its end
+LONG = ["--steps", "500", "--num-samples", "5"]  # 500 step lines: ~15 KB, well over a page
 
 
 @pytest.fixture(scope="module")
-def long_run(tmp_path_factory):
+def long_run():
     """The uninterrupted run that stopped and resumed runs must reproduce."""
-    return cli(*LONG, cwd=tmp_path_factory.mktemp("long"))
+    return cli(*LONG)
 
 
-def test_ctrl_c_saves_the_last_step_and_resume_goes_on_exactly(tmp_path, long_run):
-    p = start(*LONG, "--save", "ck.npz", cwd=tmp_path)
-    head = [p.stdout.readline() for _ in range(8)]  # the 3 header lines and 5 steps
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 130
+def test_ctrl_c_saves_the_last_step_and_resume_goes_on_exactly(tmp_path, monkeypatch, long_run):
+    run = Started(*LONG, "--save", "ck.npz", cwd=tmp_path)
+    run.read_until("step    5 /")  # training has started: the header and 5 steps
+    run.p.send_signal(signal.SIGINT)
+    status, out, err = run.finish()
+    assert status == 130
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    k = int(re.search(r"interrupted by SIGINT after step (\d+) of 3000: saved step \1 to ck.npz", err)[1])
-    done = step_lines("".join(head + [out]).splitlines())
-    assert 5 <= k < 3000 and done == step_lines(long_run)[:k]  # the saved step is the last one printed
-    assert sample_lines(out.splitlines()) == []
-    resumed = cli("--resume", "ck.npz", "--num-samples", "5", cwd=tmp_path)
-    assert f"resumed from ck.npz at step {k} / 3000" in resumed
+    k = int(re.search(r"interrupted by SIGINT after step (\d+) of 500: saved step \1 to ck.npz", err)[1])
+    assert 5 <= k < 500 and step_lines(out) == step_lines(long_run)[:k]  # the saved step is the last one printed
+    assert sample_lines(out) == []
+    monkeypatch.chdir(tmp_path)
+    resumed = cli("--resume", "ck.npz", "--num-samples", "5")
+    assert f"resumed from ck.npz at step {k} / 500" in resumed
     assert step_lines(resumed) == step_lines(long_run)[k:]
     assert sample_lines(resumed) == sample_lines(long_run)
 
 
 def test_ctrl_c_without_save(tmp_path):
-    p = start(*LONG, cwd=tmp_path)
-    [p.stdout.readline() for _ in range(5)]
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 130
-    assert re.fullmatch(r"python -m microgpt_c: interrupted by SIGINT after step \d+ of 3000: nothing saved\n", err)
+    run = Started(*LONG, cwd=tmp_path)
+    run.read_until("step    2 /")
+    run.p.send_signal(signal.SIGINT)
+    status, out, err = run.finish()
+    assert status == 130
+    assert re.fullmatch(r"python -m microgpt_c: interrupted by SIGINT after step \d+ of 500: nothing saved\n", err)
     assert os.listdir(tmp_path) == []
 
 
-def test_save_every_leaves_a_checkpoint_when_killed(tmp_path, long_run):
+def test_save_every_leaves_a_checkpoint_when_killed(tmp_path, monkeypatch, long_run):
     """Killed outright (no chance to save at the end), the run leaves its last
     --save-every checkpoint, from which it goes on exactly."""
-    from microgpt_c import Run
-    p = start(*LONG, "--save", "ck.npz", "--save-every", "7", cwd=tmp_path)
-    while not p.stdout.readline().startswith("step   30 /"):
-        pass
-    p.kill()
-    p.communicate(timeout=600)
+    run = Started(*LONG, "--save", "ck.npz", "--save-every", "7", cwd=tmp_path)
+    run.read_until("step   30 /")
+    run.p.kill()
+    run.finish()
     k = Run.load(tmp_path / "ck.npz").step
-    assert k % 7 == 0 and k >= 28
-    resumed = cli("--resume", "ck.npz", "--num-samples", "5", cwd=tmp_path)
+    assert k % 7 == 0 and 28 <= k < 500
+    monkeypatch.chdir(tmp_path)
+    resumed = cli("--resume", "ck.npz", "--num-samples", "5")
     assert step_lines(resumed) == step_lines(long_run)[k:]
     assert sample_lines(resumed) == sample_lines(long_run)
 
 
-def test_sample_from_a_checkpoint(tmp_path):
+def test_sample_from_a_checkpoint(tmp_path, monkeypatch):
     import random
 
-    from microgpt_c import Run
-    trained = sample_lines(cli("--steps", "30", "--num-samples", "6", "--save", "ck.npz", cwd=tmp_path))
+    monkeypatch.chdir(tmp_path)
+    trained = sample_lines(cli("--steps", "30", "--num-samples", "6", "--save", "ck.npz"))
     assert len(trained) == 6
     # The final checkpoint's random generator is where sampling began: the same names.
-    assert cli("sample", "--load", "ck.npz", "--num-samples", "6", cwd=tmp_path) == trained
-    assert cli("sample", "--load", "ck.npz", "--num-samples", "6", "--engine", "python", cwd=tmp_path) == trained
-    seeded = cli("sample", "--load", "ck.npz", "--num-samples", "4", "--seed", "9", "--temperature", "0.8",
-                 cwd=tmp_path)
+    assert cli("sample", "--load", "ck.npz", "--num-samples", "6") == trained
+    assert cli("sample", "--load", "ck.npz", "--num-samples", "6", "--engine", "python") == trained
+    seeded = cli("sample", "--load", "ck.npz", "--num-samples", "4", "--seed", "9", "--temperature", "0.8")
     run = Run.load(tmp_path / "ck.npz")
     run.rng = random.Random(9)
     assert seeded == [f"sample {i + 1:2d}: {name}" for i, name in enumerate(run.sample(4, 0.8))]
-    prefixed = cli("sample", "--load", "ck.npz", "--num-samples", "5", "--prefix", "mar", cwd=tmp_path)
+    prefixed = cli("sample", "--load", "ck.npz", "--num-samples", "5", "--prefix", "mar")
     assert len(prefixed) == 5 and all(ln.split(": ", 1)[1].startswith("mar") for ln in prefixed)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A directory with a finished run's checkpoint (ck.npz) and non-checkpoints."""
-    from microgpt_c import Run
+    import numpy as np
+
     d = tmp_path_factory.mktemp("ck")
     Run(steps=3).save(d / "ck.npz")
     (d / "names.txt").write_text("emma\nava\n")
     (d / "cut.npz").write_bytes((d / "ck.npz").read_bytes()[:5000])
-    import numpy as np
     np.savez(d / "foreign.npz", weights=np.zeros(3))
     return d
 
@@ -254,28 +312,41 @@ def checkpoint(tmp_path_factory):
     (["--plot", "loss.pdf"], "--plot writes a PNG: the file name must end in .png"),
     (["--log-every", "0"], "--log-every must be 1 or more"),
 ])
-def test_bad_checkpoint_and_flag_input(checkpoint, args, says):
+def test_bad_checkpoint_and_flag_input(checkpoint, monkeypatch, args, says):
+    monkeypatch.chdir(checkpoint)
     before = sorted(os.listdir(checkpoint))
-    out, err = cli_fails(*args, cwd=checkpoint)
+    out, err = cli_fails(*args)
     assert out == ""
     assert says in err, err
     assert sorted(os.listdir(checkpoint)) == before  # nothing written
 
 
-def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
-    (tmp_path / "hide").mkdir()
-    (tmp_path / "hide" / "matplotlib.py").write_text("raise ImportError('no matplotlib here')\n")
-    r = subprocess.run([sys.executable, "-m", "microgpt_c", "--plot", "loss.png"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path / "hide")})
-    assert (r.returncode, r.stdout) == (2, "")  # before training
-    assert r.stderr == ("python -m microgpt_c: error: --plot needs matplotlib: "
-                        "pip install '.[plot]' from a checkout, or pip install matplotlib\n")
-    assert not (tmp_path / "loss.png").exists()
+@pytest.mark.parametrize("args,says", [
+    (["--n-embd", "10"], "python -m microgpt_c: error: --n-embd 10 is not a multiple of --n-head 4\n"),
+    (["sample", "--load", "cut.npz"], "python -m microgpt_c sample: error: cut.npz: not a valid microgpt_c "
+                                      "checkpoint: cannot read it"),
+], ids=["flag", "checkpoint"])
+def test_exit_status_2_from_the_command(checkpoint, args, says):
+    """The contract as a shell sees it: nothing on stdout, one line on stderr,
+    exit status 2 (the tests above check the messages in-process)."""
+    status, out, err = subprocess_cli(*args, cwd=checkpoint)
+    assert (status, out) == (2, ""), err
+    assert len(err.splitlines()) == 1 and err.startswith(says), err
 
 
-def test_plot(tmp_path):
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert run_main("--plot", "loss.png") == (2, "", (  # before training
+        "python -m microgpt_c: error: --plot needs matplotlib: "
+        "pip install '.[plot]' from a checkout, or pip install matplotlib\n"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_plot(tmp_path, monkeypatch):
     from matplotlib.image import imread  # in the test extra
-    cli("--mode", "fast", "--steps", "200", "--num-samples", "1", "--plot", "loss.png", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cli("--mode", "fast", "--steps", "200", "--num-samples", "1", "--plot", "loss.png")
     png = imread(tmp_path / "loss.png")[:, :, :3]
     assert png.shape[0] >= 400 and png.shape[1] >= 600
 
@@ -319,8 +390,8 @@ def test_progress_line_on_a_terminal(tmp_path):
     assert drawn[-1] == ("step  300 /  300", losses["step  300 /  300"])
     assert all(loss == losses[step] for step, loss in drawn)
     assert term.endswith("\r\x1b[K")  # cleared at the end
-    r = subprocess.run([sys.executable, "-m", "microgpt_c", "--steps", "3"], cwd=tmp_path, capture_output=True)
-    assert r.stderr == b""  # no terminal, no progress line
+    status, out, err = run_main("--steps", "3")
+    assert (status, err) == (0, "")  # no terminal, no progress line
 
 
 def test_terminal_shows_every_100th_step(tmp_path):

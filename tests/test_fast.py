@@ -7,23 +7,22 @@ import random
 import numpy as np
 import pytest
 
-from microgpt_c import Config, Run, Tokenizer, load_docs
-from microgpt_c.cengine import CEngine
+from conftest import DEFAULT, DOCS, SMALL, grads
+from microgpt_c import Run, Tokenizer, make_engine
 from microgpt_c.model import doc_loss, init_params
 
-DOCS = load_docs()
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
 
 
 def first_step(mode, cfg, doc, seed):
-    E, tok = CEngine(mode), Tokenizer(DOCS)
+    E, tok = make_engine("c", mode), Tokenizer(DOCS)
     P = init_params(E, cfg, tok.vocab_size, random.Random(seed))
     loss = doc_loss(E, P, cfg, tok.encode(doc))
     E.backward(loss)
-    return E.value(loss), E.param_grads()
+    return E.value(loss), grads(E)
 
 
-@pytest.mark.parametrize("cfg,ndocs", [(Config(), 60), (Config(n_layer=2, n_embd=24, n_head=3, block_size=12), 15)],
+@pytest.mark.parametrize("cfg,ndocs", [(DEFAULT, 60), (SMALL, 15)],
                          ids=["default", "2layer"])
 def test_gradients_agree_with_exact(cfg, ndocs):
     rng = random.Random(0)
@@ -48,7 +47,7 @@ def test_training_stays_within_1e3_of_the_reference():
 
 
 def test_backward_once_per_graph():
-    E, tok, cfg = CEngine("fast"), Tokenizer(DOCS), Config()
+    E, tok, cfg = make_engine("c", "fast"), Tokenizer(DOCS), DEFAULT
     P = init_params(E, cfg, tok.vocab_size, random.Random(0))
     loss = doc_loss(E, P, cfg, tok.encode("emma"))
     E.backward(loss)

@@ -1,17 +1,14 @@
 """Every scalar op and vector op: C values and gradients bit-identical to the
 pure-Python engine."""
-import math
 import random
 
 import numpy as np
 import pytest
 
+from conftest import bits, grads
+from microgpt_c import make_engine
 from microgpt_c.cengine import CEngine, lib
-from microgpt_c.pyengine import PyEngine, Value
-
-
-def bits(x):
-    return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
+from microgpt_c.pyengine import Value
 
 
 def c_scalar(op, xs, *consts):
@@ -78,15 +75,14 @@ def both(build, n_inputs, seed):
     xs = rng.normal(0, 1, n_inputs).tolist()
     ws = rng.normal(0, 1, 64 * 64).tolist()
     res = []
-    for E in (PyEngine(), CEngine()):
+    for E in (make_engine("python"), make_engine("c")):
         P = E.create_params({"x": (1, n_inputs), "w": (64, 64)}, xs + ws)
         out = build(E, P)
         vals = [E.value(out)] if isinstance(out, (int, Value)) else E.values(out)
         if not isinstance(out, (int, Value)):  # reduce a vector to a scalar loss: mean of nll
             out = E.run(lambda t: E.mean([E.nll(out, t[0])]), [0])
         E.backward(out)
-        grads = E.param_grads()
-        res.append((bits(vals), bits(grads)))
+        res.append((bits(vals), bits(grads(E))))
     return res
 
 

@@ -1,0 +1,46 @@
+"""What the tests share: the documents, the model sizes they run, bit patterns
+and one way to read any engine's parameter gradients.
+
+Test modules import these names (`from conftest import DOCS, bits`): pytest
+puts this folder on sys.path when it loads this file."""
+import gc
+
+import numpy as np
+import pytest
+
+from microgpt_c import Config, load_docs
+
+DOCS = load_docs()  # the packaged names, in file order
+DEFAULT = Config()  # the reference's sizes
+SMALL = Config(n_layer=2, n_embd=24, n_head=3, block_size=12)  # two layers, three heads
+TINY = Config(n_layer=1, n_embd=8, n_head=2, block_size=6)  # quick on the pure-Python engine
+
+
+def bits(x):
+    """The float64 bit patterns of a number or a sequence, as a list: equal
+    lists are equal to the last bit and the sign of zero."""
+    return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
+
+
+def grads(E):
+    """A float64 array of the gradients of engine E's parameters (after
+    E.backward), flat in creation order, read through the engine interface
+    (so on any engine); leaves them zero."""
+    g = E.param_grads()
+    E.zero_grads()
+    return g
+
+
+@pytest.fixture(autouse=True)
+def no_cyclic_gc():
+    """Each test runs with Python's cyclic garbage collector off. The
+    pure-Python engine's graphs hold no cycles (a node points only to earlier
+    nodes), so reference counting frees them; the collector would only walk
+    them again and again, about two thirds of that engine's time. Numbers do
+    not depend on it. Anything cyclic a test leaves is collected once it is on
+    again."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -1,9 +1,12 @@
 """microgpt_c: microgpt's scalar-autograd GPT with its engine in C."""
-from pkgutil import extend_path
+import os
+import sys
 
 # Run from a source checkout, this folder shadows the installed package that
-# holds the compiled engine (_engine): let submodules come from there too.
-__path__ = extend_path(__path__, __name__)
+# holds the compiled engine (_engine): let submodules come from there too (as
+# pkgutil.extend_path does, without its import cost).
+__path__ += [d for d in (os.path.join(p or ".", __name__) for p in sys.path)
+             if os.path.isdir(d) and os.path.realpath(d) not in map(os.path.realpath, __path__)]
 
 from .config import Config, Schedule  # noqa: E402
 from .registry import make_engine  # noqa: E402

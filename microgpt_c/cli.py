@@ -1,7 +1,6 @@
 """What the commands share: the parser, the run's settings as flags (derived
 from config.py), the engine choices (from registry.py)."""
 import argparse
-import importlib.metadata
 import re
 from dataclasses import fields
 
@@ -11,17 +10,27 @@ from .registry import ENGINES, MODES
 PROG = "python -m microgpt_c"
 
 
-def version():
-    try:
-        return importlib.metadata.version("microgpt_c")
-    except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
-        return "(not installed)"
+class Version(argparse.Action):
+    """--version, read from the package's metadata only when asked (reading
+    it costs more than the rest of start-up)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser, *args):
+        import importlib.metadata
+        try:
+            version = importlib.metadata.version("microgpt_c")
+        except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
+            version = "(not installed)"
+        print(f"microgpt_c {version}")
+        parser.exit()
 
 
 class Parser(argparse.ArgumentParser):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.add_argument("--version", action="version", version=f"microgpt_c {version()}")
+        self.add_argument("--version", action=Version)
 
     def error(self, message):
         """Any bad input: one line, exit status 2, no traceback."""

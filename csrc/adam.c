@@ -53,6 +53,9 @@
 #ifdef __GLIBC__
 #include <gnu/libc-version.h>
 #endif
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define LO 0x1p-968
 #define HI 0x1p1023
@@ -116,6 +119,17 @@ static void settle(double *y, const double *x, const int64_t *sure, int k, doubl
     }
 }
 
+/* b = sqrt(h) for k values. sqrt() must keep its errno path (a call for a
+   negative argument), which stops a loop of it from vectorizing; SSE2's
+   sqrtpd is the same correctly rounded IEEE square root, two at a time. */
+static void roots(double *b, const double *h, int k) {
+    int i = 0;
+#ifdef __SSE2__
+    for (; i + 2 <= k; i += 2) _mm_storeu_pd(b + i, _mm_sqrt_pd(_mm_loadu_pd(h + i)));
+#endif
+    for (; i < k; i++) b[i] = sqrt(h[i]);
+}
+
 static int disjoint(const double *a, const double *b, int64_t n) {
     uintptr_t x = (uintptr_t)a, y = (uintptr_t)b, len = (uintptr_t)n * sizeof *a;
     return x + len <= y || y + len <= x;
@@ -153,8 +167,11 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
             h[i] = V[i] / bc2; /* v_hat */
             G[i] = 0;
         }
-        for (int i = 0; i < k; i++) b[i] = sqrt(h[i]) + 0.0; /* its own loop: sqrt may set errno */
-        for (int i = 0; i < k; i++) sure[i] = any | (cheap & sure_root(h[i], b[i]));
+        roots(b, h, k);
+        for (int i = 0; i < k; i++) {
+            b[i] = b[i] + 0.0;
+            sure[i] = any | (cheap & sure_root(h[i], b[i]));
+        }
         settle(b, h, sure, k, 0.5, check, &slow, &bad);
         for (int i = 0; i < k; i++) P[i] -= lr_t * a[i] / (b[i] + eps);
     }

@@ -92,6 +92,9 @@ def row(r, base):
 
 
 def main(argv):
+    if argv[:1] == ["value"]:  # the Value API's benchmark
+        from .valuebench import main as value_bench
+        return value_bench(argv[1:])
     p = Parser(prog="python -m microgpt_c bench", description=__doc__)
     g = add_settings(p, "the run to time")
     g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")

@@ -9,108 +9,182 @@
     a.grad
 
 A C Value is one node of a store (a CEngine, exact mode unless you pass one of
-your own); Values made without store= share a default store. A store only
-grows until reset: store.reset() drops every node but the model parameters,
-so a Value made before the reset is stale, and using it raises ValueError
-instead of reading whatever node has its id now. The numbers are floats
-(Value(2) holds 2.0; so -Value(-1.0).relu() is -0.0 where the reference's
-integer arithmetic gives 0). Where Python's float arithmetic would give inf, nan or a
-complex number, or raise, a C op raises ArithmeticError (MG_EMATH) and makes
-no node; the pure-Python Value does what the reference does."""
-import math
+your own); Values made without store= share microgpt_c.default_store(). A
+store only grows until reset: store.reset(keep=values) drops every node but
+the model parameters and the given Values, which become leaves (data and grad
+kept); any other Value made before is stale, and using it raises ValueError
+instead of reading whatever node has its id now. The store checks that in C:
+a Value holds a handle, not a node id (microgpt.h). Every call holds the
+store's lock, so threads may share a store.
+
+The numbers are floats (Value(2) holds 2.0; so -Value(-1.0).relu() is -0.0
+where the reference's integer arithmetic gives 0), and only real numbers are
+taken: anything else is a TypeError. Where Python's float arithmetic would
+give inf, nan or a complex number, or raise, a C op raises ArithmeticError
+(MG_EMATH) and makes no node, and so does setting .data or .grad to inf or
+nan; the pure-Python Value does what the reference does.
+
+micrograd's graph attributes: v._prev, the set of v's children, and v._op,
+micrograd's symbol for the op that made v ('+', '*', '**2', 'ReLU', 'tanh',
+'exp', 'log'; '' for a leaf). Each Value holds its children, as micrograd's
+does, so walking _prev meets the same Python object for the same node. The
+number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
+import numbers
+import threading
 
 from .cengine import CEngine, lib
 from .pyengine import Derived
 
 _default = []
+_default_lock = threading.Lock()
 
 
 def default_store():
-    """The store Values use unless given another."""
+    """The store Values use unless given another: one for every thread."""
     if not _default:
-        _default.append(CEngine())
+        with _default_lock:
+            if not _default:
+                _default.append(CEngine())
     return _default[0]
 
 
+def real(x, what):
+    """x, if it is a real number (bool and numpy's included), as a float or int."""
+    if type(x) is float or type(x) is int:
+        return x
+    if isinstance(x, numbers.Real):
+        return float(x)
+    raise TypeError(f"{what} must be a real number, not {type(x).__name__}")
+
+
 class Value(Derived):
-    __slots__ = ("store", "id", "_generation")
+    # _s: the store; _h: the node's handle; _c: None for a leaf, else (op, children...),
+    # op being micrograd's symbol or, for **, the exponent
+    __slots__ = ("_s", "_h", "_c")
 
     def __init__(self, data, store=None):
-        self._at(store or default_store(), None)
-        self.id = self.store.leaf(data)
+        store = store or default_store()
+        h = lib.mg_value_leaf(store.s, real(data, "a Value's data"))
+        if h < 0:
+            raise CEngine.value_error(h)
+        self._s, self._h, self._c = store, h, None
 
-    def _at(self, store, node):
-        self.store, self.id, self._generation = store, node, store.generation
-        return self
-
-    def _node(self):
-        """This Value's node id, if it still refers to the node it was made as."""
-        if self._generation != self.store.generation and self.id >= self.store.v.nparams:
-            raise ValueError("stale Value: its store was reset after it was made")
-        return self.id
-
-    def _operand(self, other):
-        """A node id for other: a Value of the same store, or a number as a new
-        leaf (the reference wraps numbers the same way)."""
-        if isinstance(other, Value):
-            if other.store is not self.store:
-                raise ValueError("Values from different stores cannot be combined")
-            return other._node()
-        if isinstance(other, (int, float)):
-            return self.store.leaf(other)
-        return None
-
-    def _op(self, fn, *args):
-        return Value.__new__(Value)._at(self.store, self.store._ok(fn(self.store.s, *args)))
-
-    def __add__(self, other):
-        b = self._operand(other)
-        return NotImplemented if b is None else self._op(lib.mg_add, self._node(), b)
-
-    def __mul__(self, other):
-        b = self._operand(other)
-        return NotImplemented if b is None else self._op(lib.mg_mul, self._node(), b)
+    def _make(self, h, c):
+        if h < 0:
+            raise CEngine.value_error(h)
+        v = _new(Value)
+        v._s, v._h, v._c = self._s, h, c
+        return v
 
     def __pow__(self, other):
-        if not isinstance(other, (int, float)):
-            return NotImplemented
-        return self._op(lib.mg_pow, self._node(), float(other))
+        if type(other) is not float and type(other) is not int:
+            if not isinstance(other, numbers.Real):
+                return NotImplemented
+        return self._make(lib.mg_value_pow(self._s.s, self._h, other), (other, self))
 
-    def log(self):
-        return self._op(lib.mg_log, self._node())
+    @property
+    def _op(self):
+        c = self._c
+        return "" if c is None else c[0] if type(c[0]) is str else f"**{c[0]}"
 
-    def exp(self):
-        return self._op(lib.mg_exp, self._node())
-
-    def relu(self):
-        return self._op(lib.mg_relu, self._node())
-
-    def tanh(self):
-        return self._op(lib.mg_tanh, self._node())
+    @property
+    def _prev(self):
+        c = self._c
+        if c is None:
+            return set()
+        if type(c[0]) is not str:  # x ** p: p is no node
+            return {c[1]}
+        if len(c) == 3 and not isinstance(c[2], Value):  # x op number: the leaf made for it, once
+            leaf = _new(Value)
+            leaf._s, leaf._h, leaf._c = self._s, self._h - 1, None
+            self._c = c = (c[0], c[1], leaf)
+        return set(c[1:])
 
     @property
     def data(self):
-        return self.store.v.val[self._node()]
+        x = lib.mg_value_get(self._s.s, self._h, 0)
+        if x != x:
+            raise CEngine.value_error()
+        return x
 
     @data.setter
     def data(self, x):
-        x = float(x)
-        if not math.isfinite(x):
-            raise ValueError(f"a Value holds a finite number, not {x}")
-        self.store.v.val[self._node()] = x
+        if lib.mg_value_set(self._s.s, self._h, 0, real(x, "a Value's data")):
+            raise CEngine.value_error()
 
     @property
     def grad(self):
-        return self.store.v.grad[self._node()]
+        g = lib.mg_value_get(self._s.s, self._h, 1)
+        if g != g and lib.mg_value_failed():
+            raise CEngine.value_error()
+        return g
 
     @grad.setter
     def grad(self, g):
-        self.store.v.grad[self._node()] = float(g)
+        if lib.mg_value_set(self._s.s, self._h, 1, real(g, "a Value's grad")):
+            raise CEngine.value_error()
+
+    @property
+    def store(self):
+        return self._s
+
+    @property
+    def id(self):
+        """The node's id in its store (reused after a reset)."""
+        return self._h & 0x7FFFFFFF
 
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a
         fresh graph, or zero the grads you read: like micrograd, it adds)."""
-        self.store.backward(self._node())
+        if lib.mg_value_backward(self._s.s, self._h):
+            raise CEngine.value_error()
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
+
+
+_new = object.__new__
+
+
+def _binary(symbol, op, op_number):
+    """Value op other, other a Value of the same store or a real number (which,
+    as in the reference, becomes a leaf: made in the same C call)."""
+
+    def method(self, other):
+        s = self._s
+        if type(other) is Value:
+            if other._s is not s:
+                raise ValueError("Values from different stores cannot be combined")
+            h = op(s.s, self._h, other._h)
+        elif type(other) is float or type(other) is int:
+            h = op_number(s.s, self._h, other)
+        elif isinstance(other, numbers.Real):
+            h = op_number(s.s, self._h, float(other))
+        else:
+            return NotImplemented
+        if h < 0:
+            raise CEngine.value_error(h)
+        v = _new(Value)
+        v._s, v._h, v._c = s, h, (symbol, self, other)
+        return v
+
+    return method
+
+
+def _unary(symbol, op):
+    def method(self):
+        h = op(self._s.s, self._h)
+        if h < 0:
+            raise CEngine.value_error(h)
+        v = _new(Value)
+        v._s, v._h, v._c = self._s, h, (symbol, self)
+        return v
+
+    return method
+
+
+for _name, _method in {"__add__": _binary("+", lib.mg_value_add, lib.mg_value_addc),
+                       "__mul__": _binary("*", lib.mg_value_mul, lib.mg_value_mulc),
+                       "log": _unary("log", lib.mg_value_log), "exp": _unary("exp", lib.mg_value_exp),
+                       "relu": _unary("ReLU", lib.mg_value_relu), "tanh": _unary("tanh", lib.mg_value_tanh)}.items():
+    setattr(Value, _name, _method)

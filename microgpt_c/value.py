@@ -33,7 +33,7 @@ import numbers
 import threading
 
 from .cengine import CEngine, lib
-from .pyengine import Derived
+from .pyengine import Derived, real
 
 _default = []
 _default_lock = threading.Lock()
@@ -46,15 +46,6 @@ def default_store():
             if not _default:
                 _default.append(CEngine())
     return _default[0]
-
-
-def real(x, what):
-    """x, if it is a real number (bool and numpy's included), as a float or int."""
-    if type(x) is float or type(x) is int:
-        return x
-    if isinstance(x, numbers.Real):
-        return float(x)
-    raise TypeError(f"{what} must be a real number, not {type(x).__name__}")
 
 
 class Value(Derived):

@@ -1,0 +1,239 @@
+"""The Value API as a drop-in for micrograd: reset(keep=...) keeps a training
+loop's memory flat, threads may share a store, micrograd's graph attributes
+(_prev, _op) on both engines, numbers only."""
+import math
+import random
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from test_value import bits, build, comparable, python_result
+
+from microgpt_c import default_store
+from microgpt_c.cengine import CEngine
+from microgpt_c.pyengine import Value as PyValue
+from microgpt_c.value import Value as CValue
+
+ENGINES = [CValue, PyValue]
+
+
+def test_reset_keep_keeps_values_and_grads_as_leaves():
+    store = CEngine()
+    w, b = CValue(0.5, store), CValue(-1.5, store)
+    out = (w * 3 + b).tanh()
+    out.backward()
+    x = w * b
+    want = [(v.data, v.grad) for v in (w, b, out)]
+    store.reset(keep=[w, b, out, w])  # twice: still one node
+    assert [(v.data, v.grad) for v in (w, b, out)] == want
+    assert store.nodes() == 3 and len({w.id, b.id, out.id}) == 3
+    assert out._prev == set() and out._op == ""  # a leaf now: its graph is gone
+    for use in (lambda: x.data, lambda: x + 1, lambda: w * x, lambda: store.reset(keep=[x])):
+        with pytest.raises(ValueError, match="stale"):
+            use()
+    w.grad = 0.0
+    (w * w).backward()  # the kept Values work as leaves of new graphs
+    assert w.grad == 1.0
+    store.reset()
+    with pytest.raises(ValueError, match="stale"):
+        w.data
+    with pytest.raises(ValueError, match="this store"):
+        store.reset(keep=[CValue(1.0, CEngine())])
+
+
+DEMO = """
+import resource, sys
+from microgpt_c import Value, default_store
+from microgpt_c.valuebench import MLP, moons
+import random
+steps, checkpoints, keep = int(sys.argv[1]), {int(x) for x in sys.argv[2].split(",")}, sys.argv[3] == "keep"
+points = moons(10)
+model = MLP(Value, 2, [4, 4, 1], random.Random(1))
+params = model.parameters()
+for k in range(1, steps + 1):
+    scores = [model([Value(x) for x in xs]) for xs, _ in points]
+    loss = sum((1 + -y * s).relu() for (_, y), s in zip(points, scores)) * (1 / len(points))
+    loss = loss + 1e-4 * sum(p * p for p in params)
+    for p in params:
+        p.grad = 0.0
+    loss.backward()
+    for p in params:
+        p.data -= 0.1 * p.grad
+    if keep:
+        default_store().reset(keep=params)
+    if k in checkpoints:
+        print(k, int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize(), default_store().nodes())
+"""
+
+
+def demo(steps, checkpoints, keep):
+    r = subprocess.run([sys.executable, "-c", DEMO, str(steps), ",".join(map(str, checkpoints)),
+                        "keep" if keep else "no"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return [tuple(map(int, line.split()[1:])) for line in r.stdout.splitlines()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_training_loop_with_reset_keep_runs_in_flat_memory():
+    (rss1, n1), (rss2, n2) = demo(2000, [200, 2000], keep=True)
+    print(f"RSS after 200 steps {rss1 / 2**20:.1f} MB, after 2,000 {rss2 / 2**20:.1f} MB")
+    assert n1 == n2 == 4 * 3 + 4 * 5 + 5  # only the parameters are left after each step
+    assert rss2 <= 1.05 * rss1
+    (_, m1), (_, m2) = demo(20, [2, 20], keep=False)  # without the line, the store keeps every graph
+    assert m2 > 5 * m1
+
+
+def walk(root):
+    """micrograd's draw_dot trace: nodes collected by id() over _prev."""
+    nodes, edges, stack = {}, set(), [root]
+    while stack:
+        v = stack.pop()
+        if id(v) not in nodes:
+            nodes[id(v)] = v
+            for c in v._prev:
+                edges.add((id(c), id(v)))
+                stack.append(c)
+    return nodes, edges
+
+
+@pytest.mark.parametrize("V", ENGINES)
+def test_prev_and_op_as_micrograd(V):
+    a, b = V(2.0), V(-3.0)
+    ab = a * b
+    out = (ab + a).relu()
+    nodes, edges = walk(out)
+    assert len(nodes) == 5 and len(edges) == 5
+    assert a in nodes.values() and b in nodes.values() and ab in nodes.values()
+    assert sorted(v._op for v in nodes.values()) == ["", "", "*", "+", "ReLU"]
+    assert a._prev == set() and ab._prev == {a, b}
+    assert [(a**2)._op, (a**-1)._op, (a**0.5)._op, a.exp()._op, a.tanh()._op, (a + 1).log()._op] == \
+        ["**2", "**-1", "**0.5", "exp", "tanh", "log"]
+    # a number operand is the leaf the reference makes for it, the same object each time
+    c = a + 1.5
+    (leaf,) = c._prev - {a}
+    assert leaf._op == "" and leaf.data == 1.5 and c._prev == {a, leaf}
+    # derived ops show the reference's nodes: a - b is a + (b * -1)
+    d = a - b
+    (neg,) = d._prev - {a}
+    assert d._op == "+" and neg._op == "*" and b in neg._prev
+    assert sorted(x.data for x in neg._prev) == [-3.0, -1]
+    assert len(walk(a / b)[0]) == 4  # a * b**-1
+
+
+@pytest.mark.parametrize("V", ENGINES)
+def test_numbers_only(V):
+    for bad in ("1.5", None, 1j, [1.0], b"1"):
+        with pytest.raises(TypeError, match="real number, not " + type(bad).__name__):
+            V(bad)
+    with pytest.raises(TypeError):
+        V(1.0) + "2"
+    with pytest.raises(TypeError):
+        "2" * V(1.0)
+    with pytest.raises(TypeError, match="'Value' and 'Value'"):
+        V(2.0) ** V(3.0)
+    with pytest.raises(TypeError, match="'Value' and 'str'"):
+        V(2.0) ** "3"
+    assert V(np.float64(1.5)).data == 1.5 and V(np.float32(0.5)).data == 0.5 and V(True).data == 1
+    assert (V(1.0) * np.int64(3)).data == 3
+
+
+def test_c_data_and_grad_setters_are_checked_alike():
+    v = CValue(1.0)
+    for attr in ("data", "grad"):
+        for bad in (math.nan, math.inf, -math.inf):
+            with pytest.raises(ArithmeticError, match=f"{attr} must be finite"):
+                setattr(v, attr, bad)
+        with pytest.raises(TypeError, match=f"{attr} must be a real number, not str"):
+            setattr(v, attr, "2")
+        setattr(v, attr, np.float64(2.5))
+        assert getattr(v, attr) == 2.5
+    assert (v.data, v.grad) == (2.5, 2.5)
+
+
+def test_default_store_is_public_and_shared():
+    assert default_store() is default_store() is CValue(1.0).store
+
+
+def hammer(store, seed, graphs, out):
+    """Build, backpropagate and read random graphs on a shared store; every
+    outcome is compared with the pure-Python Value's."""
+    rng = random.Random(seed)
+    numbers = [rng.uniform(-3, 3) for _ in range(64)]
+    try:
+        for _ in range(graphs):
+            leaves = rng.sample(numbers, rng.randint(1, 4))
+            steps = [(rng.choice(["neg", "exp", "log", "relu", "tanh", "pow", "add", "sub", "mul", "div", "nadd",
+                                  "nmul", "rsub", "rdiv"]), rng.randrange(10**6), rng.randrange(10**6),
+                      rng.choice(numbers) or 1.0, rng.choice([2, 3, -1, 0.5, -2])) for _ in range(rng.randint(1, 25))]
+            steps = comparable(leaves, steps)
+            want = python_result(leaves, steps)
+            if want is None:
+                with pytest.raises(ArithmeticError):
+                    build(lambda x: CValue(x, store), leaves, steps)
+                continue
+            lv, nodes = build(lambda x: CValue(x, store), leaves, steps)
+            nodes[-1].backward()
+            got = [nodes[-1].data] + [v.grad for v in lv]
+            assert bits(got) == bits(want), (leaves, steps)
+            lv[0].grad = 0.25  # writes go through the lock too
+            assert lv[0].grad == 0.25
+        out.append("ok")
+    except BaseException as e:  # reported by the main thread
+        out.append(e)
+
+
+@pytest.mark.parametrize("shared", ["default", "own"])
+def test_threads_share_a_store(shared):
+    store = default_store() if shared == "default" else CEngine()
+    sys_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        out = []
+        threads = [threading.Thread(target=hammer, args=(store, seed, 400, out)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(sys_interval)
+    assert out == ["ok"] * 4, [e for e in out if e != "ok"]
+
+
+def test_threads_with_resets_get_right_numbers_or_stale_errors():
+    """A thread that resets the store makes the others' Values stale: they
+    raise, and every number they do get is right."""
+    store, stop, out = CEngine(), threading.Event(), []
+
+    def work(seed):
+        rng, right = random.Random(seed), 0
+        try:
+            while not stop.is_set():
+                x, y = rng.uniform(-2, 2), rng.uniform(-2, 2)
+                try:
+                    a, b = CValue(x, store), CValue(y, store)
+                    c = (a * b + a).tanh()
+                    c.backward()
+                    got = [c.data, a.grad, b.grad]
+                except ValueError as e:
+                    assert "stale" in str(e)
+                    continue
+                pa, pb = PyValue(x), PyValue(y)
+                pc = (pa * pb + pa).tanh()
+                pc.backward()
+                assert bits(got) == bits([pc.data, pa.grad, pb.grad])
+                right += 1
+            out.append(right)
+        except BaseException as e:
+            out.append(e)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(300):
+        store.reset()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, int) for r in out), out

@@ -81,7 +81,8 @@ class CEngine(Engine):
         if lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept):
             raise self.value_error()
         for v, h in zip(keep, kept):
-            v._h, v._c = h, None
+            v._h = h
+            v._leaf()
 
     def run(self, fn, tokens, key=None):
         """fn(token refs): the ops fn calls see tokens through indices into the

@@ -49,47 +49,48 @@ def default_store():
 
 
 class Value(Derived):
-    # _s: the store; _h: the node's handle; _c: None for a leaf, else (op, children...),
-    # op being micrograd's symbol or, for **, the exponent
-    __slots__ = ("_s", "_h", "_c")
+    # _s: the store; _h: the node's handle; _o: micrograd's symbol for the op
+    # that made it ('' for a leaf), or for ** the exponent; _a, _b: the
+    # operands (None where there is none; _b a number until _prev makes its leaf)
+    __slots__ = ("_s", "_h", "_o", "_a", "_b")
 
     def __init__(self, data, store=None):
         store = store or default_store()
         h = lib.mg_value_leaf(store.s, real(data, "a Value's data"))
         if h < 0:
             raise CEngine.value_error(h)
-        self._s, self._h, self._c = store, h, None
-
-    def _make(self, h, c):
-        if h < 0:
-            raise CEngine.value_error(h)
-        v = _new(Value)
-        v._s, v._h, v._c = self._s, h, c
-        return v
+        self._s, self._h, self._o, self._a, self._b = store, h, "", None, None
 
     def __pow__(self, other):
         if type(other) is not float and type(other) is not int:
             if not isinstance(other, numbers.Real):
                 return NotImplemented
-        return self._make(lib.mg_value_pow(self._s.s, self._h, other), (other, self))
+        h = lib.mg_value_pow(self._s.s, self._h, other)
+        if h < 0:
+            raise CEngine.value_error(h)
+        v = _new(Value)
+        v._s, v._h, v._o, v._a, v._b = self._s, h, other, self, None
+        return v
 
     @property
     def _op(self):
-        c = self._c
-        return "" if c is None else c[0] if type(c[0]) is str else f"**{c[0]}"
+        return self._o if type(self._o) is str else f"**{self._o}"
 
     @property
     def _prev(self):
-        c = self._c
-        if c is None:
+        if self._a is None:
             return set()
-        if type(c[0]) is not str:  # x ** p: p is no node
-            return {c[1]}
-        if len(c) == 3 and not isinstance(c[2], Value):  # x op number: the leaf made for it, once
+        if self._b is None:
+            return {self._a}
+        if type(self._b) is not Value:  # x op number: the leaf made for it (just before x op it), once
             leaf = _new(Value)
-            leaf._s, leaf._h, leaf._c = self._s, self._h - 1, None
-            self._c = c = (c[0], c[1], leaf)
-        return set(c[1:])
+            leaf._s, leaf._h, leaf._o, leaf._a, leaf._b = self._s, self._h - 1, "", None, None
+            self._b = leaf
+        return {self._a, self._b}
+
+    def _leaf(self):
+        """This Value as a leaf: what reset(keep=...) leaves of it."""
+        self._o, self._a, self._b = "", None, None
 
     @property
     def data(self):
@@ -155,8 +156,12 @@ def _binary(symbol, op, op_number):
             return NotImplemented
         if h < 0:
             raise CEngine.value_error(h)
-        v = _new(Value)
-        v._s, v._h, v._c = s, h, (symbol, self, other)
+        v = _new(Value)  # one slot at a time: no tuple to pack and unpack
+        v._s = s
+        v._h = h
+        v._o = symbol
+        v._a = self
+        v._b = other
         return v
 
     return method
@@ -168,14 +173,22 @@ def _unary(symbol, op):
         if h < 0:
             raise CEngine.value_error(h)
         v = _new(Value)
-        v._s, v._h, v._c = self._s, h, (symbol, self)
+        v._s = self._s
+        v._h = h
+        v._o = symbol
+        v._a = self
+        v._b = None
         return v
 
     return method
 
 
-for _name, _method in {"__add__": _binary("+", lib.mg_value_add, lib.mg_value_addc),
-                       "__mul__": _binary("*", lib.mg_value_mul, lib.mg_value_mulc),
-                       "log": _unary("log", lib.mg_value_log), "exp": _unary("exp", lib.mg_value_exp),
-                       "relu": _unary("ReLU", lib.mg_value_relu), "tanh": _unary("tanh", lib.mg_value_tanh)}.items():
-    setattr(Value, _name, _method)
+# the ops: + and * on either side (as the reference's __radd__ and __rmul__:
+# self + other), and the unary ones
+for _names, _method in {("__add__", "__radd__"): _binary("+", lib.mg_value_add, lib.mg_value_addc),
+                        ("__mul__", "__rmul__"): _binary("*", lib.mg_value_mul, lib.mg_value_mulc),
+                        ("log",): _unary("log", lib.mg_value_log), ("exp",): _unary("exp", lib.mg_value_exp),
+                        ("relu",): _unary("ReLU", lib.mg_value_relu),
+                        ("tanh",): _unary("tanh", lib.mg_value_tanh)}.items():
+    for _name in _names:
+        setattr(Value, _name, _method)

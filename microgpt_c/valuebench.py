@@ -53,9 +53,10 @@ class MLP:
 
 
 def train(V, steps, points, seed=1337):
-    """The demo's loop; yields (seconds, loss) per step."""
+    """The demo's loop; yields (seconds, loss, the loss Value) per step."""
     model = MLP(V, 2, [16, 16, 1], random.Random(seed))
     params = model.parameters()
+    store = getattr(params[0], "store", None)  # a C Value's: dropped after each step
     for k in range(steps):
         t0 = time.perf_counter()
         inputs = [[V(x) for x in xs] for xs, _ in points]
@@ -67,10 +68,13 @@ def train(V, steps, points, seed=1337):
         for p in params:
             p.grad = 0.0
         loss.backward()
+        value = loss.data
         lr = 1.0 - 0.9 * k / 100
         for p in params:
             p.data -= lr * p.grad
-        yield time.perf_counter() - t0, loss.data, loss
+        if store:
+            store.reset(keep=params)
+        yield time.perf_counter() - t0, value, loss
 
 
 def count_nodes(root):

@@ -144,9 +144,7 @@ def _binary(symbol, op, op_number):
 
     def method(self, other):
         s = self._s
-        if type(other) is Value:
-            if other._s is not s:
-                raise ValueError("Values from different stores cannot be combined")
+        if type(other) is Value:  # C refuses another store's handle: its generation is not this store's
             h = op(s.s, self._h, other._h)
         elif type(other) is float or type(other) is int:
             h = op_number(s.s, self._h, other)
@@ -155,6 +153,8 @@ def _binary(symbol, op, op_number):
         else:
             return NotImplemented
         if h < 0:
+            if type(other) is Value and other._s is not s:
+                raise ValueError("Values from different stores cannot be combined")
             raise CEngine.value_error(h)
         v = _new(Value)  # one slot at a time: no tuple to pack and unpack
         v._s = s

@@ -24,6 +24,7 @@ class CEngine(Engine):
         self.s = ffi.gc(s, lib.mg_free)
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
+        self.value_class = None  # a weak reference to the class of this store's Values (microgpt_c.value)
         self.check = False  # the checking mode: every shortcut also done the plain way, and compared
 
     def _ok(self, r):
@@ -75,14 +76,14 @@ class CEngine(Engine):
         the graph below them is dropped. Every other Value of this store made
         before is stale from now on."""
         keep = list(keep)
-        if not all(getattr(v, "_s", None) is self for v in keep):
+        if not all(getattr(v, "store", None) is self for v in keep):
             raise ValueError("reset(keep=...) takes Values of this store")
         kept = ffi.new("int64_t[]", len(keep))
         if lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept):
             raise self.value_error()
         for v, h in zip(keep, kept):
             v._h = h
-            v._leaf()
+            v._as_leaf()
 
     def run(self, fn, tokens, key=None):
         """fn(token refs): the ops fn calls see tokens through indices into the

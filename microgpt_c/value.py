@@ -17,6 +17,10 @@ instead of reading whatever node has its id now. The store checks that in C:
 a Value holds a handle, not a node id (microgpt.h). Every call holds the
 store's lock, so threads may share a store.
 
+Each store has its own Value class (a subclass of _Node, registered as a
+Value: isinstance(v, Value) holds), with the store's C pointer bound into its
+ops: an op is one type check, one C call and one small object.
+
 The numbers are floats (Value(2) holds 2.0; so -Value(-1.0).relu() is -0.0
 where the reference's integer arithmetic gives 0), and only real numbers are
 taken: anything else is a TypeError. Where Python's float arithmetic would
@@ -29,47 +33,72 @@ micrograd's symbol for the op that made v ('+', '*', '**2', 'ReLU', 'tanh',
 'exp', 'log'; '' for a leaf). Each Value holds its children, as micrograd's
 does, so walking _prev meets the same Python object for the same node. The
 number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
+import abc
 import numbers
 import threading
+import weakref
 
 from .cengine import CEngine, lib
 from .pyengine import Derived, real
 
 _default = []
-_default_lock = threading.Lock()
+_lock = threading.Lock()  # making the default store, or a store's Value class
 
 
 def default_store():
-    """The store Values use unless given another: one for every thread."""
+    """The store Values use unless given another: one for all threads."""
     if not _default:
-        with _default_lock:
+        with _lock:
             if not _default:
                 _default.append(CEngine())
     return _default[0]
 
 
-class Value(Derived):
-    # _s: the store; _h: the node's handle; _o: micrograd's symbol for the op
-    # that made it ('' for a leaf), or for ** the exponent; _a, _b: the
-    # operands (None where there is none; _b a number until _prev makes its leaf)
-    __slots__ = ("_s", "_h", "_o", "_a", "_b")
+class Value(Derived, metaclass=abc.ABCMeta):
+    """Value(data, store=None): a leaf of the store (default_store() if None)."""
 
-    def __init__(self, data, store=None):
-        store = store or default_store()
-        h = lib.mg_value_leaf(store.s, real(data, "a Value's data"))
+    __slots__ = ()
+
+    def __new__(cls, data, store=None):
+        return _class_of(store or default_store())._leaf(data)
+
+
+class _Node(Derived):
+    """What the Values of every store share."""
+
+    # _h: the node's handle; _o: micrograd's symbol for the op that made it
+    # ('' for a leaf), or for ** the exponent; _a, _b: the operands (None
+    # where there is none; _b a number until _prev makes its leaf)
+    __slots__ = ("_h", "_o", "_a", "_b")
+    store = _p = None  # each store's class: the CEngine and its C pointer
+
+    @classmethod
+    def _leaf(cls, data):
+        h = lib.mg_value_leaf(cls._p, real(data, "a Value's data"))
         if h < 0:
             raise CEngine.value_error(h)
-        self._s, self._h, self._o, self._a, self._b = store, h, "", None, None
+        v = cls()
+        v._h = h
+        v._as_leaf()
+        return v
+
+    def _as_leaf(self):
+        """No op, no operands: a leaf, as reset(keep=...) leaves a kept Value."""
+        self._o = ""
+        self._a = self._b = None
 
     def __pow__(self, other):
         if type(other) is not float and type(other) is not int:
             if not isinstance(other, numbers.Real):
                 return NotImplemented
-        h = lib.mg_value_pow(self._s.s, self._h, other)
+        h = lib.mg_value_pow(self._p, self._h, other)
         if h < 0:
             raise CEngine.value_error(h)
-        v = _new(Value)
-        v._s, v._h, v._o, v._a, v._b = self._s, h, other, self, None
+        v = type(self)()
+        v._h = h
+        v._o = other
+        v._a = self
+        v._b = None
         return v
 
     @property
@@ -82,43 +111,36 @@ class Value(Derived):
             return set()
         if self._b is None:
             return {self._a}
-        if type(self._b) is not Value:  # x op number: the leaf made for it (just before x op it), once
-            leaf = _new(Value)
-            leaf._s, leaf._h, leaf._o, leaf._a, leaf._b = self._s, self._h - 1, "", None, None
+        if type(self._b) is not type(self):  # x op number: the leaf made for it (just before x op it), once
+            leaf = type(self)()
+            leaf._h = self._h - 1
+            leaf._as_leaf()
             self._b = leaf
         return {self._a, self._b}
 
-    def _leaf(self):
-        """This Value as a leaf: what reset(keep=...) leaves of it."""
-        self._o, self._a, self._b = "", None, None
-
     @property
     def data(self):
-        x = lib.mg_value_get(self._s.s, self._h, 0)
+        x = lib.mg_value_get(self._p, self._h, 0)
         if x != x:
             raise CEngine.value_error()
         return x
 
     @data.setter
     def data(self, x):
-        if lib.mg_value_set(self._s.s, self._h, 0, real(x, "a Value's data")):
+        if lib.mg_value_set(self._p, self._h, 0, real(x, "a Value's data")):
             raise CEngine.value_error()
 
     @property
     def grad(self):
-        g = lib.mg_value_get(self._s.s, self._h, 1)
+        g = lib.mg_value_get(self._p, self._h, 1)
         if g != g and lib.mg_value_failed():
             raise CEngine.value_error()
         return g
 
     @grad.setter
     def grad(self, g):
-        if lib.mg_value_set(self._s.s, self._h, 1, real(g, "a Value's grad")):
+        if lib.mg_value_set(self._p, self._h, 1, real(g, "a Value's grad")):
             raise CEngine.value_error()
-
-    @property
-    def store(self):
-        return self._s
 
     @property
     def id(self):
@@ -128,67 +150,78 @@ class Value(Derived):
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a
         fresh graph, or zero the grads you read: like micrograd, it adds)."""
-        if lib.mg_value_backward(self._s.s, self._h):
+        if lib.mg_value_backward(self._p, self._h):
             raise CEngine.value_error()
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
 
-_new = object.__new__
+Value.register(_Node)
 
 
-def _binary(symbol, op, op_number):
-    """Value op other, other a Value of the same store or a real number (which,
-    as in the reference, becomes a leaf: made in the same C call)."""
+def _class_of(store):
+    """store's Value class, made on first use. The store holds it weakly (a
+    class lives until the garbage collector frees it); its Values hold it."""
+    cls = store.value_class and store.value_class()
+    if cls is None:
+        with _lock:
+            cls = store.value_class and store.value_class()
+            if cls is None:
+                cls = _make_class(store)
+                store.value_class = weakref.ref(cls)
+    return cls
 
-    def method(self, other):
-        s = self._s
-        if type(other) is Value:  # C refuses another store's handle: its generation is not this store's
-            h = op(s.s, self._h, other._h)
-        elif type(other) is float or type(other) is int:
-            h = op_number(s.s, self._h, other)
-        elif isinstance(other, numbers.Real):
-            h = op_number(s.s, self._h, float(other))
-        else:
-            return NotImplemented
-        if h < 0:
-            if type(other) is Value and other._s is not s:
+
+def _make_class(store):
+    p = store.s
+
+    def binary(symbol, op, op_number):
+        """Value op other, other a Value of this store or a real number (which,
+        as in the reference, becomes a leaf: made in the same C call)."""
+
+        def method(self, other):
+            if type(other) is cls:
+                h = op(p, self._h, other._h)
+            elif type(other) is float or type(other) is int:
+                h = op_number(p, self._h, other)
+            elif isinstance(other, numbers.Real):
+                h = op_number(p, self._h, float(other))
+            elif isinstance(other, Value):
                 raise ValueError("Values from different stores cannot be combined")
-            raise CEngine.value_error(h)
-        v = _new(Value)  # one slot at a time: no tuple to pack and unpack
-        v._s = s
-        v._h = h
-        v._o = symbol
-        v._a = self
-        v._b = other
-        return v
+            else:
+                return NotImplemented
+            if h < 0:
+                raise CEngine.value_error(h)
+            v = cls()  # one slot at a time: no tuple to pack and unpack
+            v._h = h
+            v._o = symbol
+            v._a = self
+            v._b = other
+            return v
 
-    return method
+        return method
 
+    def unary(symbol, op):
+        def method(self):
+            h = op(p, self._h)
+            if h < 0:
+                raise CEngine.value_error(h)
+            v = cls()
+            v._h = h
+            v._o = symbol
+            v._a = self
+            v._b = None
+            return v
 
-def _unary(symbol, op):
-    def method(self):
-        h = op(self._s.s, self._h)
-        if h < 0:
-            raise CEngine.value_error(h)
-        v = _new(Value)
-        v._s = self._s
-        v._h = h
-        v._o = symbol
-        v._a = self
-        v._b = None
-        return v
+        return method
 
-    return method
-
-
-# the ops: + and * on either side (as the reference's __radd__ and __rmul__:
-# self + other), and the unary ones
-for _names, _method in {("__add__", "__radd__"): _binary("+", lib.mg_value_add, lib.mg_value_addc),
-                        ("__mul__", "__rmul__"): _binary("*", lib.mg_value_mul, lib.mg_value_mulc),
-                        ("log",): _unary("log", lib.mg_value_log), ("exp",): _unary("exp", lib.mg_value_exp),
-                        ("relu",): _unary("ReLU", lib.mg_value_relu),
-                        ("tanh",): _unary("tanh", lib.mg_value_tanh)}.items():
-    for _name in _names:
-        setattr(Value, _name, _method)
+    add = binary("+", lib.mg_value_add, lib.mg_value_addc)
+    mul = binary("*", lib.mg_value_mul, lib.mg_value_mulc)
+    cls = type("Value", (_Node,), {
+        "__slots__": (), "__module__": __name__, "store": store, "_p": p,
+        "__add__": add, "__radd__": add,  # the reference's __radd__ and __rmul__: self + other
+        "__mul__": mul, "__rmul__": mul,
+        "log": unary("log", lib.mg_value_log), "exp": unary("exp", lib.mg_value_exp),
+        "relu": unary("ReLU", lib.mg_value_relu), "tanh": unary("tanh", lib.mg_value_tanh)})
+    return cls

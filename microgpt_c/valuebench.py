@@ -104,7 +104,8 @@ def worker(a):
 
 def main(argv):
     p = Parser(prog="python -m microgpt_c bench value", description=__doc__)
-    p.add_argument("--steps", type=int, default=20, help="training steps per engine (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="training steps per engine, at most the demo's 100 "
+                   "(its learning rate falls to 0.1 by then) (default: %(default)s)")
     p.add_argument("--points", type=int, default=100, help="two-moons points (default: %(default)s)")
     p.add_argument("--gc", action="store_true", help="leave Python's garbage collector on (default: off, "
                    "as micrograd's timings are usually quoted)")
@@ -113,8 +114,8 @@ def main(argv):
                    help="comma-separated, from " + ", ".join(ENGINES) + " (default: those installed: %(default)s)")
     p.add_argument("--worker", choices=list(ENGINES), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.steps < 1 or a.points < 1:
-        p.error("--steps and --points must be at least 1")
+    if not 1 <= a.steps <= 100 or a.points < 1:
+        p.error("--steps must be in [1, 100] and --points at least 1")
     if a.worker:
         return worker(a)
     names = a.engines.split(",")

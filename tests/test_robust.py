@@ -182,6 +182,8 @@ def test_suite_under_sanitizers(tmp_path):
     tests = [os.path.join(REPO, "tests", t) for t in ("test_ops.py", "test_value.py", "test_fast.py")]
     tests.append(os.path.join(REPO, "tests", "test_robust.py") + "::test_fuzz_the_c_api")
     tests.append(os.path.join(REPO, "tests", "test_model.py") + "::test_replay_equals_fresh_build")
+    tests += [os.path.join(REPO, "tests", "test_value_api.py") + "::" + t  # the Value API: fuzzed, and threads
+              for t in ("test_fuzz_the_value_api", "test_threads_share_a_store", "test_reset_keep_keeps_values_and_grads_as_leaves")]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

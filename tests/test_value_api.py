@@ -237,3 +237,93 @@ def test_threads_with_resets_get_right_numbers_or_stale_errors():
     for t in threads:
         t.join()
     assert all(isinstance(r, int) for r in out), out
+
+
+def test_fuzz_the_value_api():
+    """Random calls with good, stale, foreign and garbage handles, and odd
+    numbers: each works, with the value Python's float arithmetic gives, or
+    fails with a code and a message, changing nothing."""
+    from microgpt_c.cengine import ffi, lib
+
+    rng = random.Random(11)
+    stores = [CEngine(), CEngine("fast")]
+    made = {id(E): [] for E in stores}  # (handle, value) of each store's live nodes
+    numbers_ = [0.0, -0.0, 1.5, -2.0, 3.0, 1e308, -1e-320, math.inf, math.nan, 0.5, 700.0]
+    unary = {"log": math.log, "exp": math.exp, "relu": lambda x: max(0.0, x), "tanh": math.tanh}
+    for _ in range(6000):
+        E = rng.choice(stores)
+        s, live = E.s, made[id(E)]
+        other = made[id(stores[0] if E is stores[1] else stores[1])]
+
+        def handle():
+            pool = [h for h, _ in live] or [0]
+            return rng.choice([rng.choice(pool), rng.choice(pool), rng.choice([h for h, _ in other] or [1]),
+                               -1, 0, 2**63 - 1, rng.getrandbits(63), rng.choice(pool) + 1])
+
+        value = {h: x for h, x in live}
+        n0 = E.v.n
+        kind = rng.choice(["leaf", "add", "mul", "addc", "mulc", "pow", "unary", "get", "set", "backward", "reset"])
+        want = None
+        if kind == "leaf":
+            c = rng.choice(numbers_)
+            r, want = lib.mg_value_leaf(s, c), c
+        elif kind in ("add", "mul"):
+            a, b = handle(), handle()
+            r = getattr(lib, "mg_value_" + kind)(s, a, b)
+            if a in value and b in value:
+                want = value[a] + value[b] if kind == "add" else value[a] * value[b]
+        elif kind in ("addc", "mulc"):
+            a, c = handle(), rng.choice(numbers_)
+            r = getattr(lib, "mg_value_" + kind)(s, a, c)
+            if a in value:
+                want = value[a] + c if kind == "addc" else value[a] * c
+        elif kind == "pow":
+            a, p = handle(), rng.choice([2.0, -1.0, 0.5, 3.0] + numbers_)
+            r = lib.mg_value_pow(s, a, p)
+            if a in value:
+                try:
+                    want = value[a] ** p
+                except (ZeroDivisionError, OverflowError):
+                    want = None
+        elif kind == "unary":
+            op, a = rng.choice(sorted(unary)), handle()
+            r = getattr(lib, "mg_value_" + op)(s, a)
+            if a in value:
+                try:
+                    want = unary[op](value[a])
+                except (ValueError, OverflowError):
+                    want = None
+        elif kind == "get":
+            a = handle()
+            x = lib.mg_value_get(s, a, rng.randrange(2))
+            assert (a in value) == (lib.mg_value_failed() == 0)
+            continue
+        elif kind == "set":
+            a, c, grad = handle(), rng.choice(numbers_), rng.randrange(2)
+            r = lib.mg_value_set(s, a, grad, c)
+            assert (r == 0) == (a in value and math.isfinite(c)), (a in value, c)
+            if r == 0 and not grad:
+                live[:] = [(h, c if h == a else x) for h, x in live]
+            continue
+        elif kind == "backward":
+            r = lib.mg_value_backward(s, handle())
+            continue  # fast mode refuses a second backward per graph: either outcome is fine
+        else:
+            keep = rng.sample(live, min(len(live), rng.randrange(3)))
+            kept = ffi.new("int64_t[]", len(keep))
+            r = lib.mg_value_reset(s, [h for h, _ in keep], len(keep), kept)
+            assert r == 0
+            live[:] = [(kept[i], x) for i, (_, x) in enumerate(keep)]
+            assert all(lib.mg_value_get(s, h, 0) == x for h, x in live)
+            continue
+        if r >= 0:
+            assert isinstance(want, float) and math.isfinite(want), (kind, want)
+            assert lib.mg_value_get(s, r, 0) == want
+            live.append((r, want))
+            if kind in ("addc", "mulc"):  # the leaf made for the number is a node too
+                live.append((r - 1, c))
+        else:
+            assert r in (lib.MG_EARG, lib.MG_EMATH) and ffi.string(lib.mg_value_error())
+            assert E.v.n == n0  # a failed call leaves no node behind
+            if want is not None and not (isinstance(want, float) and math.isfinite(want)):
+                assert r == lib.MG_EMATH

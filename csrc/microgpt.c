@@ -1100,3 +1100,64 @@ int32_t mg_value_reset(mg_store *s, const int64_t *keep, int32_t n, int64_t *kep
     LOCK(MG_EARG);
     return (int32_t)unlock(s, reset_keeping(s, keep, n, kept));
 }
+
+/* Keep only the parameters and the nodes the n Values handles[] reach (their
+   graphs whole: same children, same order, so backward gives the same bits),
+   moved down to consecutive ids; handles[i] becomes the new handle. A handle
+   that names no node (a stale Value) stays as it is. Exact mode only, with no
+   recorded programs (their ids would move). */
+static int32_t compact(mg_store *s, int64_t *handles, int32_t n) {
+    if (n < 0 || (n && !handles)) return fail(s, MG_EARG, "compact %d Values", n);
+    if (s->mode != MG_EXACT || s->recording || s->nprog)
+        return fail(s, MG_EARG, "only an exact-mode store with no recorded programs can be compacted");
+    int64_t c = s->scap;
+    int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids); /* each handle's node, -1 if none */
+    if (!ids || grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
+        (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
+        (c = s->scap, grow(&s->stack, &c, s->v.n, 2 * sizeof *s->stack, INT32_MAX))) {
+        free(ids);
+        return fail(s, MG_ENOMEM, "cannot allocate the compaction's buffers");
+    }
+    s->scap = c;
+    uint8_t *keep = s->seen;
+    int32_t *to = s->topo, *st = s->stack, sp = 0, np = s->v.nparams, m = np;
+    memset(keep, 0, (size_t)s->v.n);
+    for (int32_t i = 0; i < n; i++) { /* mark what the Values reach */
+        int32_t id = ids[i] = node_of(s, handles[i]);
+        if (id < np || keep[id]) continue;
+        keep[id] = 1;
+        st[sp++] = id;
+        while (sp) {
+            int32_t v = st[--sp];
+            for (int32_t j = 0; j < 2; j++) {
+                int32_t k = s->kid[v][j];
+                if (k >= np && !keep[k]) { keep[k] = 1; st[sp++] = k; }
+            }
+        }
+    }
+    for (int32_t i = 0; i < np; i++) to[i] = i;
+    for (int32_t i = np; i < s->v.n; i++) { /* down, in creation order: children (older) move first */
+        if (!keep[i]) continue;
+        int32_t j = to[i] = m++;
+        s->v.val[j] = s->v.val[i];
+        s->v.grad[j] = s->v.grad[i];
+        for (int32_t k = 0; k < 2; k++) {
+            int32_t kid = s->kid[i][k];
+            s->kid[j][k] = kid < 0 ? kid : to[kid];
+            s->lg[j][k] = s->lg[i][k];
+        }
+    }
+    s->v.n = m;
+    s->ntape = 0;
+    s->backed = 0;
+    s->gen = new_generation();
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] >= 0) handles[i] = HANDLE(to[ids[i]]);
+    free(ids);
+    return 0;
+}
+
+int32_t mg_value_compact(mg_store *s, int64_t *handles, int32_t n) {
+    LOCK(MG_EARG);
+    return (int32_t)unlock(s, compact(s, handles, n));
+}

@@ -106,5 +106,9 @@ int32_t mg_value_backward(mg_store *s, int64_t root);
 /* drop every node but the parameters and the n Values keep[], which become
    leaves (value and gradient kept, graph dropped) with new handles kept[i] */
 int32_t mg_value_reset(mg_store *s, const int64_t *keep, int32_t n, int64_t *kept);
+/* drop every node but the parameters and those the n Values handles[] reach,
+   graphs kept whole; handles[i] becomes the new handle (a stale one stays).
+   Exact mode, no recorded programs. */
+int32_t mg_value_compact(mg_store *s, int64_t *handles, int32_t n);
 const char *mg_value_error(void);  /* this thread's last Value API error */
 int32_t mg_value_failed(void);     /* this thread's last Value API call's code: 0 or MG_E* */

@@ -25,6 +25,7 @@ class CEngine(Engine):
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
         self.value_class = None  # a weak reference to the class of this store's Values (microgpt_c.value)
+        self.reclaim_at = float("inf")  # Value.backward drops unreachable nodes from this size (microgpt_c.value)
         self.check = False  # the checking mode: every shortcut also done the plain way, and compared
 
     def _ok(self, r):

@@ -34,11 +34,12 @@ micrograd's symbol for the op that made v ('+', '*', '**2', 'ReLU', 'tanh',
 does, so walking _prev meets the same Python object for the same node. The
 number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
 import abc
+import gc
 import numbers
 import threading
 import weakref
 
-from .cengine import CEngine, lib
+from .cengine import CEngine, ffi, lib
 from .pyengine import Derived, real
 
 _default = []
@@ -50,7 +51,9 @@ def default_store():
     if not _default:
         with _lock:
             if not _default:
-                _default.append(CEngine())
+                store = CEngine()
+                store.reclaim_at = RECLAIM_AT
+                _default.append(store)
     return _default[0]
 
 
@@ -152,12 +155,32 @@ class _Node(Derived):
         fresh graph, or zero the grads you read: like micrograd, it adds)."""
         if lib.mg_value_backward(self._p, self._h):
             raise CEngine.value_error()
+        if self.store.v.n >= self.store.reclaim_at:
+            _reclaim(type(self))
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
 
 Value.register(_Node)
+
+
+RECLAIM_AT = 1 << 20  # nodes: the default store reclaims at this size, and then at 4x what it kept
+
+
+def _reclaim(cls):
+    """Drop the nodes no live Value of cls's store reaches (its Values are the
+    instances of cls, which the garbage collector can list). With other
+    threads running, a Value could be in flight: then nothing happens."""
+    store = cls.store
+    if threading.active_count() == 1 and store.mode == "exact" and not store._programs:
+        live = [v for v in gc.get_referrers(cls) if type(v) is cls]
+        handles = ffi.new("int64_t[]", [v._h for v in live])
+        if lib.mg_value_compact(store.s, handles, len(live)):
+            raise CEngine.value_error()
+        for v, h in zip(live, handles):
+            v._h = h
+    store.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)
 
 
 def _class_of(store):

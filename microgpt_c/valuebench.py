@@ -1,7 +1,8 @@
 """python -m microgpt_c bench value: micrograd's demo (an MLP(2, [16, 16, 1])
 on two moons, SVM loss + L2, plain SGD) on each Value engine, each in a fresh
 process; one table of ms/step, ns per node, nodes per step and peak RSS. The
-training loop is the README's, so what is timed is what a user writes."""
+training loop is the README's, so what is timed is what a user writes (the C
+Value's default store drops the dead graphs itself, inside backward)."""
 import argparse
 import gc
 import importlib
@@ -56,7 +57,6 @@ def train(V, steps, points, seed=1337):
     """The demo's loop; yields (seconds, loss, the loss Value) per step."""
     model = MLP(V, 2, [16, 16, 1], random.Random(seed))
     params = model.parameters()
-    store = getattr(params[0], "store", None)  # a C Value's: dropped after each step
     for k in range(steps):
         t0 = time.perf_counter()
         inputs = [[V(x) for x in xs] for xs, _ in points]
@@ -72,8 +72,6 @@ def train(V, steps, points, seed=1337):
         lr = 1.0 - 0.9 * k / 100
         for p in params:
             p.data -= lr * p.grad
-        if store:
-            store.reset(keep=params)
         yield time.perf_counter() - t0, value, loss
 
 

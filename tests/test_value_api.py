@@ -9,12 +9,14 @@ import threading
 
 import numpy as np
 import pytest
-from test_value import bits, build, comparable, python_result
+from hypothesis import assume, given, settings
+from test_value import apply, bits, build, comparable, graphs, python_result
 
 from microgpt_c import default_store
 from microgpt_c.cengine import CEngine
 from microgpt_c.pyengine import Value as PyValue
 from microgpt_c.value import Value as CValue
+from microgpt_c.value import _reclaim
 
 ENGINES = [CValue, PyValue]
 
@@ -44,45 +46,88 @@ def test_reset_keep_keeps_values_and_grads_as_leaves():
 
 
 DEMO = """
-import resource, sys
-from microgpt_c import Value, default_store
+import random, resource, sys
+from microgpt_c import Value, default_store, value
+from microgpt_c.cengine import CEngine
 from microgpt_c.valuebench import MLP, moons
-import random
-steps, checkpoints, keep = int(sys.argv[1]), {int(x) for x in sys.argv[2].split(",")}, sys.argv[3] == "keep"
+steps, checkpoints, how = int(sys.argv[1]), {int(x) for x in sys.argv[2].split(",")}, sys.argv[3]
+value.RECLAIM_AT = 3000  # nodes: "auto" reclaims every few steps
+store = CEngine() if how == "own" else default_store()
+V = lambda x: Value(x, store)
 points = moons(10)
-model = MLP(Value, 2, [4, 4, 1], random.Random(1))
+model = MLP(V, 2, [4, 4, 1], random.Random(1))
 params = model.parameters()
 for k in range(1, steps + 1):
-    scores = [model([Value(x) for x in xs]) for xs, _ in points]
+    scores = [model([V(x) for x in xs]) for xs, _ in points]
     loss = sum((1 + -y * s).relu() for (_, y), s in zip(points, scores)) * (1 / len(points))
     loss = loss + 1e-4 * sum(p * p for p in params)
     for p in params:
         p.grad = 0.0
     loss.backward()
+    x = loss.data
     for p in params:
         p.data -= 0.1 * p.grad
-    if keep:
-        default_store().reset(keep=params)
+    if how == "keep":
+        store.reset(keep=params)
     if k in checkpoints:
-        print(k, int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize(), default_store().nodes())
+        print(k, int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize(), store.nodes(), repr(x))
 """
 
 
-def demo(steps, checkpoints, keep):
-    r = subprocess.run([sys.executable, "-c", DEMO, str(steps), ",".join(map(str, checkpoints)),
-                        "keep" if keep else "no"], capture_output=True, text=True, timeout=600)
+def demo(steps, checkpoints, how):
+    """micrograd's demo loop on a small MLP: "keep" ends each step with
+    reset(keep=params), "auto" adds nothing (the default store reclaims), "own"
+    adds nothing on a store of its own (which does not). RSS, nodes and loss
+    at each checkpoint."""
+    r = subprocess.run([sys.executable, "-c", DEMO, str(steps), ",".join(map(str, checkpoints)), how],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    return [tuple(map(int, line.split()[1:])) for line in r.stdout.splitlines()]
+    return [(int(rss), int(n), float(loss)) for _, rss, n, loss in map(str.split, r.stdout.splitlines())]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
-def test_training_loop_with_reset_keep_runs_in_flat_memory():
-    (rss1, n1), (rss2, n2) = demo(2000, [200, 2000], keep=True)
-    print(f"RSS after 200 steps {rss1 / 2**20:.1f} MB, after 2,000 {rss2 / 2**20:.1f} MB")
-    assert n1 == n2 == 4 * 3 + 4 * 5 + 5  # only the parameters are left after each step
+@pytest.mark.parametrize("how", ["keep", "auto"])
+def test_training_loop_runs_in_flat_memory(how):
+    (rss1, n1, loss1), (rss2, n2, loss2) = demo(2000, [200, 2000], how)
+    print(f"{how}: RSS after 200 steps {rss1 / 2**20:.1f} MB, after 2,000 {rss2 / 2**20:.1f} MB")
     assert rss2 <= 1.05 * rss1
-    (_, m1), (_, m2) = demo(20, [2, 20], keep=False)  # without the line, the store keeps every graph
+    if how == "keep":
+        assert n1 == n2 == 4 * 3 + 4 * 5 + 5  # only the parameters are left after each step
+    else:
+        assert max(n1, n2) < 4 * 3000  # the last reclaim kept the live graph, the store grows to 4x that at most
+    assert (loss1, loss2) == tuple(r[2] for r in demo(2000, [200, 2000], "own"))  # the same numbers either way
+
+
+def test_without_the_line_an_own_store_keeps_every_graph():
+    (_, m1, _), (_, m2, _) = demo(20, [2, 20], "own")
     assert m2 > 5 * m1
+
+
+@settings(max_examples=200, deadline=None)
+@given(graphs)
+def test_reclaiming_mid_graph_keeps_every_bit(graph):
+    """Dropping the nodes no live Value reaches, halfway through building a
+    random graph: the live Values keep their graphs whole (backward gives the
+    pure-Python engine's bits), and a Value made before a reset stays stale."""
+    leaves, steps = graph
+    steps = comparable(leaves, steps)
+    want = python_result(leaves, steps)
+    assume(want is not None)
+    store = CEngine()
+    stale = CValue(1.0, store)
+    store.reset()
+    nodes = [CValue(x, store) for x in leaves]
+    for k, (op, i, j, c, p) in enumerate(steps):
+        if k == len(steps) // 2:
+            nodes[-1].relu().relu()  # nodes no Value reaches
+            before = store.nodes()
+            _reclaim(type(nodes[0]))
+            assert store.nodes() < before
+        nodes.append(apply(op, nodes[i % len(nodes)], nodes[j % len(nodes)], c, p))
+    nodes[-1].backward()
+    assert bits([nodes[-1].data] + [v.grad for v in nodes[:len(leaves)]]) == bits(want)
+    with pytest.raises(ValueError, match="stale"):
+        stale.data
 
 
 def walk(root):

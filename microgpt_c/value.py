@@ -9,13 +9,14 @@
     a.grad
 
 A C Value is one node of a store (a CEngine, exact mode unless you pass one of
-your own); Values made without store= share microgpt_c.default_store(). A
-store only grows until reset: store.reset(keep=values) drops every node but
-the model parameters and the given Values, which become leaves (data and grad
-kept); any other Value made before is stale, and using it raises ValueError
-instead of reading whatever node has its id now. The store checks that in C:
-a Value holds a handle, not a node id (microgpt.h). Every call holds the
-store's lock, so threads may share a store.
+your own); Values made without store= share microgpt_c.default_store().
+store.reset(keep=values) drops every node but the model parameters and the
+given Values, which become leaves (data and grad kept); any other Value made
+before is stale, and using it raises ValueError instead of reading whatever
+node has its id now. The store checks that in C: a Value holds a handle, not
+a node id (microgpt.h). The default store needs no reset: backward() drops
+the nodes no live Value reaches once it has grown enough (_reclaim). Every
+call holds the store's lock, so threads may share a store.
 
 Each store has its own Value class (a subclass of _Node, registered as a
 Value: isinstance(v, Value) holds), with the store's C pointer bound into its

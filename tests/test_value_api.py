@@ -2,7 +2,9 @@
 loop's memory flat, threads may share a store, micrograd's graph attributes
 (_prev, _op) on both engines, numbers only."""
 import math
+import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ from microgpt_c.value import Value as CValue
 from microgpt_c.value import _reclaim
 
 ENGINES = [CValue, PyValue]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_reset_keep_keeps_values_and_grads_as_leaves():
@@ -393,3 +396,23 @@ def test_fuzz_the_value_api():
             assert E.v.n == n0  # a failed call leaves no node behind
             if want is not None and want is not unknown and not (isinstance(want, float) and math.isfinite(want)):
                 assert r == lib.MG_EMATH
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_threads_under_thread_sanitizer(tmp_path):
+    """tests/value_threads.c, four threads on one store with resets and
+    compactions, built with the engine under -fsanitize=thread: no data race
+    reported, no wrong value. Needs gcc with its ThreadSanitizer runtime."""
+    csrc = os.path.join(REPO, "csrc")
+    exe = tmp_path / "value_threads"
+    build = subprocess.run(["gcc", "-fsanitize=thread", "-g", "-O1", "-std=gnu99", "-ffp-contract=off",
+                            "-fno-builtin-pow", "-fno-builtin-exp", "-fno-builtin-log", "-I", csrc,
+                            os.path.join(REPO, "tests", "value_threads.c"), os.path.join(csrc, "microgpt.c"),
+                            os.path.join(csrc, "adam.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    if build.returncode and ("tsan" in build.stderr or "sanitize" in build.stderr):
+        pytest.skip("gcc has no ThreadSanitizer runtime: " + build.stderr[-200:])
+    assert build.returncode == 0, build.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TSAN_OPTIONS="halt_on_error=1"))
+    assert "ThreadSanitizer" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 0 and r.stdout.strip() == "wrong values: 0", r.stdout + r.stderr[-2000:]

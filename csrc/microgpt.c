@@ -954,10 +954,10 @@ int32_t mg_backward(mg_store *s, int32_t root) {
 /* the Value API: micrograd's Value, one node per Value, for microgpt_c.Value.
 
    A Value is a handle, generation << 31 | node id. The store's generation
-   changes at every reset and generations are unique across stores, so a
-   handle made before a reset, or by another store, names no node here: it is
-   refused, never read. (The counter is 32 bits: a handle could only alias
-   after 2**32 resets in one process.) Every call holds the store's lock, so
+   changes at every reset and compaction, and generations are unique across
+   stores, so a handle made before a reset, or by another store, names no
+   node here: it is refused, never read. (The counter is 32 bits: a handle
+   could only alias after 2**32 resets and compactions in one process.) Every call holds the store's lock, so
    threads sharing a store take turns; a failed call's message is kept per
    thread (mg_value_error). */
 

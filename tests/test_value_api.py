@@ -1,6 +1,9 @@
-"""The Value API as a drop-in for micrograd: reset(keep=...) keeps a training
-loop's memory flat, threads may share a store, micrograd's graph attributes
-(_prev, _op) on both engines, numbers only."""
+"""The Value API as a drop-in for micrograd: a training loop runs in flat
+memory (with reset(keep=...), or with no added line on the default store,
+which reclaims dead graphs), threads may share a store (checked against the
+pure-Python Value, and under ThreadSanitizer), micrograd's graph attributes
+(_prev, _op) on both engines, numbers only, and a fuzzer for the C entry
+points."""
 import math
 import os
 import random

@@ -58,7 +58,8 @@ class Value(Derived):
     __slots__ = ("data", "grad", "_children", "_local_grads", "_o")
 
     def __init__(self, data, children=(), local_grads=(), op=""):
-        self.data = data if children else real(data, "a Value's data")
+        # a leaf's number is checked; the common ones without a call
+        self.data = data if children or type(data) is float or type(data) is int else real(data, "a Value's data")
         self.grad = 0
         self._children = children
         self._local_grads = local_grads

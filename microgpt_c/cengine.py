@@ -36,7 +36,8 @@ class CEngine(Engine):
 
     @staticmethod
     def value_error(code=None):
-        """The exception for this thread's last failed Value API call."""
+        """The exception for this thread's last failed Value API call (its
+        code, or the one mg_value_failed keeps)."""
         code = lib.mg_value_failed() if code is None else code
         return _ERRORS.get(code, ValueError)(ffi.string(lib.mg_value_error()).decode())
 
@@ -80,8 +81,9 @@ class CEngine(Engine):
         if not all(getattr(v, "store", None) is self for v in keep):
             raise ValueError("reset(keep=...) takes Values of this store")
         kept = ffi.new("int64_t[]", len(keep))
-        if lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept):
-            raise self.value_error()
+        r = lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept)
+        if r:
+            raise self.value_error(r)
         for v, h in zip(keep, kept):
             v._h = h
             v._as_leaf()

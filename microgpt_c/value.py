@@ -131,8 +131,9 @@ class _Node(Derived):
 
     @data.setter
     def data(self, x):
-        if lib.mg_value_set(self._p, self._h, 0, real(x, "a Value's data")):
-            raise CEngine.value_error()
+        r = lib.mg_value_set(self._p, self._h, 0, real(x, "a Value's data"))
+        if r:
+            raise CEngine.value_error(r)
 
     @property
     def grad(self):
@@ -143,8 +144,9 @@ class _Node(Derived):
 
     @grad.setter
     def grad(self, g):
-        if lib.mg_value_set(self._p, self._h, 1, real(g, "a Value's grad")):
-            raise CEngine.value_error()
+        r = lib.mg_value_set(self._p, self._h, 1, real(g, "a Value's grad"))
+        if r:
+            raise CEngine.value_error(r)
 
     @property
     def id(self):
@@ -154,8 +156,9 @@ class _Node(Derived):
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a
         fresh graph, or zero the grads you read: like micrograd, it adds)."""
-        if lib.mg_value_backward(self._p, self._h):
-            raise CEngine.value_error()
+        r = lib.mg_value_backward(self._p, self._h)
+        if r:
+            raise CEngine.value_error(r)
         if self.store.v.n >= self.store.reclaim_at:
             _reclaim(type(self))
 
@@ -177,8 +180,9 @@ def _reclaim(cls):
     if threading.active_count() == 1 and store.mode == "exact" and not store._programs:
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
         handles = ffi.new("int64_t[]", [v._h for v in live])
-        if lib.mg_value_compact(store.s, handles, len(live)):
-            raise CEngine.value_error()
+        r = lib.mg_value_compact(store.s, handles, len(live))
+        if r:
+            raise CEngine.value_error(r)
         for v, h in zip(live, handles):
             v._h = h
     store.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)

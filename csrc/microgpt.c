@@ -16,6 +16,7 @@
    linear rows as kernels, and its replay leaves out the rows' insides: section
    "doc_loss graphs" says why none of that changes a bit. */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,6 +94,8 @@ struct mg_store {
     int64_t gcap;
     int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
     int64_t scap;
+    uint32_t gen;            /* this graph's generation: the Value API's handles carry it */
+    pthread_mutex_t lock;    /* serialises the Value API's calls */
 };
 
 /* A program recorded by doc_loss (see "doc_loss graphs" below) */
@@ -108,6 +111,7 @@ struct doc {
 struct piece { int32_t pos, target; uint64_t hash; int64_t next, at, len; }; /* code[at, at+len) */
 static void doc_free(struct doc *d);
 static int32_t plan(mg_store *s, const struct doc *d);
+static uint32_t new_generation(void);
 
 static int32_t fail(mg_store *s, int32_t code, const char *fmt, ...) {
     va_list ap;
@@ -179,8 +183,10 @@ mg_store *mg_new(int32_t mode) {
     if (mode != MG_EXACT && mode != MG_FAST) return NULL;
     mg_store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (pthread_mutex_init(&s->lock, NULL)) { free(s); return NULL; }
     s->mode = mode;
     s->cur = -1;
+    s->gen = new_generation();
     return s;
 }
 
@@ -195,6 +201,7 @@ void mg_free(mg_store *s) {
     free(s->v.val); free(s->v.grad); free(s->kid); free(s->lg);
     free(s->tape); free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
     free(s->g0); free(s->gref);
+    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -224,6 +231,7 @@ int32_t mg_reset(mg_store *s) {
     s->backed = 0;
     s->cur = -1;
     s->lean = 0;
+    s->gen = new_generation(); /* every Value API handle made before is now stale */
     return 0;
 }
 
@@ -1315,4 +1323,216 @@ int32_t mg_backward(mg_store *s, int32_t root) {
     if (!s) return MG_EARG;
     CHECK_ID(root);
     return s->mode == MG_FAST ? backward_fast(s, root) : backward_exact(s, root);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the Value API: micrograd's Value, one node per Value, for microgpt_c.Value.
+
+   A Value is a handle, generation << 31 | node id. The store's generation
+   changes at every reset and compaction, and generations are unique across
+   stores, so a handle made before a reset, or by another store, names no
+   node here: it is refused, never read. (The counter is 32 bits: a handle
+   could only alias after 2**32 resets and compactions in one process.) Every call holds the store's lock, so
+   threads sharing a store take turns; a failed call's message is kept per
+   thread (mg_value_error). */
+
+static uint32_t new_generation(void) {
+    static uint32_t last;
+    uint32_t g;
+    do g = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED); while (g == 0);
+    return g;
+}
+
+static __thread char value_err[sizeof ((mg_view *)0)->err];
+static __thread int32_t value_code;
+const char *mg_value_error(void) { return value_err; }
+int32_t mg_value_failed(void) { return value_code; }
+
+#define HANDLE(id) ((int64_t)s->gen << 31 | (id))
+
+/* The node handle h names, or -1. */
+static int32_t node_of(const mg_store *s, int64_t h) {
+    int32_t id = (int32_t)(h & INT32_MAX);
+    return h >= 0 && (uint64_t)h >> 31 == s->gen && id < s->v.n ? id : -1;
+}
+
+static int32_t stale(mg_store *s) {
+    return fail(s, MG_EARG, "stale Value: its store was reset after it was made");
+}
+
+#define LOCK(fail_value) do { if (!s) { value_code = MG_EARG; strcpy(value_err, "no store"); return fail_value; } \
+                              pthread_mutex_lock(&s->lock); } while (0)
+
+/* Unlock; the outcome (and an error's message) stays with this thread. */
+static int64_t unlock(mg_store *s, int64_t r) {
+    value_code = r < 0 ? (int32_t)r : 0;
+    if (r < 0) memcpy(value_err, s->v.err, sizeof value_err);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+static int64_t handle_of(mg_store *s, int32_t r) { return r < 0 ? r : HANDLE(r); }
+
+static int64_t unary(mg_store *s, int32_t op, int64_t x) {
+    unary_args a = {node_of(s, x)};
+    return a.a < 0 ? stale(s) : handle_of(s, call(s, op, &a, WORDS(a)));
+}
+
+static int64_t binary(mg_store *s, int32_t op, int64_t x, int64_t y) {
+    binary_args a = {node_of(s, x), node_of(s, y)};
+    return a.a < 0 || a.b < 0 ? stale(s) : handle_of(s, call(s, op, &a, WORDS(a)));
+}
+
+/* x op Value(c): the leaf, then the op, as the reference makes them; neither
+   if the op fails. One call where Python would make two. */
+static int64_t with_number(mg_store *s, int32_t op, int64_t x, double c) {
+    int32_t n0 = s->v.n;
+    int64_t t0 = s->ntape;
+    binary_args a = {node_of(s, x), -1};
+    if (a.a < 0) return stale(s);
+    leaf_args l = {f64_of(c)};
+    int32_t r = call(s, OP_leaf, &l, WORDS(l));
+    if (r >= 0 && (a.b = r, r = call(s, op, &a, WORDS(a))) < 0) { s->v.n = n0; s->ntape = t0; }
+    return handle_of(s, r);
+}
+
+int64_t mg_value_leaf(mg_store *s, double v) {
+    LOCK(MG_EARG);
+    leaf_args a = {f64_of(v)};
+    return unlock(s, handle_of(s, call(s, OP_leaf, &a, WORDS(a))));
+}
+int64_t mg_value_add(mg_store *s, int64_t x, int64_t y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_add, x, y)); }
+int64_t mg_value_mul(mg_store *s, int64_t x, int64_t y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_mul, x, y)); }
+int64_t mg_value_addc(mg_store *s, int64_t x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_add, x, c)); }
+int64_t mg_value_mulc(mg_store *s, int64_t x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_mul, x, c)); }
+int64_t mg_value_log(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_log, x)); }
+int64_t mg_value_exp(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_exp, x)); }
+int64_t mg_value_relu(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_relu, x)); }
+int64_t mg_value_tanh(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_tanh, x)); }
+
+int64_t mg_value_pow(mg_store *s, int64_t x, double p) {
+    LOCK(MG_EARG);
+    pow_args a = {node_of(s, x), f64_of(p)};
+    return unlock(s, a.a < 0 ? stale(s) : handle_of(s, call(s, OP_pow, &a, WORDS(a))));
+}
+
+double mg_value_get(mg_store *s, int64_t x, int32_t grad) {
+    LOCK(NAN);
+    int32_t i = node_of(s, x);
+    double r = i < 0 ? NAN : (grad ? s->v.grad : s->v.val)[i];
+    unlock(s, i < 0 ? stale(s) : 0);
+    return r;
+}
+
+int32_t mg_value_set(mg_store *s, int64_t x, int32_t grad, double v) {
+    LOCK(MG_EARG);
+    int32_t i = node_of(s, x), r = 0;
+    if (i < 0) r = stale(s);
+    else if (!isfinite(v)) r = fail(s, MG_EMATH, "a Value's %s must be finite, not %g", grad ? "grad" : "data", v);
+    else (grad ? s->v.grad : s->v.val)[i] = v;
+    return (int32_t)unlock(s, r);
+}
+
+int32_t mg_value_backward(mg_store *s, int64_t root) {
+    LOCK(MG_EARG);
+    int32_t i = node_of(s, root);
+    return (int32_t)unlock(s, i < 0 ? stale(s) : mg_backward(s, i));
+}
+
+/* Drop every node but the parameters and the n Values keep[]: each becomes a
+   leaf with its value and gradient, its new handle in kept[i]. */
+static int32_t reset_keeping(mg_store *s, const int64_t *keep, int32_t n, int64_t *kept) {
+    if (n < 0 || (n && (!keep || !kept))) return fail(s, MG_EARG, "keep %d Values", n);
+    for (int32_t i = 0; i < n; i++)
+        if (node_of(s, keep[i]) < 0) return fail(s, MG_EARG, "stale Value: keep[%d] was made before a reset", i);
+    double *vg = malloc(2 * (size_t)(n ? n : 1) * sizeof *vg); /* value, gradient of each */
+    if (!vg || grow(&s->tmp, &s->tmpcap, s->v.n, sizeof *s->tmp, INT32_MAX)) {
+        free(vg);
+        return fail(s, MG_ENOMEM, "cannot allocate the kept Values");
+    }
+    int32_t *slot = s->tmp; /* old id -> new id, for the kept ids only: a Value kept twice stays one node */
+    int32_t m = 0, np = s->v.nparams;
+    for (int32_t i = 0; i < n; i++) slot[node_of(s, keep[i])] = -1;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = node_of(s, keep[i]);
+        if (id >= np && slot[id] < 0) {
+            vg[2 * m] = s->v.val[id]; vg[2 * m + 1] = s->v.grad[id];
+            slot[id] = np + m++;
+        }
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = node_of(s, keep[i]);
+        kept[i] = id < np ? id : slot[id]; /* ids for now: handles once the generation is new */
+    }
+    mg_reset(s);
+    for (int32_t j = 0; j < m; j++) s->v.grad[leaf(s, vg[2 * j])] = vg[2 * j + 1]; /* room: m <= old n - np */
+    for (int32_t i = 0; i < n; i++) kept[i] = HANDLE((int32_t)kept[i]);
+    free(vg);
+    return 0;
+}
+
+int32_t mg_value_reset(mg_store *s, const int64_t *keep, int32_t n, int64_t *kept) {
+    LOCK(MG_EARG);
+    return (int32_t)unlock(s, reset_keeping(s, keep, n, kept));
+}
+
+/* Keep only the parameters and the nodes the n Values handles[] reach (their
+   graphs whole: same children, same order, so backward gives the same bits),
+   moved down to consecutive ids; handles[i] becomes the new handle. A handle
+   that names no node (a stale Value) stays as it is. Exact mode only, with no
+   recorded programs (their ids would move). */
+static int32_t compact(mg_store *s, int64_t *handles, int32_t n) {
+    if (n < 0 || (n && !handles)) return fail(s, MG_EARG, "compact %d Values", n);
+    if (s->mode != MG_EXACT || s->recording || s->nprog)
+        return fail(s, MG_EARG, "only an exact-mode store with no recorded programs can be compacted");
+    int64_t c = s->scap;
+    int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids); /* each handle's node, -1 if none */
+    if (!ids || grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
+        (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
+        (c = s->scap, grow(&s->stack, &c, s->v.n, 2 * sizeof *s->stack, INT32_MAX))) {
+        free(ids);
+        return fail(s, MG_ENOMEM, "cannot allocate the compaction's buffers");
+    }
+    s->scap = c;
+    uint8_t *keep = s->seen;
+    int32_t *to = s->topo, *st = s->stack, sp = 0, np = s->v.nparams, m = np;
+    memset(keep, 0, (size_t)s->v.n);
+    for (int32_t i = 0; i < n; i++) { /* mark what the Values reach */
+        int32_t id = ids[i] = node_of(s, handles[i]);
+        if (id < np || keep[id]) continue;
+        keep[id] = 1;
+        st[sp++] = id;
+        while (sp) {
+            int32_t v = st[--sp];
+            for (int32_t j = 0; j < 2; j++) {
+                int32_t k = s->kid[v][j];
+                if (k >= np && !keep[k]) { keep[k] = 1; st[sp++] = k; }
+            }
+        }
+    }
+    for (int32_t i = 0; i < np; i++) to[i] = i;
+    for (int32_t i = np; i < s->v.n; i++) { /* down, in creation order: children (older) move first */
+        if (!keep[i]) continue;
+        int32_t j = to[i] = m++;
+        s->v.val[j] = s->v.val[i];
+        s->v.grad[j] = s->v.grad[i];
+        for (int32_t k = 0; k < 2; k++) {
+            int32_t kid = s->kid[i][k];
+            s->kid[j][k] = kid < 0 ? kid : to[kid];
+            s->lg[j][k] = s->lg[i][k];
+        }
+    }
+    s->v.n = m;
+    s->ntape = 0;
+    s->backed = 0;
+    s->gen = new_generation();
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] >= 0) handles[i] = HANDLE(to[ids[i]]);
+    free(ids);
+    return 0;
+}
+
+int32_t mg_value_compact(mg_store *s, int64_t *handles, int32_t n) {
+    LOCK(MG_EARG);
+    return (int32_t)unlock(s, compact(s, handles, n));
 }

@@ -24,7 +24,8 @@ class CEngine(Engine):
         self.s = ffi.gc(s, lib.mg_free)
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
-        self.generation = 0  # resets so far: a Value made in another generation is stale
+        self.value_class = None  # a weak reference to the class of this store's Values (microgpt_c.value)
+        self.reclaim_at = float("inf")  # Value.backward drops unreachable nodes from this size (microgpt_c.value)
         self.check = False
 
     @property
@@ -44,6 +45,13 @@ class CEngine(Engine):
         if r < 0:
             raise _ERRORS.get(r, ValueError)(ffi.string(self.v.err).decode())
         return r
+
+    @staticmethod
+    def value_error(code=None):
+        """The exception for this thread's last failed Value API call (its
+        code, or the one mg_value_failed keeps)."""
+        code = lib.mg_value_failed() if code is None else code
+        return _ERRORS.get(code, ValueError)(ffi.string(lib.mg_value_error()).decode())
 
     def _array(self, ptr):
         """A float64 numpy copy of the parameters' doubles at ptr."""
@@ -76,13 +84,21 @@ class CEngine(Engine):
             start += nout * nin
         return params
 
-    def reset(self):
-        """Drop every node but the parameters; Values made before are stale."""
-        lib.mg_reset(self.s)
-        self.generation += 1
-
-    def leaf(self, x):
-        return self._ok(lib.mg_leaf(self.s, float(x)))
+    def reset(self, keep=()):
+        """Drop every node but the parameters and the Values (microgpt_c.Value)
+        in keep, which stay valid as leaves: their data and grads are kept,
+        the graph below them is dropped. Every other Value of this store made
+        before is stale from now on."""
+        keep = list(keep)
+        if not all(getattr(v, "store", None) is self for v in keep):
+            raise ValueError("reset(keep=...) takes Values of this store")
+        kept = ffi.new("int64_t[]", len(keep))
+        r = lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept)
+        if r:
+            raise self.value_error(r)
+        for v, h in zip(keep, kept):
+            v._h = h
+            v._as_leaf()
 
     def run(self, fn, tokens, key=None):
         """fn(token refs): the ops fn calls see tokens through indices into the

@@ -3,15 +3,27 @@ ops built from it exactly as the reference builds them (docs/graph.md defines
 each op node by node). It is the baseline the C engine is measured and checked
 against."""
 import math
+import numbers
 
 import numpy as np
 
 from .engine import Engine
 
 
+def real(x, what):
+    """x, if it is a real number (bool and numpy's included): as it is if an
+    int or a float, else as a float. Both engines' Values take nothing else."""
+    if type(x) is float or type(x) is int:
+        return x
+    if isinstance(x, numbers.Real):
+        return float(x)
+    raise TypeError(f"{what} must be a real number, not {type(x).__name__}")
+
+
 class Derived:
     """The operators the reference derives from +, * and **, for both engines'
-    Values."""
+    Values. Their nodes are the reference's: -a is a * -1, a - b is
+    a + (b * -1), a / b is a * b**-1, so that is what _prev shows."""
 
     __slots__ = ()
 
@@ -38,39 +50,56 @@ class Derived:
 
 
 class Value(Derived):
-    """One scalar node: value, gradient, children, local gradients."""
+    """One scalar node: value, gradient, children, local gradients, and
+    micrograd's symbol for the op that made it ('' for a leaf). A leaf takes
+    a real number only; .data and .grad are plain attributes, as micrograd's
+    (unchecked: the pure-Python engine computes what Python computes)."""
 
-    __slots__ = ("data", "grad", "_children", "_local_grads")
+    __slots__ = ("data", "grad", "_children", "_local_grads", "_o")
 
-    def __init__(self, data, children=(), local_grads=()):
-        self.data = data
+    def __init__(self, data, children=(), local_grads=(), op=""):
+        # a leaf's number is checked; the common ones without a call
+        self.data = data if children or type(data) is float or type(data) is int else real(data, "a Value's data")
         self.grad = 0
         self._children = children
         self._local_grads = local_grads
+        self._o = op  # the symbol, or for ** the exponent (formatted only when asked)
+
+    @property
+    def _prev(self):
+        """micrograd's children set."""
+        return set(self._children)
+
+    @property
+    def _op(self):
+        """micrograd's symbol for the op that made this node."""
+        return self._o if type(self._o) is str else f"**{self._o}"
 
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data + other.data, (self, other), (1, 1))
+        return Value(self.data + other.data, (self, other), (1, 1), "+")
 
     def __mul__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data * other.data, (self, other), (other.data, self.data))
+        return Value(self.data * other.data, (self, other), (other.data, self.data), "*")
 
     def __pow__(self, other):
-        return Value(self.data**other, (self,), (other * self.data ** (other - 1),))
+        if type(other) is not int and type(other) is not float and not isinstance(other, numbers.Real):
+            return NotImplemented  # Python's TypeError then names both operands' types
+        return Value(self.data**other, (self,), (other * self.data ** (other - 1),), other)
 
     def log(self):
-        return Value(math.log(self.data), (self,), (1 / self.data,))
+        return Value(math.log(self.data), (self,), (1 / self.data,), "log")
 
     def exp(self):
-        return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+        return Value(math.exp(self.data), (self,), (math.exp(self.data),), "exp")
 
     def relu(self):
-        return Value(max(0, self.data), (self,), (float(self.data > 0),))
+        return Value(max(0, self.data), (self,), (float(self.data > 0),), "ReLU")
 
     def tanh(self):
         t = math.tanh(self.data)
-        return Value(t, (self,), (1 - t**2,))
+        return Value(t, (self,), (1 - t**2,), "tanh")
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"

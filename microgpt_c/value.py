@@ -9,108 +9,247 @@
     a.grad
 
 A C Value is one node of a store (a CEngine, exact mode unless you pass one of
-your own); Values made without store= share a default store. A store only
-grows until reset: store.reset() drops every node but the model parameters,
-so a Value made before the reset is stale, and using it raises ValueError
-instead of reading whatever node has its id now. The numbers are floats
-(Value(2) holds 2.0; so -Value(-1.0).relu() is -0.0 where the reference's
-integer arithmetic gives 0). Where Python's float arithmetic would give inf, nan or a
-complex number, or raise, a C op raises ArithmeticError (MG_EMATH) and makes
-no node; the pure-Python Value does what the reference does."""
-import math
+your own); Values made without store= share microgpt_c.default_store().
+store.reset(keep=values) drops every node but the model parameters and the
+given Values, which become leaves (data and grad kept); any other Value made
+before is stale, and using it raises ValueError instead of reading whatever
+node has its id now. The store checks that in C: a Value holds a handle, not
+a node id (microgpt.h). The default store needs no reset: backward() drops
+the nodes no live Value reaches once it has grown enough (_reclaim). Every
+call holds the store's lock, so threads may share a store.
 
-from .cengine import CEngine, lib
-from .pyengine import Derived
+Each store has its own Value class (a subclass of _Node, registered as a
+Value: isinstance(v, Value) holds), with the store's C pointer bound into its
+ops: an op is one type check, one C call and one small object.
+
+The numbers are floats (Value(2) holds 2.0; so -Value(-1.0).relu() is -0.0
+where the reference's integer arithmetic gives 0), and only real numbers are
+taken: anything else is a TypeError. Where Python's float arithmetic would
+give inf, nan or a complex number, or raise, a C op raises ArithmeticError
+(MG_EMATH) and makes no node, and so does setting .data or .grad to inf or
+nan; the pure-Python Value does what the reference does.
+
+micrograd's graph attributes: v._prev, the set of v's children, and v._op,
+micrograd's symbol for the op that made v ('+', '*', '**2', 'ReLU', 'tanh',
+'exp', 'log'; '' for a leaf). Each Value holds its children, as micrograd's
+does, so walking _prev meets the same Python object for the same node. The
+number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
+import abc
+import gc
+import numbers
+import threading
+import weakref
+
+from .cengine import CEngine, ffi, lib
+from .pyengine import Derived, real
 
 _default = []
+_lock = threading.Lock()  # making the default store, or a store's Value class
 
 
 def default_store():
-    """The store Values use unless given another."""
+    """The store Values use unless given another: one for all threads."""
     if not _default:
-        _default.append(CEngine())
+        with _lock:
+            if not _default:
+                store = CEngine()
+                store.reclaim_at = RECLAIM_AT
+                _default.append(store)
     return _default[0]
 
 
-class Value(Derived):
-    __slots__ = ("store", "id", "_generation")
+class Value(Derived, metaclass=abc.ABCMeta):
+    """Value(data, store=None): a leaf of the store (default_store() if None)."""
 
-    def __init__(self, data, store=None):
-        self._at(store or default_store(), None)
-        self.id = self.store.leaf(data)
+    __slots__ = ()
 
-    def _at(self, store, node):
-        self.store, self.id, self._generation = store, node, store.generation
-        return self
+    def __new__(cls, data, store=None):
+        return _class_of(store or default_store())._leaf(data)
 
-    def _node(self):
-        """This Value's node id, if it still refers to the node it was made as."""
-        if self._generation != self.store.generation and self.id >= self.store.v.nparams:
-            raise ValueError("stale Value: its store was reset after it was made")
-        return self.id
 
-    def _operand(self, other):
-        """A node id for other: a Value of the same store, or a number as a new
-        leaf (the reference wraps numbers the same way)."""
-        if isinstance(other, Value):
-            if other.store is not self.store:
-                raise ValueError("Values from different stores cannot be combined")
-            return other._node()
-        if isinstance(other, (int, float)):
-            return self.store.leaf(other)
-        return None
+class _Node(Derived):
+    """What the Values of every store share."""
 
-    def _op(self, fn, *args):
-        return Value.__new__(Value)._at(self.store, self.store._ok(fn(self.store.s, *args)))
+    # _h: the node's handle; _o: micrograd's symbol for the op that made it
+    # ('' for a leaf), or for ** the exponent; _a, _b: the operands (None
+    # where there is none; _b a number until _prev makes its leaf)
+    __slots__ = ("_h", "_o", "_a", "_b")
+    store = _p = None  # each store's class: the CEngine and its C pointer
 
-    def __add__(self, other):
-        b = self._operand(other)
-        return NotImplemented if b is None else self._op(lib.mg_add, self._node(), b)
+    @classmethod
+    def _leaf(cls, data):
+        h = lib.mg_value_leaf(cls._p, real(data, "a Value's data"))
+        if h < 0:
+            raise CEngine.value_error(h)
+        v = cls()
+        v._h = h
+        v._as_leaf()
+        return v
 
-    def __mul__(self, other):
-        b = self._operand(other)
-        return NotImplemented if b is None else self._op(lib.mg_mul, self._node(), b)
+    def _as_leaf(self):
+        """No op, no operands: a leaf, as reset(keep=...) leaves a kept Value."""
+        self._o = ""
+        self._a = self._b = None
 
     def __pow__(self, other):
-        if not isinstance(other, (int, float)):
-            return NotImplemented
-        return self._op(lib.mg_pow, self._node(), float(other))
+        if type(other) is not float and type(other) is not int:
+            if not isinstance(other, numbers.Real):
+                return NotImplemented
+        h = lib.mg_value_pow(self._p, self._h, other)
+        if h < 0:
+            raise CEngine.value_error(h)
+        v = type(self)()
+        v._h = h
+        v._o = other
+        v._a = self
+        v._b = None
+        return v
 
-    def log(self):
-        return self._op(lib.mg_log, self._node())
+    @property
+    def _op(self):
+        return self._o if type(self._o) is str else f"**{self._o}"
 
-    def exp(self):
-        return self._op(lib.mg_exp, self._node())
-
-    def relu(self):
-        return self._op(lib.mg_relu, self._node())
-
-    def tanh(self):
-        return self._op(lib.mg_tanh, self._node())
+    @property
+    def _prev(self):
+        if self._a is None:
+            return set()
+        if self._b is None:
+            return {self._a}
+        if type(self._b) is not type(self):  # x op number: the leaf made for it (just before x op it), once
+            leaf = type(self)()
+            leaf._h = self._h - 1
+            leaf._as_leaf()
+            self._b = leaf
+        return {self._a, self._b}
 
     @property
     def data(self):
-        return self.store.v.val[self._node()]
+        x = lib.mg_value_get(self._p, self._h, 0)
+        if x != x:
+            raise CEngine.value_error()
+        return x
 
     @data.setter
     def data(self, x):
-        x = float(x)
-        if not math.isfinite(x):
-            raise ValueError(f"a Value holds a finite number, not {x}")
-        self.store.v.val[self._node()] = x
+        r = lib.mg_value_set(self._p, self._h, 0, real(x, "a Value's data"))
+        if r:
+            raise CEngine.value_error(r)
 
     @property
     def grad(self):
-        return self.store.v.grad[self._node()]
+        g = lib.mg_value_get(self._p, self._h, 1)
+        if g != g and lib.mg_value_failed():
+            raise CEngine.value_error()
+        return g
 
     @grad.setter
     def grad(self, g):
-        self.store.v.grad[self._node()] = float(g)
+        r = lib.mg_value_set(self._p, self._h, 1, real(g, "a Value's grad"))
+        if r:
+            raise CEngine.value_error(r)
+
+    @property
+    def id(self):
+        """The node's id in its store (reused after a reset)."""
+        return self._h & 0x7FFFFFFF
 
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a
         fresh graph, or zero the grads you read: like micrograd, it adds)."""
-        self.store.backward(self._node())
+        r = lib.mg_value_backward(self._p, self._h)
+        if r:
+            raise CEngine.value_error(r)
+        if self.store.v.n >= self.store.reclaim_at:
+            _reclaim(type(self))
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
+
+
+Value.register(_Node)
+
+
+RECLAIM_AT = 1 << 20  # nodes: the default store reclaims at this size, and then at 4x what it kept
+
+
+def _reclaim(cls):
+    """Drop the nodes no live Value of cls's store reaches (its Values are the
+    instances of cls, which the garbage collector can list). With other
+    threads running, a Value could be in flight: then nothing happens."""
+    store = cls.store
+    if threading.active_count() == 1 and store.mode == "exact" and not store._programs:
+        live = [v for v in gc.get_referrers(cls) if type(v) is cls]
+        handles = ffi.new("int64_t[]", [v._h for v in live])
+        r = lib.mg_value_compact(store.s, handles, len(live))
+        if r:
+            raise CEngine.value_error(r)
+        for v, h in zip(live, handles):
+            v._h = h
+    store.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)
+
+
+def _class_of(store):
+    """store's Value class, made on first use. The store holds it weakly (a
+    class lives until the garbage collector frees it); its Values hold it."""
+    cls = store.value_class and store.value_class()
+    if cls is None:
+        with _lock:
+            cls = store.value_class and store.value_class()
+            if cls is None:
+                cls = _make_class(store)
+                store.value_class = weakref.ref(cls)
+    return cls
+
+
+def _make_class(store):
+    p = store.s
+
+    def binary(symbol, op, op_number):
+        """Value op other, other a Value of this store or a real number (which,
+        as in the reference, becomes a leaf: made in the same C call)."""
+
+        def method(self, other):
+            if type(other) is cls:
+                h = op(p, self._h, other._h)
+            elif type(other) is float or type(other) is int:
+                h = op_number(p, self._h, other)
+            elif isinstance(other, numbers.Real):
+                h = op_number(p, self._h, float(other))
+            elif isinstance(other, Value):
+                raise ValueError("Values from different stores cannot be combined")
+            else:
+                return NotImplemented
+            if h < 0:
+                raise CEngine.value_error(h)
+            v = cls()  # one slot at a time: no tuple to pack and unpack
+            v._h = h
+            v._o = symbol
+            v._a = self
+            v._b = other
+            return v
+
+        return method
+
+    def unary(symbol, op):
+        def method(self):
+            h = op(p, self._h)
+            if h < 0:
+                raise CEngine.value_error(h)
+            v = cls()
+            v._h = h
+            v._o = symbol
+            v._a = self
+            v._b = None
+            return v
+
+        return method
+
+    add = binary("+", lib.mg_value_add, lib.mg_value_addc)
+    mul = binary("*", lib.mg_value_mul, lib.mg_value_mulc)
+    cls = type("Value", (_Node,), {
+        "__slots__": (), "__module__": __name__, "store": store, "_p": p,
+        "__add__": add, "__radd__": add,  # the reference's __radd__ and __rmul__: self + other
+        "__mul__": mul, "__rmul__": mul,
+        "log": unary("log", lib.mg_value_log), "exp": unary("exp", lib.mg_value_exp),
+        "relu": unary("ReLU", lib.mg_value_relu), "tanh": unary("tanh", lib.mg_value_tanh)})
+    return cls

@@ -1,0 +1,145 @@
+"""python -m microgpt_c bench value: micrograd's demo (an MLP(2, [16, 16, 1])
+on two moons, SVM loss + L2, plain SGD) on each Value engine, each in a fresh
+process; one table of ms/step, ns per node, nodes per step and peak RSS. The
+training loop is the README's, so what is timed is what a user writes (the C
+Value's default store drops the dead graphs itself, inside backward)."""
+import argparse
+import gc
+import importlib
+import importlib.util
+import json
+import math
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from .cli import Parser
+
+# engine name -> the module whose Value it trains
+ENGINES = {"c": "microgpt_c.value", "python": "microgpt_c.pyengine", "micrograd": "micrograd.engine"}
+
+
+def moons(n, noise=0.1, seed=0):
+    """n points on two interleaved half circles with gaussian noise, labels -1 and 1
+    (what sklearn's make_moons draws, made here so nothing else is needed)."""
+    rng = random.Random(seed)
+    points = []
+    for i in range(n):
+        label = i % 2
+        t = math.pi * rng.random()
+        x, y = (math.cos(t), math.sin(t)) if label == 0 else (1 - math.cos(t), 0.5 - math.sin(t))
+        points.append(([x + rng.gauss(0, noise), y + rng.gauss(0, noise)], 2 * label - 1))
+    return points
+
+
+class MLP:
+    """micrograd's nn.MLP: layers of neurons w.x + b, relu on all but the last layer."""
+
+    def __init__(self, V, nin, nouts, rng):
+        sizes = [nin] + nouts
+        self.layers = [[([V(rng.uniform(-1, 1)) for _ in range(a)], V(0.0)) for _ in range(b)]
+                       for a, b in zip(sizes, sizes[1:])]
+
+    def __call__(self, x):
+        for k, layer in enumerate(self.layers):
+            x = [sum((wi * xi for wi, xi in zip(w, x)), b) for w, b in layer]
+            x = [xi.relu() for xi in x] if k < len(self.layers) - 1 else x
+        return x[0]
+
+    def parameters(self):
+        return [p for layer in self.layers for w, b in layer for p in w + [b]]
+
+
+def train(V, steps, points, seed=1337):
+    """The demo's loop; yields (seconds, loss, the loss Value) per step."""
+    model = MLP(V, 2, [16, 16, 1], random.Random(seed))
+    params = model.parameters()
+    for k in range(steps):
+        t0 = time.perf_counter()
+        inputs = [[V(x) for x in xs] for xs, _ in points]
+        scores = [model(x) for x in inputs]
+        losses = [(1 + -y * s).relu() for (_, y), s in zip(points, scores)]
+        data_loss = sum(losses) * (1.0 / len(losses))
+        reg_loss = 1e-4 * sum(p * p for p in params)
+        loss = data_loss + reg_loss
+        for p in params:
+            p.grad = 0.0
+        loss.backward()
+        value = loss.data
+        lr = 1.0 - 0.9 * k / 100
+        for p in params:
+            p.data -= lr * p.grad
+        yield time.perf_counter() - t0, value, loss
+
+
+def count_nodes(root):
+    """Nodes of the graph below root, by micrograd's _prev."""
+    seen, stack = {id(root)}, [root]
+    while stack:
+        for c in stack.pop()._prev:
+            if id(c) not in seen:
+                seen.add(id(c))
+                stack.append(c)
+    return len(seen)
+
+
+def worker(a):
+    V = importlib.import_module(ENGINES[a.worker]).Value
+    if not a.gc:
+        gc.disable()
+    times, losses, nodes = [], [], None
+    for t, loss, root in train(V, a.steps, moons(a.points)):
+        times.append(t)
+        losses.append(loss)
+        if nodes is None and hasattr(root, "_prev"):
+            nodes = count_nodes(root)
+    print(json.dumps({"engine": a.worker, "step_seconds": times, "losses": losses, "nodes": nodes,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main(argv):
+    p = Parser(prog="python -m microgpt_c bench value", description=__doc__)
+    p.add_argument("--steps", type=int, default=20, help="training steps per engine, at most the demo's 100 "
+                   "(its learning rate falls to 0.1 by then) (default: %(default)s)")
+    p.add_argument("--points", type=int, default=100, help="two-moons points (default: %(default)s)")
+    p.add_argument("--gc", action="store_true", help="leave Python's garbage collector on (default: off, "
+                   "as micrograd's timings are usually quoted)")
+    p.add_argument("--engines", default=",".join(e for e, m in ENGINES.items()
+                                                 if importlib.util.find_spec(m.split(".")[0])),
+                   help="comma-separated, from " + ", ".join(ENGINES) + " (default: those installed: %(default)s)")
+    p.add_argument("--worker", choices=list(ENGINES), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if not 1 <= a.steps <= 100 or a.points < 1:
+        p.error("--steps must be in [1, 100] and --points at least 1")
+    if a.worker:
+        return worker(a)
+    names = a.engines.split(",")
+    if not set(names) <= set(ENGINES):
+        p.error(f"--engines: expected names from {', '.join(ENGINES)}")
+    results = []
+    for name in names:
+        cmd = [sys.executable, "-m", "microgpt_c", "bench", "value", "--worker", name,
+               "--steps", str(a.steps), "--points", str(a.points)] + (["--gc"] if a.gc else [])
+        results.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+    nodes = next((r["nodes"] for r in results if r["nodes"]), None)
+    base = statistics.median(results[0]["step_seconds"])
+    rows = [["engine", "ms/step", "mean", f"vs {names[0]}", "ns/node", "nodes/step", "peak RSS MB",
+             f"losses equal {names[0]}'s"]]
+    for r in results:
+        ms = statistics.median(r["step_seconds"]) * 1e3
+        diff = max(abs(x - y) for x, y in zip(r["losses"], results[0]["losses"]))
+        same = "yes, bit for bit" if r["losses"] == results[0]["losses"] else f"no, max |diff| {diff:.1e}"
+        rows.append([r["engine"], f"{ms:.1f}", f"{statistics.mean(r['step_seconds']) * 1e3:.1f}",
+                     f"{ms / (base * 1e3):.2f}x", f"{ms * 1e6 / nodes:.0f}" if nodes else "-",
+                     f"{nodes:,}" if nodes else "-", f"{r['peak_rss_mb']:.0f}", same])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    print(f"{a.steps} steps of micrograd's demo on {a.points} points, each engine in a fresh process, gc "
+          f"{'on' if a.gc else 'off'}. ms/step: the median step (forward, backward, update), mean: with the "
+          f"occasional slow step (the C default store reclaiming dead graphs); ns/node: the median step over the "
+          f"nodes it builds; vs {names[0]}: median over {names[0]}'s median. micrograd's own backward walks "
+          f"children from a set, so its sums can round differently.")

@@ -149,17 +149,17 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
     if (!disjoint(p, g, n) || !disjoint(p, m, n) || !disjoint(p, v, n) ||
         !disjoint(g, m, n) || !disjoint(g, v, n) || !disjoint(m, v, n))
         return MG_EARG;
-    int64_t cheap = mg_adam_cheap(), check = exact && mismatch, any = !exact; /* any: take x*x, sqrt */
+    int64_t cheap = mg_adam_cheap(), check = exact && mismatch;
     int64_t slow = 0, bad = 0, sure[256];
     double a[256], b[256], h[256]; /* per block: the powers apart, so the rest vectorizes */
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
         int k = n - i0 < 256 ? (int)(n - i0) : 256;
         double *P = p + i0, *G = g + i0, *M = m + i0, *V = v + i0;
-        for (int i = 0; i < k; i++) {
-            a[i] = G[i] * G[i];
-            sure[i] = any | (cheap & sure_square(G[i], a[i]));
+        for (int i = 0; i < k; i++) a[i] = G[i] * G[i];
+        if (exact) {
+            for (int i = 0; i < k; i++) sure[i] = cheap & sure_square(G[i], a[i]);
+            settle(a, G, sure, k, 2, check, &slow, &bad);
         }
-        settle(a, G, sure, k, 2, check, &slow, &bad);
         for (int i = 0; i < k; i++) {
             M[i] = b1 * M[i] + (1 - b1) * G[i];
             V[i] = b2 * V[i] + (1 - b2) * a[i];
@@ -168,11 +168,13 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
             G[i] = 0;
         }
         roots(b, h, k);
-        for (int i = 0; i < k; i++) {
-            b[i] = b[i] + 0.0;
-            sure[i] = any | (cheap & sure_root(h[i], b[i]));
+        if (exact) {
+            for (int i = 0; i < k; i++) {
+                b[i] = b[i] + 0.0;
+                sure[i] = cheap & sure_root(h[i], b[i]);
+            }
+            settle(b, h, sure, k, 0.5, check, &slow, &bad);
         }
-        settle(b, h, sure, k, 0.5, check, &slow, &bad);
         for (int i = 0; i < k; i++) P[i] -= lr_t * a[i] / (b[i] + eps);
     }
     if (mismatch) *mismatch = bad;

@@ -14,7 +14,7 @@ from . import memory
 from .cli import Parser, add_settings, settings
 from .registry import ENGINES, PAIRS, require
 from .run import Run
-from .text import load_docs
+from .text import Tokenizer, load_docs
 
 # every available engine:mode, PyTorch (float64, eager, CPU) as an outside anchor when installed
 DEFAULT = [pair for pair in PAIRS if ENGINES[pair.split(":")[0]].available()]
@@ -97,7 +97,7 @@ def check(a):
     docs = load_docs(a.data)
     for engine, mode in a.engines:
         require(engine)
-        memory.check(cfg, docs, engine, mode)
+        memory.check(cfg, docs, Tokenizer(docs), engine, mode)
 
 
 def row(r, base):

@@ -5,7 +5,6 @@ import resource
 
 from .model import param_shapes
 from .registry import ENGINES
-from .text import Tokenizer
 
 # Nodes of one training step on a document of P positions (parameters
 # excluded), by graph: docs/graph.md, section 4. d = n_embd, V = vocabulary,
@@ -50,11 +49,11 @@ def available():
     return min(figures) if figures else None
 
 
-def check(cfg, docs, engine, mode):
+def check(cfg, docs, tok, engine, mode):
     """A MemoryError, before anything is allocated, if a run of cfg on engine
-    and mode, training on docs, needs more memory (or nodes) than there is:
-    the longest document's step is the largest."""
-    info, vocab_size = ENGINES[engine], Tokenizer(docs).vocab_size
+    and mode, training on docs (tokenized by tok), needs more memory (or
+    nodes) than there is: the longest document's step is the largest."""
+    info, vocab_size = ENGINES[engine], tok.vocab_size
     positions = min(cfg.block_size, max(map(len, docs)) + 1)
     params = sum(r * c for r, c in param_shapes(cfg, vocab_size).values())
     nodes = GRAPHS[mode](cfg.n_embd, vocab_size, cfg.n_layer, cfg.n_head, positions) if mode in info.node_bytes else 0

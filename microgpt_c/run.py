@@ -28,8 +28,8 @@ class Run:
 
     def _start(self, cfg, schedule, docs, rng, E):
         self.cfg, self.schedule, self.docs, self.rng, self.E = cfg, schedule, docs, rng, E
-        memory.check(cfg, docs, E.name, E.mode)  # refuse now what cannot fit
         self.tok = Tokenizer(docs)
+        memory.check(cfg, docs, self.tok, E.name, E.mode)  # refuse now what cannot fit
         self.num_params = sum(r * c for r, c in param_shapes(cfg, self.tok.vocab_size).values())
         self.adam = Adam(self.num_params, schedule.lr, schedule.steps)
         self.step = 0

@@ -1,4 +1,4 @@
-"""cffi out-of-line API mode: compiles csrc/microgpt.c and csrc/adam.c into
+"""cffi out-of-line API mode: compiles csrc/microgpt.c, adam.c and shuffle.c into
 microgpt_c._engine.
 
 The header is the cdef. Exact mode relies on every + and * being one correctly
@@ -18,7 +18,7 @@ ffibuilder.cdef(cdef)
 ffibuilder.set_source(
     "microgpt_c._engine",
     '#include "microgpt.h"',
-    sources=["csrc/microgpt.c", "csrc/adam.c"],
+    sources=["csrc/microgpt.c", "csrc/adam.c", "csrc/shuffle.c"],
     include_dirs=["csrc"],
     depends=["csrc/microgpt.h", "csrc/build_ffi.py"],
     extra_compile_args=["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off",

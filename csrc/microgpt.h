@@ -98,6 +98,12 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
 /* 1 if the cheap powers are on: glibc >= 2.28 on x86-64/AArch64, fused fma */
 int32_t mg_adam_cheap(void);
 
+/* random.shuffle of n items: perm becomes the permutation (item perm[i]
+   ends at i) that Python's Random with Mersenne Twister state mt would make,
+   and mt the state after: mt is random.getstate()[1], 624 words and the
+   position (shuffle.c). MG_EARG for a NULL array, n < 0 or a bad position. */
+int32_t mg_shuffle(uint32_t *mt, int32_t *perm, int32_t n);
+
 /* The Value API (microgpt_c.Value): a Value is a handle, not a node id (a
    handle made before a reset is refused as stale). Each call holds the store's
    lock: threads may share a store. Ops return the new Value's handle or a

@@ -11,11 +11,10 @@ import math
 import random
 import zipfile
 import zlib
-from dataclasses import asdict, fields
 
 import numpy as np
 
-from .config import Config, Schedule
+from .config import Config, Schedule, asdict, fields
 from .files import atomic_write
 from .model import param_shapes
 from .registry import MODES

@@ -2,9 +2,8 @@
 from config.py), the engine choices (from registry.py)."""
 import argparse
 import re
-from dataclasses import fields
 
-from .config import Config, Schedule
+from .config import Config, Schedule, fields
 from .registry import ENGINES, MODES
 
 PROG = "python -m microgpt_c"
@@ -47,7 +46,7 @@ def add_settings(p, title):
     g = p.add_argument_group(title)
     for f in (*fields(Config), *fields(Schedule)):
         g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
-                       help=f"{f.metadata['help']} (default: {f.default})")
+                       help=f"{f.help} (default: {f.default})")
     return g
 
 

@@ -4,22 +4,20 @@ default. Engines are imported only when made (the C engine loads the compiled
 module; PyTorch is never a dependency)."""
 import importlib
 import importlib.util
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class EngineInfo:
-    module: str  # microgpt_c.<module>.<cls> implements engine.Engine
-    cls: str
-    modes: tuple
-    # what a run takes in memory (memory.py), measured as peak RSS over a run's
-    # first steps: bytes per parameter (the initial values as Python floats,
-    # the engine's copy, Adam's moments and the update's temporaries) and per
-    # node of one step's graph, by mode (a mode not listed: its graph is not estimated)
-    param_bytes: int
-    node_bytes: dict
-    needs: str = None  # an optional package it needs
-    max_nodes: int = None  # parameters and one step's nodes together (the C engine's ids are int32)
+    """module, cls: microgpt_c.<module>.<cls> implements engine.Engine; modes:
+    the first is the default. What a run takes in memory (memory.py), measured
+    as peak RSS over a run's first steps: param_bytes per parameter (the
+    initial values as Python floats, the engine's copy, Adam's moments and the
+    update's temporaries) and node_bytes per node of one step's graph, by mode
+    (a mode not listed: its graph is not estimated). needs: an optional package
+    it needs; max_nodes: parameters and one step's nodes together."""
+
+    def __init__(self, module, cls, modes, param_bytes, node_bytes, needs=None, max_nodes=None):
+        self.module, self.cls, self.modes, self.needs = module, cls, modes, needs
+        self.param_bytes, self.node_bytes, self.max_nodes = param_bytes, node_bytes, max_nodes
 
     def available(self):
         return self.needs is None or importlib.util.find_spec(self.needs) is not None

@@ -8,6 +8,7 @@ from . import memory
 from .config import Config, Schedule
 from .model import Adam, doc_loss, init_params, param_shapes, sample
 from .registry import make_engine, mode_for
+from .shuffle import shuffle
 from .text import Tokenizer, load_docs
 
 
@@ -17,12 +18,12 @@ class Run:
     A run that would need more memory than there is is a MemoryError before
     anything is allocated (memory.py)."""
 
-    def __init__(self, cfg=None, docs=None, seed=Schedule.seed, steps=Schedule.steps, lr=Schedule.lr,
-                 engine="c", mode=None):
+    def __init__(self, cfg=None, docs=None, seed=Schedule.seed.default, steps=Schedule.steps.default,
+                 lr=Schedule.lr.default, engine="c", mode=None):
         schedule = Schedule(seed, steps, lr)
         rng = random.Random(seed)
         docs = list(load_docs() if docs is None else docs)
-        rng.shuffle(docs)
+        shuffle(rng, docs)  # rng.shuffle(docs), in C
         self._start(cfg or Config(), schedule, docs, rng, make_engine(engine, mode))
         self.P = init_params(self.E, self.cfg, self.tok.vocab_size, rng)
 

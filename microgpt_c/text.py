@@ -1,5 +1,4 @@
 """Documents and the character tokenizer."""
-import io
 import os
 import re
 import unicodedata
@@ -23,16 +22,15 @@ def load_docs(path=None):
         raise ValueError(f"{path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
-    docs, text = [], text.removeprefix("\ufeff")
-    checked = CONTROL.search(text) is not None
-    for number, line in enumerate(io.StringIO(text, newline=None), 1):
-        line = line.strip()
-        bad = checked and control(line)
-        if bad:
-            raise ValueError(f"{path}: line {number} has the control character {bad!r} (U+{ord(bad):04X}): "
-                             f"documents are printable text")
-        if line:
-            docs.append(line)
+    text = text.removeprefix("\ufeff")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as a text file reads them
+    if CONTROL.search(text):
+        for number, line in enumerate(lines, 1):
+            bad = control(line.strip())
+            if bad:
+                raise ValueError(f"{path}: line {number} has the control character {bad!r} (U+{ord(bad):04X}): "
+                                 f"documents are printable text")
+    docs = [line for line in map(str.strip, lines) if line]
     if not docs:
         raise ValueError(f"{path}: no documents (no line has anything but whitespace)")
     return docs

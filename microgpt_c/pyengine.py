@@ -5,8 +5,6 @@ against."""
 import math
 import numbers
 
-import numpy as np
-
 from .engine import Engine
 
 
@@ -139,14 +137,14 @@ class PyEngine(Engine):
 
     def param_values(self):
         """A copy of the parameters' values, in flat order."""
-        return np.array([p.data for p in self.params], dtype=np.float64)
+        return floats([p.data for p in self.params])
 
     def set_param_values(self, flat):
-        for p, d in zip(self.params, np.asarray(flat, dtype=np.float64).tolist()):
+        for p, d in zip(self.params, floats(flat).tolist()):
             p.data = d
 
     def param_grads(self):
-        return np.array([p.grad for p in self.params], dtype=np.float64)
+        return floats([p.grad for p in self.params])
 
     def zero_grads(self):
         for p in self.params:
@@ -218,3 +216,9 @@ class PyEngine(Engine):
         """Python's float power (the C library's pow), as the reference's ** is."""
         out[:] = [xi**e for xi in x.tolist()]
         return out
+
+
+def floats(xs):
+    """xs as a float64 numpy array (imported here: the Value API needs no numpy)."""
+    import numpy as np
+    return np.asarray(xs, dtype=np.float64)

@@ -23,7 +23,9 @@ def load_docs(path=None):
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
     text = text.removeprefix("\ufeff")
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as a text file reads them
+    if "\r" in text:  # line ends as a text file reads them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
     if CONTROL.search(text):
         for number, line in enumerate(lines, 1):
             bad = control(line.strip())

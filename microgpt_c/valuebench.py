@@ -2,7 +2,9 @@
 on two moons, SVM loss + L2, plain SGD) on each Value engine, each in a fresh
 process; one table of ms/step, ns per node, nodes per step and peak RSS. The
 training loop is the README's, so what is timed is what a user writes (the C
-Value's default store drops the dead graphs itself, inside backward)."""
+Value's default store drops the dead graphs itself, inside backward). The
+floor row runs the loop on a Value that does no arithmetic: what any engine
+that makes one Python object per node pays, whatever it computes."""
 import argparse
 import gc
 import importlib
@@ -18,8 +20,42 @@ import time
 
 from .cli import Parser
 
-# engine name -> the module whose Value it trains
-ENGINES = {"c": "microgpt_c.value", "python": "microgpt_c.pyengine", "micrograd": "micrograd.engine"}
+# engine name -> "module:class" of the Value it trains
+ENGINES = {"c": "microgpt_c.value:Value", "python": "microgpt_c.pyengine:Value",
+           "micrograd": "micrograd.engine:Value", "floor": "microgpt_c.valuebench:Floor"}
+
+
+class Floor:
+    """A Value that only makes its node, as the C Value's ops do (one object,
+    its operands held) without the C call: no data, no gradients."""
+
+    __slots__ = ("_h", "_o", "_a", "_b")
+    data = grad = property(lambda self: 0.0, lambda self, x: None)  # nothing to compute or keep
+
+    def __init__(self, data=0.0):
+        self._a = self._b = None
+
+    def __add__(self, other):
+        v = Floor.__new__(Floor)
+        v._h = 0
+        v._o = "+"
+        v._a = self
+        v._b = other
+        return v
+
+    __radd__ = __mul__ = __rmul__ = __add__
+
+    def relu(self):
+        v = Floor.__new__(Floor)
+        v._h = 0
+        v._o = "ReLU"
+        v._a = self
+        v._b = None
+        return v
+
+    def backward(self):
+        pass
+
 
 
 def moons(n, noise=0.1, seed=0):
@@ -87,17 +123,18 @@ def count_nodes(root):
 
 
 def worker(a):
-    V = importlib.import_module(ENGINES[a.worker]).Value
+    module, cls = ENGINES[a.worker].split(":")
+    V = getattr(importlib.import_module(module), cls)
     if not a.gc:
         gc.disable()
     times, losses, nodes = [], [], None
     for t, loss, root in train(V, a.steps, moons(a.points)):
         times.append(t)
         losses.append(loss)
-        if nodes is None and hasattr(root, "_prev"):
+        if nodes is None and hasattr(root, "_prev") and V is not Floor:
             nodes = count_nodes(root)
-    print(json.dumps({"engine": a.worker, "step_seconds": times, "losses": losses, "nodes": nodes,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"engine": a.worker, "step_seconds": times, "losses": None if V is Floor else losses,
+                      "nodes": nodes, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def main(argv):
@@ -130,8 +167,12 @@ def main(argv):
              f"losses equal {names[0]}'s"]]
     for r in results:
         ms = statistics.median(r["step_seconds"]) * 1e3
-        diff = max(abs(x - y) for x, y in zip(r["losses"], results[0]["losses"]))
-        same = "yes, bit for bit" if r["losses"] == results[0]["losses"] else f"no, max |diff| {diff:.1e}"
+        if r["losses"] is None or results[0]["losses"] is None:  # the floor computes nothing
+            same = "-"
+        elif r["losses"] == results[0]["losses"]:
+            same = "yes, bit for bit"
+        else:
+            same = f"no, max |diff| {max(abs(x - y) for x, y in zip(r['losses'], results[0]['losses'])):.1e}"
         rows.append([r["engine"], f"{ms:.1f}", f"{statistics.mean(r['step_seconds']) * 1e3:.1f}",
                      f"{ms / (base * 1e3):.2f}x", f"{ms * 1e6 / nodes:.0f}" if nodes else "-",
                      f"{nodes:,}" if nodes else "-", f"{r['peak_rss_mb']:.0f}", same])
@@ -142,4 +183,6 @@ def main(argv):
           f"{'on' if a.gc else 'off'}. ms/step: the median step (forward, backward, update), mean: with the "
           f"occasional slow step (the C default store reclaiming dead graphs); ns/node: the median step over the "
           f"nodes it builds; vs {names[0]}: median over {names[0]}'s median. micrograd's own backward walks "
-          f"children from a set, so its sums can round differently.")
+          f"children from a set, so its sums can round differently. floor: the loop on a Value that makes its "
+          f"node object and nothing else (no arithmetic, no C call, no backward), which any engine with one "
+          f"Python object per node pays.")

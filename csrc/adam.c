@@ -110,8 +110,13 @@ int32_t mg_adam_cheap(void) {
    sure values that pow contradicts in *bad. */
 static void settle(double *y, const double *x, const int64_t *sure, int k, double e, int check,
                    int64_t *slow, int64_t *bad) {
-    for (int i = 0; i < k; i++) {
-        if (sure[i] && !check) continue;
+    int todo[256], n = 0;
+    for (int i = 0; i < k; i++) { /* their indices first, without a branch to mispredict */
+        todo[n] = i;
+        n += check | !sure[i];
+    }
+    for (int j = 0; j < n; j++) {
+        int i = todo[j];
         double z = pow(x[i], e);
         *slow += !sure[i];
         *bad += sure[i] && bits(y[i]) != bits(z);

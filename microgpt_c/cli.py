@@ -30,13 +30,17 @@ class Version(argparse.Action):
 
 def formatter(prog):
     """argparse's help layout, at the terminal's width found as shutil finds it
-    (COLUMNS, else the terminal, else 80) without importing shutil: argparse
-    makes a formatter for every flag, and that import was 3% of the main job."""
-    try:
-        columns = int(os.environ.get("COLUMNS", 0)) or os.get_terminal_size(sys.__stdout__.fileno()).columns
-    except (ValueError, OSError, AttributeError):
-        columns = 80
-    return argparse.HelpFormatter(prog, width=max(columns - 2, 1))
+    (COLUMNS if positive, else the terminal's, else 80) without importing
+    shutil: argparse makes a formatter for every flag, and that import was 3%
+    of the main job."""
+    columns = os.environ.get("COLUMNS", "")
+    columns = int(columns) if columns.isdigit() else 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+            columns = 0
+    return argparse.HelpFormatter(prog, width=(columns or 80) - 2)
 
 
 class Parser(argparse.ArgumentParser):

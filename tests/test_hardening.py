@@ -279,6 +279,22 @@ def test_every_flag_shows_its_default(command):
         assert "(default: " in p._get_formatter()._expand_help(a), a.option_strings
 
 
+@pytest.mark.parametrize("columns, terminal, widest", [("120", 100, 118), ("abc", 100, 98), ("-5", None, 78),
+                                                      ("", None, 78)])
+def test_help_is_as_wide_as_shutil_would_make_it(capsys, monkeypatch, columns, terminal, widest):
+    """The help's width is shutil.get_terminal_size's, found without shutil:
+    COLUMNS if it is a positive number, else the terminal's, else 80 (less 2)."""
+    def terminal_size(fd):
+        if terminal is None:
+            raise OSError("not a terminal")
+        return os.terminal_size((terminal, 24))
+
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(os, "get_terminal_size", terminal_size)
+    status, out, err = run_main(capsys, "--help")
+    assert status == 0 and widest - 12 < max(map(len, out.splitlines())) <= widest
+
+
 def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
     status, out, err = run_main(capsys, "--help")
     assert status == 0 and err == ""

@@ -1328,18 +1328,19 @@ int32_t mg_backward(mg_store *s, int32_t root) {
 /* ------------------------------------------------------------------------ */
 /* the Value API: micrograd's Value, one node per Value, for microgpt_c.Value.
 
-   A Value is a handle, generation << 31 | node id. The store's generation
-   changes at every reset and compaction, and generations are unique across
-   stores, so a handle made before a reset, or by another store, names no
-   node here: it is refused, never read. (The counter is 32 bits: a handle
-   could only alias after 2**32 resets and compactions in one process.) Every call holds the store's lock, so
+   A Value is a handle, generation << 31 | node id (in a double: microgpt.h).
+   The store's generation changes at every reset and compaction, and
+   generations are unique across stores, so a handle made before a reset, or
+   by another store, names no node here: it is refused, never read. (The
+   counter is 22 bits, all a double leaves: a handle could only alias after
+   2**22 resets and compactions in one process.) Every call holds the store's lock, so
    threads sharing a store take turns; a failed call's message is kept per
    thread (mg_value_error). */
 
 static uint32_t new_generation(void) {
     static uint32_t last;
     uint32_t g;
-    do g = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED); while (g == 0);
+    do g = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED) & ((1u << 22) - 1); while (g == 0);
     return g;
 }
 
@@ -1348,12 +1349,14 @@ static __thread int32_t value_code;
 const char *mg_value_error(void) { return value_err; }
 int32_t mg_value_failed(void) { return value_code; }
 
-#define HANDLE(id) ((int64_t)s->gen << 31 | (id))
+#define HANDLE(id) ((mg_handle)((uint64_t)s->gen << 31 | (uint32_t)(id))) /* < 2**53: exact */
 
-/* The node handle h names, or -1. */
-static int32_t node_of(const mg_store *s, int64_t h) {
-    int32_t id = (int32_t)(h & INT32_MAX);
-    return h >= 0 && (uint64_t)h >> 31 == s->gen && id < s->v.n ? id : -1;
+/* The node handle h names, or -1 (NaN, fractions and all else included). */
+static int32_t node_of(const mg_store *s, mg_handle h) {
+    if (!(h >= 0 && h < 0x1p53) || (double)(uint64_t)h != h) return -1;
+    uint64_t u = (uint64_t)h;
+    int32_t id = (int32_t)(u & INT32_MAX);
+    return u >> 31 == s->gen && id < s->v.n ? id : -1;
 }
 
 static int32_t stale(mg_store *s) {
@@ -1364,28 +1367,28 @@ static int32_t stale(mg_store *s) {
                               pthread_mutex_lock(&s->lock); } while (0)
 
 /* Unlock; the outcome (and an error's message) stays with this thread. */
-static int64_t unlock(mg_store *s, int64_t r) {
+static mg_handle unlock(mg_store *s, mg_handle r) {
     value_code = r < 0 ? (int32_t)r : 0;
     if (r < 0) memcpy(value_err, s->v.err, sizeof value_err);
     pthread_mutex_unlock(&s->lock);
     return r;
 }
 
-static int64_t handle_of(mg_store *s, int32_t r) { return r < 0 ? r : HANDLE(r); }
+static mg_handle handle_of(mg_store *s, int32_t r) { return r < 0 ? r : HANDLE(r); }
 
-static int64_t unary(mg_store *s, int32_t op, int64_t x) {
+static mg_handle unary(mg_store *s, int32_t op, mg_handle x) {
     unary_args a = {node_of(s, x)};
     return a.a < 0 ? stale(s) : handle_of(s, call(s, op, &a, WORDS(a)));
 }
 
-static int64_t binary(mg_store *s, int32_t op, int64_t x, int64_t y) {
+static mg_handle binary(mg_store *s, int32_t op, mg_handle x, mg_handle y) {
     binary_args a = {node_of(s, x), node_of(s, y)};
     return a.a < 0 || a.b < 0 ? stale(s) : handle_of(s, call(s, op, &a, WORDS(a)));
 }
 
 /* x op Value(c): the leaf, then the op, as the reference makes them; neither
    if the op fails. One call where Python would make two. */
-static int64_t with_number(mg_store *s, int32_t op, int64_t x, double c) {
+static mg_handle with_number(mg_store *s, int32_t op, mg_handle x, double c) {
     int32_t n0 = s->v.n;
     int64_t t0 = s->ntape;
     binary_args a = {node_of(s, x), -1};
@@ -1396,27 +1399,27 @@ static int64_t with_number(mg_store *s, int32_t op, int64_t x, double c) {
     return handle_of(s, r);
 }
 
-int64_t mg_value_leaf(mg_store *s, double v) {
+mg_handle mg_value_leaf(mg_store *s, double v) {
     LOCK(MG_EARG);
     leaf_args a = {f64_of(v)};
     return unlock(s, handle_of(s, call(s, OP_leaf, &a, WORDS(a))));
 }
-int64_t mg_value_add(mg_store *s, int64_t x, int64_t y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_add, x, y)); }
-int64_t mg_value_mul(mg_store *s, int64_t x, int64_t y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_mul, x, y)); }
-int64_t mg_value_addc(mg_store *s, int64_t x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_add, x, c)); }
-int64_t mg_value_mulc(mg_store *s, int64_t x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_mul, x, c)); }
-int64_t mg_value_log(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_log, x)); }
-int64_t mg_value_exp(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_exp, x)); }
-int64_t mg_value_relu(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_relu, x)); }
-int64_t mg_value_tanh(mg_store *s, int64_t x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_tanh, x)); }
+mg_handle mg_value_add(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_add, x, y)); }
+mg_handle mg_value_mul(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_mul, x, y)); }
+mg_handle mg_value_addc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_add, x, c)); }
+mg_handle mg_value_mulc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_mul, x, c)); }
+mg_handle mg_value_log(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_log, x)); }
+mg_handle mg_value_exp(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_exp, x)); }
+mg_handle mg_value_relu(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_relu, x)); }
+mg_handle mg_value_tanh(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_tanh, x)); }
 
-int64_t mg_value_pow(mg_store *s, int64_t x, double p) {
+mg_handle mg_value_pow(mg_store *s, mg_handle x, double p) {
     LOCK(MG_EARG);
     pow_args a = {node_of(s, x), f64_of(p)};
     return unlock(s, a.a < 0 ? stale(s) : handle_of(s, call(s, OP_pow, &a, WORDS(a))));
 }
 
-double mg_value_get(mg_store *s, int64_t x, int32_t grad) {
+double mg_value_get(mg_store *s, mg_handle x, int32_t grad) {
     LOCK(NAN);
     int32_t i = node_of(s, x);
     double r = i < 0 ? NAN : (grad ? s->v.grad : s->v.val)[i];
@@ -1424,7 +1427,7 @@ double mg_value_get(mg_store *s, int64_t x, int32_t grad) {
     return r;
 }
 
-int32_t mg_value_set(mg_store *s, int64_t x, int32_t grad, double v) {
+int32_t mg_value_set(mg_store *s, mg_handle x, int32_t grad, double v) {
     LOCK(MG_EARG);
     int32_t i = node_of(s, x), r = 0;
     if (i < 0) r = stale(s);
@@ -1433,7 +1436,7 @@ int32_t mg_value_set(mg_store *s, int64_t x, int32_t grad, double v) {
     return (int32_t)unlock(s, r);
 }
 
-int32_t mg_value_backward(mg_store *s, int64_t root) {
+int32_t mg_value_backward(mg_store *s, mg_handle root) {
     LOCK(MG_EARG);
     int32_t i = node_of(s, root);
     return (int32_t)unlock(s, i < 0 ? stale(s) : mg_backward(s, i));
@@ -1441,7 +1444,7 @@ int32_t mg_value_backward(mg_store *s, int64_t root) {
 
 /* Drop every node but the parameters and the n Values keep[]: each becomes a
    leaf with its value and gradient, its new handle in kept[i]. */
-static int32_t reset_keeping(mg_store *s, const int64_t *keep, int32_t n, int64_t *kept) {
+static int32_t reset_keeping(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept) {
     if (n < 0 || (n && (!keep || !kept))) return fail(s, MG_EARG, "keep %d Values", n);
     for (int32_t i = 0; i < n; i++)
         if (node_of(s, keep[i]) < 0) return fail(s, MG_EARG, "stale Value: keep[%d] was made before a reset", i);
@@ -1471,7 +1474,7 @@ static int32_t reset_keeping(mg_store *s, const int64_t *keep, int32_t n, int64_
     return 0;
 }
 
-int32_t mg_value_reset(mg_store *s, const int64_t *keep, int32_t n, int64_t *kept) {
+int32_t mg_value_reset(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept) {
     LOCK(MG_EARG);
     return (int32_t)unlock(s, reset_keeping(s, keep, n, kept));
 }
@@ -1481,7 +1484,7 @@ int32_t mg_value_reset(mg_store *s, const int64_t *keep, int32_t n, int64_t *kep
    moved down to consecutive ids; handles[i] becomes the new handle. A handle
    that names no node (a stale Value) stays as it is. Exact mode only, with no
    recorded programs (their ids would move). */
-static int32_t compact(mg_store *s, int64_t *handles, int32_t n) {
+static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
     if (n < 0 || (n && !handles)) return fail(s, MG_EARG, "compact %d Values", n);
     if (s->mode != MG_EXACT || s->recording || s->nprog)
         return fail(s, MG_EARG, "only an exact-mode store with no recorded programs can be compacted");
@@ -1496,7 +1499,7 @@ static int32_t compact(mg_store *s, int64_t *handles, int32_t n) {
     s->scap = c;
     uint8_t *keep = s->seen;
     int32_t *to = s->topo, *st = s->stack, sp = 0, np = s->v.nparams, m = np;
-    memset(keep, 0, (size_t)s->v.n);
+    if (s->v.n) memset(keep, 0, (size_t)s->v.n); /* (an empty store has no buffer yet) */
     for (int32_t i = 0; i < n; i++) { /* mark what the Values reach */
         int32_t id = ids[i] = node_of(s, handles[i]);
         if (id < np || keep[id]) continue;
@@ -1532,7 +1535,7 @@ static int32_t compact(mg_store *s, int64_t *handles, int32_t n) {
     return 0;
 }
 
-int32_t mg_value_compact(mg_store *s, int64_t *handles, int32_t n) {
+int32_t mg_value_compact(mg_store *s, mg_handle *handles, int32_t n) {
     LOCK(MG_EARG);
     return (int32_t)unlock(s, compact(s, handles, n));
 }

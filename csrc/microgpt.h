@@ -107,28 +107,32 @@ int32_t mg_shuffle(uint32_t *mt, int32_t *perm, int32_t n);
 /* The Value API (microgpt_c.Value): a Value is a handle, not a node id (a
    handle made before a reset is refused as stale). Each call holds the store's
    lock: threads may share a store. Ops return the new Value's handle or a
-   negative MG_E* code, whose message mg_value_error() gives (per thread). */
-int64_t mg_value_leaf(mg_store *s, double v);
-int64_t mg_value_add(mg_store *s, int64_t a, int64_t b);
-int64_t mg_value_mul(mg_store *s, int64_t a, int64_t b);
-int64_t mg_value_addc(mg_store *s, int64_t a, double c); /* a + Value(c): the leaf and the sum */
-int64_t mg_value_mulc(mg_store *s, int64_t a, double c); /* a * Value(c) */
-int64_t mg_value_pow(mg_store *s, int64_t a, double p);
-int64_t mg_value_log(mg_store *s, int64_t a);
-int64_t mg_value_exp(mg_store *s, int64_t a);
-int64_t mg_value_relu(mg_store *s, int64_t a);
-int64_t mg_value_tanh(mg_store *s, int64_t a);
+   negative MG_E* code, whose message mg_value_error() gives (per thread).
+   A handle is an integer below 2**53 carried in a double: cffi passes a
+   Python float in a few ns, an int of more than 30 bits through a slow path
+   (~20 ns each way, measured). */
+typedef double mg_handle;
+mg_handle mg_value_leaf(mg_store *s, double v);
+mg_handle mg_value_add(mg_store *s, mg_handle a, mg_handle b);
+mg_handle mg_value_mul(mg_store *s, mg_handle a, mg_handle b);
+mg_handle mg_value_addc(mg_store *s, mg_handle a, double c); /* a + Value(c): the leaf and the sum */
+mg_handle mg_value_mulc(mg_store *s, mg_handle a, double c); /* a * Value(c) */
+mg_handle mg_value_pow(mg_store *s, mg_handle a, double p);
+mg_handle mg_value_log(mg_store *s, mg_handle a);
+mg_handle mg_value_exp(mg_store *s, mg_handle a);
+mg_handle mg_value_relu(mg_store *s, mg_handle a);
+mg_handle mg_value_tanh(mg_store *s, mg_handle a);
 /* a's value (grad 0) or gradient (grad 1); NaN on error (a gradient may be
    NaN itself: mg_value_failed() tells) */
-double mg_value_get(mg_store *s, int64_t a, int32_t grad);
-int32_t mg_value_set(mg_store *s, int64_t a, int32_t grad, double v); /* finite v only */
-int32_t mg_value_backward(mg_store *s, int64_t root);
+double mg_value_get(mg_store *s, mg_handle a, int32_t grad);
+int32_t mg_value_set(mg_store *s, mg_handle a, int32_t grad, double v); /* finite v only */
+int32_t mg_value_backward(mg_store *s, mg_handle root);
 /* drop every node but the parameters and the n Values keep[], which become
    leaves (value and gradient kept, graph dropped) with new handles kept[i] */
-int32_t mg_value_reset(mg_store *s, const int64_t *keep, int32_t n, int64_t *kept);
+int32_t mg_value_reset(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept);
 /* drop every node but the parameters and those the n Values handles[] reach,
    graphs kept whole; handles[i] becomes the new handle (a stale one stays).
    Exact mode, no recorded programs. */
-int32_t mg_value_compact(mg_store *s, int64_t *handles, int32_t n);
+int32_t mg_value_compact(mg_store *s, mg_handle *handles, int32_t n);
 const char *mg_value_error(void);  /* this thread's last Value API error */
 int32_t mg_value_failed(void);     /* this thread's last Value API call's code: 0 or MG_E* */

@@ -92,7 +92,7 @@ class CEngine(Engine):
         keep = list(keep)
         if not all(getattr(v, "store", None) is self for v in keep):
             raise ValueError("reset(keep=...) takes Values of this store")
-        kept = ffi.new("int64_t[]", len(keep))
+        kept = ffi.new("mg_handle[]", len(keep))
         r = lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept)
         if r:
             raise self.value_error(r)

@@ -14,7 +14,7 @@ store.reset(keep=values) drops every node but the model parameters and the
 given Values, which become leaves (data and grad kept); any other Value made
 before is stale, and using it raises ValueError instead of reading whatever
 node has its id now. The store checks that in C: a Value holds a handle, not
-a node id (microgpt.h). The default store needs no reset: backward() drops
+a node id (microgpt.h; a float, which cffi passes faster than a big int). The default store needs no reset: backward() drops
 the nodes no live Value reaches once it has grown enough (_reclaim). Every
 call holds the store's lock, so threads may share a store.
 
@@ -79,7 +79,7 @@ class _Node(Derived):
     @classmethod
     def _leaf(cls, data):
         h = lib.mg_value_leaf(cls._p, real(data, "a Value's data"))
-        if h < 0:
+        if h < 0.0:
             raise CEngine.value_error(h)
         v = cls()
         v._h = h
@@ -96,7 +96,7 @@ class _Node(Derived):
             if not isinstance(other, numbers.Real):
                 return NotImplemented
         h = lib.mg_value_pow(self._p, self._h, other)
-        if h < 0:
+        if h < 0.0:
             raise CEngine.value_error(h)
         v = type(self)()
         v._h = h
@@ -151,7 +151,7 @@ class _Node(Derived):
     @property
     def id(self):
         """The node's id in its store (reused after a reset)."""
-        return self._h & 0x7FFFFFFF
+        return int(self._h) & 0x7FFFFFFF
 
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a
@@ -179,7 +179,7 @@ def _reclaim(cls):
     store = cls.store
     if threading.active_count() == 1 and store.mode == "exact" and not store._programs:
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
-        handles = ffi.new("int64_t[]", [v._h for v in live])
+        handles = ffi.new("mg_handle[]", [v._h for v in live])
         r = lib.mg_value_compact(store.s, handles, len(live))
         if r:
             raise CEngine.value_error(r)
@@ -219,7 +219,7 @@ def _make_class(store):
                 raise ValueError("Values from different stores cannot be combined")
             else:
                 return NotImplemented
-            if h < 0:
+            if h < 0.0:
                 raise CEngine.value_error(h)
             v = cls()  # one slot at a time: no tuple to pack and unpack
             v._h = h
@@ -233,7 +233,7 @@ def _make_class(store):
     def unary(symbol, op):
         def method(self):
             h = op(p, self._h)
-            if h < 0:
+            if h < 0.0:
                 raise CEngine.value_error(h)
             v = cls()
             v._h = h

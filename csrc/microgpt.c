@@ -1333,9 +1333,9 @@ int32_t mg_backward(mg_store *s, int32_t root) {
    generations are unique across stores, so a handle made before a reset, or
    by another store, names no node here: it is refused, never read. (The
    counter is 22 bits, all a double leaves: a handle could only alias after
-   2**22 resets and compactions in one process.) Every call holds the store's lock, so
-   threads sharing a store take turns; a failed call's message is kept per
-   thread (mg_value_error). */
+   2**22 resets and compactions in one process.) Every call holds the store's
+   lock, so threads sharing a store take turns; a failed call's message is
+   kept per thread (mg_value_error). */
 
 static uint32_t new_generation(void) {
     static uint32_t last;

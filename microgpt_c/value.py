@@ -14,9 +14,10 @@ store.reset(keep=values) drops every node but the model parameters and the
 given Values, which become leaves (data and grad kept); any other Value made
 before is stale, and using it raises ValueError instead of reading whatever
 node has its id now. The store checks that in C: a Value holds a handle, not
-a node id (microgpt.h; a float, which cffi passes faster than a big int). The default store needs no reset: backward() drops
-the nodes no live Value reaches once it has grown enough (_reclaim). Every
-call holds the store's lock, so threads may share a store.
+a node id (microgpt.h; a float, which cffi passes faster than a big int).
+The default store needs no reset: backward() drops the nodes no live Value
+reaches once it has grown enough (_reclaim). Every call holds the store's
+lock, so threads may share a store.
 
 Each store has its own Value class (a subclass of _Node, registered as a
 Value: isinstance(v, Value) holds), with the store's C pointer bound into its

@@ -1,7 +1,9 @@
 """One training run as the reference does it, on any engine: one random stream,
 seeded once, shuffles the documents, draws the initial weights, then samples."""
+import functools
 import math
 import random
+import threading
 from array import array
 
 from . import memory
@@ -10,6 +12,21 @@ from .model import Adam, doc_loss, init_params, param_shapes, sample
 from .registry import make_engine, mode_for
 from .shuffle import shuffle
 from .text import Tokenizer, load_docs
+
+
+def one_thread(method):
+    """A Run is driven by one thread at a time: a call from a second thread
+    while another is inside raises, rather than rebuild the store's graph
+    under the first one's feet."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("a Run is used by one thread at a time: another thread is inside it")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+    return guarded
 
 
 class Run:
@@ -29,6 +46,7 @@ class Run:
 
     def _start(self, cfg, schedule, docs, rng, E):
         self.cfg, self.schedule, self.docs, self.rng, self.E = cfg, schedule, docs, rng, E
+        self._busy = threading.RLock()  # one_thread: held by the thread inside (train calls train_step)
         self.tok = Tokenizer(docs)
         memory.check(cfg, docs, self.tok, E.name, E.mode)  # refuse now what cannot fit
         self.num_params = sum(r * c for r, c in param_shapes(cfg, self.tok.vocab_size).values())
@@ -39,6 +57,7 @@ class Run:
     def steps(self):
         return self.schedule.steps
 
+    @one_thread
     def train_step(self):
         """One step on the next document; returns its loss."""
         E, step = self.E, self.step
@@ -50,6 +69,7 @@ class Run:
         self.step += 1
         return E.value(loss)
 
+    @one_thread
     def train(self, on_step=None):
         """Train to the end of the schedule, calling on_step(step, loss) after
         each step (counted from 1); returns the losses."""
@@ -60,6 +80,7 @@ class Run:
                 on_step(self.step, losses[-1])
         return losses
 
+    @one_thread
     def sample(self, num_samples=20, temperature=0.5, prefix=""):
         """Names drawn from the model, each starting with prefix."""
         if not (temperature > 0 and math.isfinite(temperature)):
@@ -93,6 +114,7 @@ class Run:
         run.step = state["step"]
         return run
 
+    @one_thread
     def save(self, path):
         """Write this run to a checkpoint file (checkpoint.py)."""
         from .checkpoint import save

@@ -38,6 +38,8 @@ number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
 import abc
 import gc
 import numbers
+import os
+import sys
 import threading
 import weakref
 
@@ -46,6 +48,9 @@ from .pyengine import Derived, real
 
 _default = []
 _lock = threading.Lock()  # making the default store, or a store's Value class
+# a fork's child has one thread: a lock another thread held is free there (the C
+# store's locks are kept the same way, by pthread_atfork)
+os.register_at_fork(after_in_child=lambda: globals().update(_lock=threading.Lock()))
 
 
 def default_store():
@@ -176,9 +181,10 @@ RECLAIM_AT = 1 << 20  # nodes: the default store reclaims at this size, and then
 def _reclaim(cls):
     """Drop the nodes no live Value of cls's store reaches (its Values are the
     instances of cls, which the garbage collector can list). With other
-    threads running, a Value could be in flight: then nothing happens."""
+    threads running (any, however started: threading's count misses those
+    of _thread), a Value could be in flight: then nothing happens."""
     store = cls.store
-    if threading.active_count() == 1 and store.mode == "exact" and not store._programs:
+    if len(sys._current_frames()) == 1 and store.mode == "exact" and not store._programs:
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
         handles = ffi.new("mg_handle[]", [v._h for v in live])
         r = lib.mg_value_compact(store.s, handles, len(live))

@@ -94,8 +94,9 @@ struct mg_store {
     int64_t gcap;
     int32_t *stack, *topo;   /* backward: DFS stack of (node, next child); order */
     int64_t scap;
-    uint32_t gen;            /* this graph's generation: the Value API's handles carry it */
-    pthread_mutex_t lock;    /* serialises the Value API's calls */
+    int32_t handed;          /* a Value API handle was made in this generation */
+    pthread_mutex_t lock;    /* held by the thread inside: Value API calls wait, others are refused */
+    mg_store *prev, *next;   /* every live store, for fork */
 };
 
 /* A program recorded by doc_loss (see "doc_loss graphs" below) */
@@ -111,7 +112,8 @@ struct doc {
 struct piece { int32_t pos, target; uint64_t hash; int64_t next, at, len; }; /* code[at, at+len) */
 static void doc_free(struct doc *d);
 static int32_t plan(mg_store *s, const struct doc *d);
-static uint32_t new_generation(void);
+static int32_t new_generation(mg_store *s);
+static void track(mg_store *s, int on);
 
 static int32_t fail(mg_store *s, int32_t code, const char *fmt, ...) {
     va_list ap;
@@ -179,6 +181,54 @@ static int32_t fresh(mg_store *s, int32_t k) {
     return first;
 }
 
+/* One thread at a time per store. The Value API's calls wait for the lock
+   (they take turns, LOCK below); every other entry point is refused with
+   MG_EBUSY while another thread is inside: a store's graph is one thread's
+   work in progress. */
+static int32_t enter(mg_store *s) {
+    if (!s) return MG_EARG;
+    return pthread_mutex_trylock(&s->lock) ? MG_EBUSY : 0;
+}
+
+static int32_t leave(mg_store *s, int32_t r) {
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+/* fork: the child has only the forking thread, so a store's lock that
+   another thread held would stay held there forever. fork therefore waits
+   until no thread is inside any store (taking every lock), and the parent
+   and the child both release them. */
+static pthread_mutex_t stores_lock = PTHREAD_MUTEX_INITIALIZER;
+static mg_store *stores; /* every live store */
+
+static void lock_all(void) {
+    pthread_mutex_lock(&stores_lock);
+    for (mg_store *s = stores; s; s = s->next) pthread_mutex_lock(&s->lock);
+}
+
+static void unlock_all(void) {
+    for (mg_store *s = stores; s; s = s->next) pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&stores_lock);
+}
+
+static void at_fork(void) { pthread_atfork(lock_all, unlock_all, unlock_all); }
+
+static void track(mg_store *s, int on) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, at_fork);
+    pthread_mutex_lock(&stores_lock);
+    if (on) {
+        s->next = stores;
+        if (stores) stores->prev = s;
+        stores = s;
+    } else {
+        if (s->prev) s->prev->next = s->next; else stores = s->next;
+        if (s->next) s->next->prev = s->prev;
+    }
+    pthread_mutex_unlock(&stores_lock);
+}
+
 mg_store *mg_new(int32_t mode) {
     if (mode != MG_EXACT && mode != MG_FAST) return NULL;
     mg_store *s = calloc(1, sizeof *s);
@@ -186,12 +236,14 @@ mg_store *mg_new(int32_t mode) {
     if (pthread_mutex_init(&s->lock, NULL)) { free(s); return NULL; }
     s->mode = mode;
     s->cur = -1;
-    s->gen = new_generation();
+    s->v.generation = 1;
+    track(s, 1);
     return s;
 }
 
 void mg_free(mg_store *s) {
     if (!s) return;
+    track(s, 0);
     for (int32_t i = 0; i < s->nprog; i++) {
         free(s->progs[i].code);
         doc_free(s->progs[i].doc);
@@ -208,8 +260,7 @@ void mg_free(mg_store *s) {
 mg_view *mg_view_of(mg_store *s) { return s ? &s->v : NULL; }
 
 /* Append n parameter leaves with values v; they survive every reset. */
-int32_t mg_params(mg_store *s, const double *v, int32_t n) {
-    if (!s) return MG_EARG;
+static int32_t params(mg_store *s, const double *v, int32_t n) {
     if (s->v.n != s->v.nparams || s->recording) return fail(s, MG_EARG, "parameters must be created before any other node");
     if (n < 1 || !v) return fail(s, MG_EARG, "bad parameter count %d", n);
     for (int32_t i = 0; i < n; i++)
@@ -221,29 +272,31 @@ int32_t mg_params(mg_store *s, const double *v, int32_t n) {
     s->v.nparams = s->v.n;
     return first;
 }
+int32_t mg_params(mg_store *s, const double *v, int32_t n) { int32_t r = enter(s); return r ? r : leave(s, params(s, v, n)); }
 
 /* Drop every node but the parameters. */
-int32_t mg_reset(mg_store *s) {
-    if (!s) return MG_EARG;
+static int32_t reset(mg_store *s) {
+    int32_t r = new_generation(s); /* every Value API handle made before is now stale */
+    if (r) return r;
     s->v.n = s->v.nparams;
     s->ntape = 0;
     s->recording = 0;
     s->backed = 0;
     s->cur = -1;
     s->lean = 0;
-    s->gen = new_generation(); /* every Value API handle made before is now stale */
     return 0;
 }
+int32_t mg_reset(mg_store *s) { int32_t r = enter(s); return r ? r : leave(s, reset(s)); }
 
 /* The tokens that embed and nll read: a replayed program reads new ones. */
-int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) {
-    if (!s) return MG_EARG;
+static int32_t tokens(mg_store *s, const int32_t *tok, int32_t n) {
     if (n < 0 || (n && !tok)) return fail(s, MG_EARG, "bad token count %d", n);
     if (grow(&s->tok, &s->tokcap, n, sizeof *s->tok, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate tokens");
     if (n) memcpy(s->tok, tok, (size_t)n * sizeof *tok);
     s->ntok = n;
     return 0;
 }
+int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) { int32_t r = enter(s); return r ? r : leave(s, tokens(s, tok, n)); }
 
 #define CHECK(cond, ...) do { if (!(cond)) return fail(s, MG_EARG, __VA_ARGS__); } while (0)
 #define CHECK_ID(a) CHECK((a) >= 0 && (a) < s->v.n, "node id %d is not in [0, %d)", (int)(a), (int)s->v.n)
@@ -260,7 +313,11 @@ typedef struct { int32_t w[2]; } f64;
 static inline double dbl(f64 x) { double d; memcpy(&d, &x, sizeof d); return d; }
 static inline f64 f64_of(double d) { f64 x; memcpy(&x, &d, sizeof x); return x; }
 #define WORDS(args) ((int32_t)(sizeof(args) / sizeof(int32_t)))
-#define CALL(op, args) call(s, OP_##op, &(args), WORDS(args))
+#define CALL(op, args) entry_call(s, OP_##op, &(args), WORDS(args))
+static int32_t entry_call(mg_store *s, int32_t op, const void *args, int32_t na) {
+    int32_t r = enter(s);
+    return r ? r : leave(s, call(s, op, args, na));
+}
 
 /* ------------------------------------------------------------------------ */
 /* the reference's scalar graph: its Value methods and the helpers the vector
@@ -757,7 +814,7 @@ int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
     *a = (attention_args){q, n, n_head, t};
     memcpy(a->kv, keys, (size_t)t * sizeof *keys);
     memcpy(a->kv + t, values, (size_t)t * sizeof *values);
-    int32_t r = call(s, OP_attention, a, WORDS(attention_args) + 2 * t);
+    int32_t r = entry_call(s, OP_attention, a, WORDS(attention_args) + 2 * t);
     free(a);
     return r;
 }
@@ -838,7 +895,7 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
     if (!a) return fail(s, MG_ENOMEM, "cannot allocate mean arguments");
     a->n = n;
     memcpy(a->x, x, (size_t)n * sizeof *x);
-    int32_t r = call(s, OP_mean, a, WORDS(mean_args) + n);
+    int32_t r = entry_call(s, OP_mean, a, WORDS(mean_args) + n);
     free(a);
     return r;
 }
@@ -903,18 +960,17 @@ static int32_t call(mg_store *s, int32_t op, const void *args, int32_t na) {
 /* ------------------------------------------------------------------------ */
 /* recording and replay */
 
-int32_t mg_record_begin(mg_store *s) {
-    if (!s) return MG_EARG;
+static int32_t record_begin(mg_store *s) {
     if (s->recording) return fail(s, MG_EARG, "already recording");
     s->recording = 1;
     s->rec_tape = s->ntape;
     s->rec_n = s->v.n;
     return 0;
 }
+int32_t mg_record_begin(mg_store *s) { int32_t r = enter(s); return r ? r : leave(s, record_begin(s)); }
 
 /* Save the calls since mg_record_begin as a program; returns its index. */
-int32_t mg_record_end(mg_store *s) {
-    if (!s) return MG_EARG;
+static int32_t record_end(mg_store *s) {
     if (!s->recording) return fail(s, MG_EARG, "not recording");
     s->recording = 0;
     int64_t len = s->ntape - s->rec_tape, c = s->pcap;
@@ -928,11 +984,11 @@ int32_t mg_record_end(mg_store *s) {
     s->cur = s->nprog;
     return s->nprog++;
 }
+int32_t mg_record_end(mg_store *s) { int32_t r = enter(s); return r ? r : leave(s, record_end(s)); }
 
 /* Run a recorded program again: from the same node count, every call makes the
    same node ids, reading the current tokens and parameter values. */
-int32_t mg_replay(mg_store *s, int32_t prog) {
-    if (!s) return MG_EARG;
+static int32_t replay(mg_store *s, int32_t prog) {
     if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
     struct prog *p = &s->progs[prog];
     if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
@@ -956,6 +1012,7 @@ int32_t mg_replay(mg_store *s, int32_t prog) {
     s->cur = prog;
     return 0;
 }
+int32_t mg_replay(mg_store *s, int32_t prog) { int32_t r = enter(s); return r ? r : leave(s, replay(s, prog)); }
 
 /* ------------------------------------------------------------------------ */
 /* backward */
@@ -1041,8 +1098,7 @@ static uint64_t fnv(uint64_t h, const int32_t *w, int64_t n) {
 }
 
 /* Declare program prog to be doc_loss's forward; checks its shape. */
-int32_t mg_doc_program(mg_store *s, int32_t prog) {
-    if (!s) return MG_EARG;
+static int32_t doc_program(mg_store *s, int32_t prog) {
     if (prog < 0 || prog >= s->nprog) return fail(s, MG_EARG, "no program %d", prog);
     struct prog *p = &s->progs[prog];
     if (s->mode != MG_EXACT || p->doc) return 0; /* fast mode has no sort to spare */
@@ -1085,12 +1141,14 @@ int32_t mg_doc_program(mg_store *s, int32_t prog) {
     p->doc = d;
     return s->cur == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
 }
+int32_t mg_doc_program(mg_store *s, int32_t prog) { int32_t r = enter(s); return r ? r : leave(s, doc_program(s, prog)); }
 
 /* Turn the checking mode on or off. */
 int32_t mg_check(mg_store *s, int32_t on) {
-    if (!s) return MG_EARG;
+    int32_t r = enter(s);
+    if (r) return r;
     s->check = on != 0;
-    return 0;
+    return leave(s, 0);
 }
 
 static int64_t find_piece(const mg_store *s, int32_t pos, int32_t target, uint64_t hash) {
@@ -1319,10 +1377,46 @@ static int32_t backward_fast(mg_store *s, int32_t root) {
     return 0;
 }
 
-int32_t mg_backward(mg_store *s, int32_t root) {
-    if (!s) return MG_EARG;
+static int32_t backward(mg_store *s, int32_t root) {
     CHECK_ID(root);
     return s->mode == MG_FAST ? backward_fast(s, root) : backward_exact(s, root);
+}
+int32_t mg_backward(mg_store *s, int32_t root) { int32_t r = enter(s); return r ? r : leave(s, backward(s, root)); }
+
+/* ------------------------------------------------------------------------ */
+/* reading and writing numbers, and Adam on the parameters, under the store's
+   lock (another thread's op could move the arrays) */
+
+int32_t mg_read(mg_store *s, int32_t first, int32_t n, int32_t grad, double *out) {
+    int32_t r = enter(s);
+    if (r) return r;
+    if (n < 0 || (n && !out) || first < 0 || (int64_t)first + n > s->v.n)
+        return leave(s, fail(s, MG_EARG, "nodes [%d, %d+%d) are not within the %d nodes", first, first, n, s->v.n));
+    if (n) memcpy(out, (grad ? s->v.grad : s->v.val) + first, (size_t)n * sizeof *out);
+    return leave(s, 0);
+}
+
+int32_t mg_write_params(mg_store *s, const double *in, int32_t n, int32_t grad) {
+    int32_t r = enter(s);
+    if (r) return r;
+    if (n != s->v.nparams || !in) return leave(s, fail(s, MG_EARG, "%d numbers for %d parameters", n, s->v.nparams));
+    for (int32_t i = 0; i < n; i++)
+        if (!isfinite(in[i])) return leave(s, fail(s, MG_EARG, "parameter %d would be %g, not finite", i, in[i]));
+    memcpy(grad ? s->v.grad : s->v.val, in, (size_t)n * sizeof *in);
+    return leave(s, 0);
+}
+
+int64_t mg_adam_step(mg_store *s, double *m, int64_t nm, double *v, int64_t nv, double lr_t, double b1,
+                     double b2, double bc1, double bc2, double eps, int64_t *mismatch) {
+    int32_t r = enter(s);
+    if (r) return r;
+    if (nm != s->v.nparams || nv != s->v.nparams || !m || !v)
+        return leave(s, fail(s, MG_EARG, "Adam's moments hold %lld and %lld numbers, for %d parameters",
+                             (long long)nm, (long long)nv, s->v.nparams));
+    int64_t slow = mg_adam(s->v.val, s->v.grad, m, v, nm, lr_t, b1, b2, bc1, bc2, eps, s->mode == MG_EXACT, mismatch);
+    if (slow < 0) fail(s, MG_EARG, "Adam needs distinct arrays, bc1 and bc2 nonzero and eps > 0");
+    pthread_mutex_unlock(&s->lock);
+    return slow;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1337,11 +1431,19 @@ int32_t mg_backward(mg_store *s, int32_t root) {
    lock, so threads sharing a store take turns; a failed call's message is
    kept per thread (mg_value_error). */
 
-static uint32_t new_generation(void) {
-    static uint32_t last;
-    uint32_t g;
-    do g = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED) & ((1u << 22) - 1); while (g == 0);
-    return g;
+/* Retire this generation's handles: a reset or compaction makes every
+   handle made before stale. A generation none was made in can go on. The
+   22 bits a handle holds are never reused: the last generation's store
+   refuses to retire it, an error rather than a handle naming a new node. */
+#define GENERATIONS ((1u << 22) - 1)
+static int32_t new_generation(mg_store *s) {
+    if (!s->handed) return 0;
+    if (s->v.generation == GENERATIONS)
+        return fail(s, MG_EARG, "this store's Value handles are used up (%u resets and compactions): "
+                                "make a new store", GENERATIONS - 1);
+    s->v.generation++;
+    s->handed = 0;
+    return 0;
 }
 
 static __thread char value_err[sizeof ((mg_view *)0)->err];
@@ -1349,14 +1451,18 @@ static __thread int32_t value_code;
 const char *mg_value_error(void) { return value_err; }
 int32_t mg_value_failed(void) { return value_code; }
 
-#define HANDLE(id) ((mg_handle)((uint64_t)s->gen << 31 | (uint32_t)(id))) /* < 2**53: exact */
+/* < 2**53: exact in a double */
+static mg_handle handle(mg_store *s, int32_t id) {
+    s->handed = 1;
+    return (mg_handle)((uint64_t)s->v.generation << 31 | (uint32_t)id);
+}
 
 /* The node handle h names, or -1 (NaN, fractions and all else included). */
 static int32_t node_of(const mg_store *s, mg_handle h) {
     if (!(h >= 0 && h < 0x1p53) || (double)(uint64_t)h != h) return -1;
     uint64_t u = (uint64_t)h;
     int32_t id = (int32_t)(u & INT32_MAX);
-    return u >> 31 == s->gen && id < s->v.n ? id : -1;
+    return u >> 31 == s->v.generation && id < s->v.n ? id : -1;
 }
 
 static int32_t stale(mg_store *s) {
@@ -1374,7 +1480,7 @@ static mg_handle unlock(mg_store *s, mg_handle r) {
     return r;
 }
 
-static mg_handle handle_of(mg_store *s, int32_t r) { return r < 0 ? r : HANDLE(r); }
+static mg_handle handle_of(mg_store *s, int32_t r) { return r < 0 ? r : handle(s, r); }
 
 static mg_handle unary(mg_store *s, int32_t op, mg_handle x) {
     unary_args a = {node_of(s, x)};
@@ -1439,7 +1545,7 @@ int32_t mg_value_set(mg_store *s, mg_handle x, int32_t grad, double v) {
 int32_t mg_value_backward(mg_store *s, mg_handle root) {
     LOCK(MG_EARG);
     int32_t i = node_of(s, root);
-    return (int32_t)unlock(s, i < 0 ? stale(s) : mg_backward(s, i));
+    return (int32_t)unlock(s, i < 0 ? stale(s) : backward(s, i));
 }
 
 /* Drop every node but the parameters and the n Values keep[]: each becomes a
@@ -1467,9 +1573,13 @@ static int32_t reset_keeping(mg_store *s, const mg_handle *keep, int32_t n, mg_h
         int32_t id = node_of(s, keep[i]);
         kept[i] = id < np ? id : slot[id]; /* ids for now: handles once the generation is new */
     }
-    mg_reset(s);
+    int32_t r = reset(s);
+    if (r) {
+        free(vg);
+        return r;
+    }
     for (int32_t j = 0; j < m; j++) s->v.grad[leaf(s, vg[2 * j])] = vg[2 * j + 1]; /* room: m <= old n - np */
-    for (int32_t i = 0; i < n; i++) kept[i] = HANDLE((int32_t)kept[i]);
+    for (int32_t i = 0; i < n; i++) kept[i] = handle(s, (int32_t)kept[i]);
     free(vg);
     return 0;
 }
@@ -1513,6 +1623,11 @@ static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
             }
         }
     }
+    int32_t r = new_generation(s); /* the handles read above; the new ones below */
+    if (r) {
+        free(ids);
+        return r;
+    }
     for (int32_t i = 0; i < np; i++) to[i] = i;
     for (int32_t i = np; i < s->v.n; i++) { /* down, in creation order: children (older) move first */
         if (!keep[i]) continue;
@@ -1528,9 +1643,8 @@ static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
     s->v.n = m;
     s->ntape = 0;
     s->backed = 0;
-    s->gen = new_generation();
     for (int32_t i = 0; i < n; i++)
-        if (ids[i] >= 0) handles[i] = HANDLE(to[ids[i]]);
+        if (ids[i] >= 0) handles[i] = handle(s, to[ids[i]]);
     free(ids);
     return 0;
 }

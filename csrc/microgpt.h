@@ -14,6 +14,7 @@
 #define MG_EARG -1   /* bad argument (ValueError) */
 #define MG_ENOMEM -2 /* allocation failed (MemoryError) */
 #define MG_EMATH -3  /* a math domain error or a non-finite value (ArithmeticError) */
+#define MG_EBUSY -4  /* another thread is inside this store (RuntimeError) */
 
 typedef struct mg_store mg_store; /* opaque */
 
@@ -23,6 +24,7 @@ typedef struct {
     int32_t n;               /* nodes in use */
     int32_t nparams;         /* the parameters are nodes [0, nparams), kept by reset */
     int32_t pieces;          /* pieces of the reference's order cached for doc_loss graphs */
+    uint32_t generation;     /* the Value API's handles carry it: 1 .. 2**22-1, never reused */
     char err[200];           /* the last error's message */
 } mg_view;
 
@@ -98,6 +100,16 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
 /* 1 if the cheap powers are on: glibc >= 2.28 on x86-64/AArch64, fused fma */
 int32_t mg_adam_cheap(void);
 
+/* Numbers in and out, under the store's lock: mg_read copies n values (grad
+   0) or gradients (grad 1) of the nodes from `first` on; mg_write_params sets
+   all the parameters' values or gradients (n must be their count; finite
+   numbers only); mg_adam_step is mg_adam on the store's parameters, in the
+   store's mode, with moments m and v (nm and nv: the parameter count). */
+int32_t mg_read(mg_store *s, int32_t first, int32_t n, int32_t grad, double *out);
+int32_t mg_write_params(mg_store *s, const double *in, int32_t n, int32_t grad);
+int64_t mg_adam_step(mg_store *s, double *m, int64_t nm, double *v, int64_t nv, double lr_t, double b1,
+                     double b2, double bc1, double bc2, double eps, int64_t *mismatch);
+
 /* random.shuffle of n items: perm becomes the permutation (item perm[i]
    ends at i) that Python's Random with Mersenne Twister state mt would make,
    and mt the state after: mt is random.getstate()[1], 624 words and the
@@ -105,8 +117,9 @@ int32_t mg_adam_cheap(void);
 int32_t mg_shuffle(uint32_t *mt, int32_t *perm, int32_t n);
 
 /* The Value API (microgpt_c.Value): a Value is a handle, not a node id (a
-   handle made before a reset is refused as stale). Each call holds the store's
-   lock: threads may share a store. Ops return the new Value's handle or a
+   handle made before a reset is refused as stale). Each call waits for the
+   store's lock: threads may share a store (every other mg_ call on a store
+   is refused with MG_EBUSY while another thread is inside it). Ops return the new Value's handle or a
    negative MG_E* code, whose message mg_value_error() gives (per thread).
    A handle is an integer below 2**53 carried in a double: cffi passes a
    Python float in a few ns, an int of more than 30 bits through a slow path

@@ -43,6 +43,8 @@ class CEngine(Engine):
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
         if r < 0:
+            if r == lib.MG_EBUSY:
+                raise RuntimeError("a store is used by one thread at a time: another thread is inside it")
             raise _ERRORS.get(r, ValueError)(ffi.string(self.v.err).decode())
         return r
 
@@ -53,27 +55,34 @@ class CEngine(Engine):
         code = lib.mg_value_failed() if code is None else code
         return _ERRORS.get(code, ValueError)(ffi.string(lib.mg_value_error()).decode())
 
-    def _array(self, ptr):
-        """A float64 numpy copy of the parameters' doubles at ptr."""
+    def _read(self, first, n, grad=0):
+        """A cffi array of the values (or gradients) of n nodes from first."""
+        out = ffi.new("double[]", n)
+        self._ok(lib.mg_read(self.s, first, n, grad, out))
+        return out
+
+    def _params(self, grad):
+        """A float64 numpy copy of the parameters' values (or gradients)."""
         import numpy as np
 
-        return np.frombuffer(ffi.buffer(ptr, 8 * self.v.nparams), np.float64).copy()
+        return np.frombuffer(ffi.buffer(self._read(0, self.v.nparams, grad)), np.float64).copy()
 
     def param_values(self):
-        return self._array(self.v.val)
+        return self._params(0)
 
     def param_grads(self):
-        return self._array(self.v.grad)
+        return self._params(1)
 
     def set_param_values(self, flat):
-        ffi.buffer(self.v.val, 8 * self.v.nparams)[:] = ffi.buffer(ffi.new("double[]", list(map(float, flat))))
+        flat = list(map(float, flat))
+        self._ok(lib.mg_write_params(self.s, flat, len(flat), 0))
 
     def nodes(self):
         """Nodes made since the last reset."""
         return self.v.n - self.v.nparams
 
     def zero_grads(self):
-        ffi.memmove(self.v.grad, bytes(8 * self.v.nparams), 8 * self.v.nparams)
+        self._ok(lib.mg_write_params(self.s, ffi.new("double[]", self.v.nparams), self.v.nparams, 1))
 
     def create_params(self, shapes, flat):
         flat = list(map(float, flat))
@@ -166,29 +175,28 @@ class CEngine(Engine):
         return self.values((x, 1))[0]
 
     def values(self, x):
-        if not (0 <= x[0] and 0 <= x[1] and x[0] + x[1] <= self.v.n):
-            raise ValueError(f"nodes [{x[0]}, {x[0]}+{x[1]}) are not in the store's {self.v.n}")
-        return ffi.unpack(self.v.val + x[0], x[1])
+        return ffi.unpack(self._read(x[0], x[1]), x[1])
 
-    def _adam(self, p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps):
-        """mg_adam (microgpt.h) on n doubles at each of p, g, m, v. With
-        self.check, every power is also taken with pow: a difference is an
-        ArithmeticError. Returns how many powers called pow."""
-        bad = ffi.new("int64_t *") if self.check else ffi.NULL
-        slow = lib.mg_adam(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, self.mode == "exact", bad)
-        if slow < 0:
-            raise ValueError("adam needs distinct arrays, bc1 and bc2 nonzero and eps > 0")
-        if self.check and bad[0]:
+    def _mismatch(self):
+        """Where the checking mode has mg_adam count the powers the cheap way
+        got wrong (every power is then also taken with pow)."""
+        return ffi.new("int64_t *") if self.check else ffi.NULL
+
+    def _checked(self, slow, bad):
+        if bad and bad[0]:
             raise ArithmeticError(f"adam: the cheap power differs from pow in {bad[0]} values")
         return slow
 
     def adam_step(self, adam, step):
         """The reference's Adam in C, in place on the store's parameters and
         gradients (zeroed after): in exact mode bit-identical to Adam.update
-        with Python's pow; in fast mode its powers are x*x and sqrt(x)."""
+        with Python's pow; in fast mode its powers are x*x and sqrt(x).
+        Returns how many powers called pow."""
         m, v = (ffi.from_buffer("double[]", x, require_writable=True) for x in (adam.m, adam.v))
         lr_t, bc1, bc2 = adam.factors(step)
-        self._adam(self.v.val, self.v.grad, m, v, self.v.nparams, lr_t, adam.beta1, adam.beta2, bc1, bc2, adam.eps)
+        bad = self._mismatch()
+        return self._checked(self._ok(lib.mg_adam_step(self.s, m, len(adam.m), v, len(adam.v), lr_t, adam.beta1,
+                                                       adam.beta2, bc1, bc2, adam.eps, bad)), bad)
 
     def adam(self, p, g, m, v, lr_t, b1, b2, bc1, bc2, eps):
         """mg_adam on four distinct contiguous float64 numpy arrays of one
@@ -197,4 +205,9 @@ class CEngine(Engine):
         if not all(getattr(a, "dtype", None) == "float64" and a.ndim == 1 and a.flags.c_contiguous
                    and a.flags.writeable and a.shape == p.shape for a in arrays):
             raise ValueError("adam needs four writable contiguous 1-d float64 arrays of one length")
-        return self._adam(*(ffi.from_buffer("double[]", a) for a in arrays), p.size, lr_t, b1, b2, bc1, bc2, eps)
+        bad = self._mismatch()
+        slow = lib.mg_adam(*(ffi.from_buffer("double[]", a) for a in arrays), p.size, lr_t, b1, b2, bc1, bc2, eps,
+                           self.mode == "exact", bad)
+        if slow < 0:
+            raise ValueError("adam needs distinct arrays, bc1 and bc2 nonzero and eps > 0")
+        return self._checked(slow, bad)

@@ -143,8 +143,9 @@ static int disjoint(const double *a, const double *b, int64_t n) {
 /* On x86-64 a second build of the step for CPUs with FMA (and AVX), picked at
    load time: fma() becomes one instruction and the blocks' divisions run 4
    wide. The same IEEE operations either way: -ffp-contract=off still keeps
-   a*b+c two roundings. */
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && __GNUC__ >= 6
+   a*b+c two roundings. MG_NO_CLONES builds the default one alone (ThreadSanitizer
+   cannot run a program whose resolver runs before it starts). */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && __GNUC__ >= 6 && !defined(MG_NO_CLONES)
 __attribute__((target_clones("fma", "default")))
 #endif
 int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,

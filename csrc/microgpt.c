@@ -1649,7 +1649,9 @@ static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
     return 0;
 }
 
-int32_t mg_value_compact(mg_store *s, mg_handle *handles, int32_t n) {
+int32_t mg_value_compact(mg_store *s, mg_handle *handles, int32_t n, int32_t nodes) {
     LOCK(MG_EARG);
-    return (int32_t)unlock(s, compact(s, handles, n));
+    if (nodes >= 0 && s->v.n != nodes) return (int32_t)unlock(s, 0); /* a node was made since the Values were listed */
+    int32_t r = compact(s, handles, n);
+    return (int32_t)unlock(s, r ? r : 1);
 }

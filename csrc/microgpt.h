@@ -145,7 +145,10 @@ int32_t mg_value_backward(mg_store *s, mg_handle root);
 int32_t mg_value_reset(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept);
 /* drop every node but the parameters and those the n Values handles[] reach,
    graphs kept whole; handles[i] becomes the new handle (a stale one stays).
-   Exact mode, no recorded programs. */
-int32_t mg_value_compact(mg_store *s, mg_handle *handles, int32_t n);
+   Exact mode, no recorded programs. Only if the store still has `nodes`
+   nodes (the count when the Values were listed; -1: any): returns 1 if it
+   compacted, 0 if a node was made since (a Value another thread holds may
+   not be listed). */
+int32_t mg_value_compact(mg_store *s, mg_handle *handles, int32_t n, int32_t nodes);
 const char *mg_value_error(void);  /* this thread's last Value API error */
 int32_t mg_value_failed(void);     /* this thread's last Value API call's code: 0 or MG_E* */

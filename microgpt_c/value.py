@@ -182,15 +182,18 @@ def _reclaim(cls):
     """Drop the nodes no live Value of cls's store reaches (its Values are the
     instances of cls, which the garbage collector can list). With other
     threads running (any, however started: threading's count misses those
-    of _thread), a Value could be in flight: then nothing happens."""
+    of _thread), a Value could be in flight: then nothing happens; and C
+    compacts only if no node was made since the Values were listed (a thread
+    that started after that look could hold one that is not listed)."""
     store = cls.store
     if len(sys._current_frames()) == 1 and store.mode == "exact" and not store._programs:
+        nodes = store.v.n
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
         handles = ffi.new("mg_handle[]", [v._h for v in live])
-        r = lib.mg_value_compact(store.s, handles, len(live))
-        if r:
+        r = lib.mg_value_compact(store.s, handles, len(live), nodes)
+        if r < 0:
             raise CEngine.value_error(r)
-        for v, h in zip(live, handles):
+        for v, h in zip(live, handles if r else ()):
             v._h = h
     store.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)
 

@@ -18,7 +18,7 @@ static void *work(void *arg) {
         mg_handle c = mg_value_tanh(S, mg_value_add(S, mg_value_mul(S, a, b), a));
         mg_handle d = mg_value_mulc(S, c, 2.0);
         if (t == 3 && i % 500 == 0) mg_value_reset(S, NULL, 0, NULL);
-        if (t == 2 && i % 700 == 0) { mg_handle keep[1] = {d}; mg_value_compact(S, keep, 1); d = keep[0]; }
+        if (t == 2 && i % 700 == 0) { mg_handle keep[1] = {d}; mg_value_compact(S, keep, 1, -1); d = keep[0]; }
         if (d < 0 || mg_value_backward(S, d) < 0) continue; /* made stale by another thread's reset */
         double v = mg_value_get(S, d, 0);
         if (!mg_value_failed() && v != tanh(x * y + x) * 2.0) wrong++;

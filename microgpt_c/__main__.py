@@ -9,7 +9,8 @@ import sys
 import time
 
 from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, settings
-from .run import Run
+from .files import check_paths, same
+from .run import Run, check_sampling
 from .text import load_docs
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops training after the step in progress
@@ -66,23 +67,43 @@ def main(argv=None):
         sys.stderr.write(f"{PROG}: interrupted\n")
         sys.exit(130)
     except MemoryError as e:  # what the estimate before training let through (a checkpoint stays as it was)
-        sys.stderr.write(f"{PROG}: error: out of memory{f': {e}' if str(e) else ''}\n")
+        sys.stderr.write(f"{PROG}: error: {memory_message(e)}\n")
         sys.exit(2)
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         sys.exit(1)
+    except OSError as e:  # the output cannot be written (a full disk, /dev/full): every file error else is checked
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stderr.write(f"{PROG}: error: cannot write the output: {e.strerror or e}\n")
+        sys.exit(2)
 
 
-def check_sampling(a):
-    if not (a.temperature > 0 and math.isfinite(a.temperature)):
-        raise ValueError(f"--temperature must be above 0, not {a.temperature}")
-    if a.num_samples < 0:
-        raise ValueError("--num-samples must be 0 or more")
+def memory_message(e):
+    """A MemoryError's one line: what ran out, even when it says nothing."""
+    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
 
 
-def print_samples(names):
-    for i, name in enumerate(names):
-        print(f"sample {i + 1:2d}: {name}")
+def message(e):
+    """The one line for a ValueError or MemoryError from the Python API (the
+    memory estimate's says what the run needs)."""
+    return str(e) or memory_message(e)
+
+
+def check_sampling_flags(a):
+    try:
+        check_sampling(a.num_samples, a.temperature)
+    except ValueError as e:
+        raise ValueError(flagged(str(e), ("num_samples", "temperature"))) from None
+
+
+def print_samples(p, run, a, prefix=""):
+    """Each sample as it is made. A model whose numbers overflow (weights
+    trained with a huge learning rate, say) is one line."""
+    try:
+        for i, name in enumerate(run.samples(a.num_samples, a.temperature, prefix)):
+            print(f"sample {i + 1:2d}: {name}", flush=True)
+    except ArithmeticError as e:
+        p.error(f"cannot sample from this model: {e}")
 
 
 def sample_parser():
@@ -101,17 +122,17 @@ def sample_main(argv):
     p = sample_parser()
     a = p.parse_args(argv)
     try:
-        check_sampling(a)
+        check_paths(inputs=[("--load", a.load)])
+        check_sampling_flags(a)
         run = Run.load(a.load, a.engine)
-    except (ValueError, MemoryError) as e:
-        p.error(str(e))
-    if a.seed is not None:
-        run.rng = random.Random(a.seed)
-    try:
-        names = run.sample(a.num_samples, a.temperature, a.prefix)
+        if a.seed is not None:
+            run.rng = random.Random(a.seed)
+        run.samples(0, a.temperature, a.prefix)  # the prefix checked before the first name
     except ValueError as e:
         p.error(flagged(str(e), ("prefix",)))  # block_size is the checkpoint's, not a flag given
-    print_samples(names)
+    except MemoryError as e:
+        p.error(message(e))
+    print_samples(p, run, a, a.prefix)
 
 
 def train(p, run, a):
@@ -138,7 +159,9 @@ def train(p, run, a):
         except OSError as e:
             fail(f"cannot write {a.save}: {e.strerror}")
 
-    handlers = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in STOP_SIGNALS}
+    # a signal whose inherited handling is to ignore it (nohup) stays ignored
+    handlers = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
+                for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         while run.step < run.steps and not stop:
             t0 = time.perf_counter()
@@ -200,7 +223,11 @@ def train_main(argv):
     p = train_parser()
     a = p.parse_args(argv)
     try:  # every input checked before anything is printed
-        check_sampling(a)
+        # --save may name the checkpoint --resume reads: the run goes on in it
+        going_on = a.save and a.resume and same(a.save, a.resume)
+        check_paths(inputs=[("--data", a.data)] + [("--resume", a.resume)] * (not going_on),
+                    outputs=[("--save", a.save), ("--plot", a.plot)])
+        check_sampling_flags(a)
         if a.log_every is not None and a.log_every < 1:
             raise ValueError("--log-every must be 1 or more")
         if a.save_every is not None and (a.save_every < 1 or not a.save):
@@ -208,11 +235,8 @@ def train_main(argv):
         if a.plot:
             from .plot import check
             check(a.plot)
-        if a.save:
-            from .files import check_writable
-            check_writable(a.save)
         given = [flag(name) for name in given_settings(a)] + (["--data"] if a.data is not None else [])
-        if a.resume:
+        if a.resume is not None:
             if given:
                 raise ValueError(f"--resume continues the checkpoint's run with its own settings: "
                                  f"{', '.join(given)} cannot be given with it")
@@ -223,7 +247,7 @@ def train_main(argv):
         if a.plot and run.step == run.steps:
             raise ValueError(f"--plot has no loss to draw: the run is at its last step ({run.steps})")
     except (ValueError, MemoryError) as e:
-        p.error(str(e))
+        p.error(message(e))
 
     print(f"num docs: {len(run.docs)}")
     print(f"vocab size: {run.tok.vocab_size}")
@@ -240,7 +264,7 @@ def train_main(argv):
                        f"microgpt_c: {run.cfg.title()}, {run.E.name} engine, {run.E.mode} mode")
         except OSError as e:
             p.error(f"cannot write {a.plot}: {e.strerror}")
-    print_samples(run.sample(a.num_samples, a.temperature))
+    print_samples(p, run, a)
 
 
 if __name__ == "__main__":

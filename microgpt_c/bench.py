@@ -12,6 +12,7 @@ import time
 
 from . import memory
 from .cli import Parser, add_settings, settings
+from .files import atomic_write, check_paths
 from .registry import ENGINES, PAIRS, require
 from .run import Run
 from .text import Tokenizer, load_docs
@@ -94,6 +95,7 @@ def check(a):
         raise ValueError(f"--steps must be 1 or more to time a step, not {steps}")
     if a.python_steps < 1:
         raise ValueError(f"--python-steps must be 1 or more, not {a.python_steps}")
+    check_paths(inputs=[("--data", a.data)], outputs=[("--json", a.json)])
     docs = load_docs(a.data)
     for engine, mode in a.engines:
         require(engine)
@@ -169,5 +171,7 @@ def main(argv):
     print(f"ms/step: median over each engine's steps; speedup: {name}'s median over this one's.{python} "
           f"The final loss is each engine's last step's.")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f)
+        try:
+            atomic_write(a.json, lambda f: f.write(json.dumps(results).encode()))
+        except OSError as e:
+            p.error(f"cannot write {a.json}: {e.strerror or e}")

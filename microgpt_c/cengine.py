@@ -159,6 +159,8 @@ class CEngine(Engine):
 
     def attention(self, q, keys, values, n_head):
         t = len(keys)
+        if len(values) != t:
+            raise ValueError(f"attention needs as many values as keys, not {len(values)} and {t}")
         return self._ok(lib.mg_attention(self.s, q[0], q[1], n_head, [k[0] for k in keys],
                                          [v[0] for v in values], t)), q[1]
 

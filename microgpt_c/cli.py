@@ -9,6 +9,7 @@ from .config import Config, Schedule, fields
 from .registry import ENGINES, MODES
 
 PROG = "python -m microgpt_c"
+NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
 
 
 class Version(argparse.Action):
@@ -47,6 +48,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, **kwargs):
         super().__init__(formatter_class=formatter, **kwargs)
         self.add_argument("--version", action=Version)
+        # a value that looks like a negative number is one, in scientific
+        # notation too (argparse's own pattern takes -1e-3 for a flag)
+        self._negative_number_matcher = NEGATIVE
 
     def error(self, message):
         """Any bad input: one line, exit status 2, no traceback."""

@@ -11,7 +11,7 @@ from .config import Config, Schedule
 from .model import Adam, doc_loss, init_params, param_shapes, sample
 from .registry import make_engine, mode_for
 from .shuffle import shuffle
-from .text import Tokenizer, load_docs
+from .text import Tokenizer, check_docs, load_docs
 
 
 def one_thread(method):
@@ -29,6 +29,19 @@ def one_thread(method):
     return guarded
 
 
+def check_sampling(num_samples, temperature):
+    """A ValueError unless these can draw samples: logits are scaled by
+    temperature**-1, which must be a finite number too."""
+    if type(num_samples) is not int or num_samples < 0:
+        raise ValueError(f"num_samples must be a whole number, 0 or more, not {num_samples!r}")
+    try:
+        ok = temperature > 0 and math.isfinite(temperature ** -1)
+    except (OverflowError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"temperature must be a positive number whose reciprocal is finite, not {temperature}")
+
+
 class Run:
     """Train with train_step() or train(), then sample(); state() and
     from_state() are the whole run as plain data (checkpoint.py writes them).
@@ -40,6 +53,7 @@ class Run:
         schedule = Schedule(seed, steps, lr)
         rng = random.Random(seed)
         docs = list(load_docs() if docs is None else docs)
+        check_docs(docs)
         shuffle(rng, docs)  # rng.shuffle(docs), in C
         self._start(cfg or Config(), schedule, docs, rng, make_engine(engine, mode))
         self.P = init_params(self.E, self.cfg, self.tok.vocab_size, rng)
@@ -80,19 +94,25 @@ class Run:
                 on_step(self.step, losses[-1])
         return losses
 
-    @one_thread
     def sample(self, num_samples=20, temperature=0.5, prefix=""):
         """Names drawn from the model, each starting with prefix."""
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a positive number, not {temperature}")
+        return list(self.samples(num_samples, temperature, prefix))
+
+    def samples(self, num_samples=20, temperature=0.5, prefix=""):
+        """sample()'s names one at a time, each made when it is asked for
+        (the arguments are checked at once)."""
+        check_sampling(num_samples, temperature)
         unknown = sorted(set(prefix) - set(self.tok.chars))
         if unknown:
             raise ValueError(f"prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
         if len(prefix) >= self.cfg.block_size:
             raise ValueError(f"prefix must be shorter than block_size ({self.cfg.block_size}), "
                              f"not {len(prefix)} characters")
-        return [sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
-                for _ in range(num_samples)]
+        return (self._sample(temperature, prefix) for _ in range(num_samples))
+
+    @one_thread
+    def _sample(self, temperature, prefix):
+        return sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
 
     def state(self):
         """The whole run: settings, documents, random state, step, parameters and moments."""
@@ -103,7 +123,11 @@ class Run:
     @classmethod
     def from_state(cls, state, engine="c", mode=None):
         """The run state() described, on engine; mode None is the state's mode
-        if the engine has it, else the engine's default."""
+        if the engine has it, else the engine's default. The state is checked
+        as a checkpoint is (checkpoint.check_state): a ValueError says what
+        is wrong."""
+        from .checkpoint import check_state
+        state = check_state(state)
         run = cls.__new__(cls)
         rng = random.Random()
         rng.setstate(state["rng"])

@@ -3,44 +3,67 @@ import os
 import re
 import unicodedata
 
-# Unicode's control characters (category Cc) but the line breaks: a quick test
-# of a whole file before the line-by-line one that names the line
-CONTROL = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+from .files import TEXT_LIMIT, read_bounded
+
+# What a document may not hold, as sampled names would carry it to the
+# terminal: control characters (Unicode category Cc: NUL, ESC, tab, DEL, ...),
+# the line and paragraph separators, and the bidirectional overrides and
+# isolates, which reorder what a terminal shows. (A quick test of a whole
+# file, before the line-by-line one that names the line.)
+INVISIBLE = "\u2028\u2029\u202a-\u202e\u2066-\u2069"
+UNPRINTABLE = re.compile(f"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f{INVISIBLE}]")
+NAMES = {"\u2028": "line separator", "\u2029": "paragraph separator"}
 
 
 def load_docs(path=None):
     """The lines of a UTF-8 text file (the packaged names by default), stripped,
     blank lines dropped; a leading byte order mark is not text. A file that
-    gives no documents, or has a control character (NUL, ESC, tab, ...: the
-    sampled names would carry it to the terminal), is a ValueError."""
+    is not a regular file of at most TEXT_LIMIT bytes, gives no documents, or
+    has a character a terminal would not print as itself is a ValueError."""
     if path is None:
         path = os.path.join(os.path.dirname(__file__), "data", "names.txt")
+    data = read_bounded(path, TEXT_LIMIT, "data file")
     try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: {e.strerror}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
     text = text.removeprefix("\ufeff")
     if "\r" in text:  # line ends as a text file reads them
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
-    if CONTROL.search(text):
+    if UNPRINTABLE.search(text):
         for number, line in enumerate(lines, 1):
-            bad = control(line.strip())
-            if bad:
-                raise ValueError(f"{path}: line {number} has the control character {bad!r} (U+{ord(bad):04X}): "
-                                 f"documents are printable text")
+            problem = unprintable(line.strip())
+            if problem:
+                raise ValueError(f"{path}: line {number} has {problem}: documents are printable text")
     docs = [line for line in map(str.strip, lines) if line]
     if not docs:
         raise ValueError(f"{path}: no documents (no line has anything but whitespace)")
     return docs
 
 
-def control(text):
-    """The first control character in text (Unicode category Cc), or None."""
-    return next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)
+def unprintable(text):
+    """What in text a document may not hold, described ('the control
+    character ...'), or None."""
+    for ch in text:
+        if unicodedata.category(ch) == "Cc":
+            return f"the control character {ch!r} (U+{ord(ch):04X})"
+        if re.match(f"[{INVISIBLE}]", ch):
+            return f"the invisible {NAMES.get(ch, 'bidirectional formatting character')} U+{ord(ch):04X}"
+    return None
+
+
+def check_docs(docs, what="docs"):
+    """A ValueError unless docs is a non-empty list of non-empty strings of
+    printable text (what load_docs gives), naming the first bad one."""
+    if not isinstance(docs, list) or not docs:
+        raise ValueError(f"{what} must be a non-empty list of documents")
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, str) or not doc:
+            raise ValueError(f"{what}[{i}] must be a non-empty string, not {doc!r}")
+        problem = unprintable(doc) if UNPRINTABLE.search(doc) else None
+        if problem:
+            raise ValueError(f"{what}[{i}] has {problem}: documents are printable text")
 
 
 class Tokenizer:

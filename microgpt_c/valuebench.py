@@ -147,11 +147,17 @@ def main(argv):
     names = a.engines.split(",")
     if not set(names) <= set(ENGINES):
         p.error(f"--engines: expected names from {', '.join(ENGINES)}")
+    missing = [name for name in names if not importlib.util.find_spec(ENGINES[name].split(".")[0])]
+    if missing:
+        p.error(f"--engines: {', '.join(missing)} is not installed (pip install {' '.join(missing)})")
     results = []
     for name in names:
         cmd = [sys.executable, "-m", "microgpt_c", "bench", "value", "--worker", name,
                "--steps", str(a.steps), "--points", str(a.points)] + (["--gc"] if a.gc else [])
-        results.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            p.error(f"the {name} run failed: {(r.stderr.strip().splitlines() or ['no message'])[-1]}")
+        results.append(json.loads(r.stdout))
     nodes = next((r["nodes"] for r in results if r["nodes"]), None)
     base = statistics.median(results[0]["step_seconds"])
     rows = [["engine", "ms/step", "mean", f"vs {names[0]}", "ns/node", "nodes/step", "peak RSS MB",

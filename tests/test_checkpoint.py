@@ -131,7 +131,8 @@ def damaged_files(good_path, a):
         "truncated": (lambda p: p.write_bytes(raw[: len(raw) // 2]), "not a complete zip archive"),
         "zeroed bytes": (lambda p: p.write_bytes(bytes(flipped)), "cannot read it as an .npz"),
         "npy": (npy, "not a complete zip archive"),
-        "foreign npz": (lambda p: np.savez(p, weights=wte), "no format marker"),
+        "foreign npz": (lambda p: np.savez(p, weights=wte), "an unexpected member 'weights.npy'"),
+        "foreign member": (npz(**{"weights": wte}), "an unexpected member 'weights.npy'"),
         "pickled array": (lambda p: np.savez(p, **edited(a, docs=np.array([{"a": 1}], dtype=object))),
                           "cannot read it as an .npz"),
         "other format": (npz(format=np.array("microgpt_c checkpoint 99")), "format 'microgpt_c checkpoint 99'"),
@@ -153,8 +154,9 @@ def damaged_files(good_path, a):
         "config shapes": (npz(config=config(n_embd=4)),
                           f"'wte' is float64 ({vocab}, 8), expected float64 ({vocab}, 4)"),
         "vocab": (npz(vocab=text(list("abc"))), "'vocab' is not the sorted characters of 'docs'"),
-        "docs": (npz(docs=text("emma")), "'docs' must be a list of non-empty strings"),
-        "empty doc": (npz(docs=text(["emma", ""])), "'docs' must be a list of non-empty strings"),
+        "docs": (npz(docs=text("emma")), "'docs' must be a non-empty list of documents"),
+        "empty doc": (npz(docs=text(["emma", ""])), "'docs'[1] must be a non-empty string"),
+        "invisible doc": (npz(docs=text(["em\u202ema"])), "'docs'[0] has the invisible bidirectional"),
         "rng": (npz(rng=text([3, [1, 2, 3], None])), "'rng' is not a state"),
         "rng gauss": (npz(rng=text([3, list(random.Random(1).getstate()[1]), "x"])), "'rng' is not a state"),
         "step": (npz(step=np.array(6)), "'step' must be an integer from 0 to the schedule's 5 steps"),
@@ -178,7 +180,7 @@ def test_damaged_or_foreign_files_are_clear_errors(tmp_path, good):
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(ValueError, match="No such file"):
         Run.load(tmp_path / "nothing.npz")
-    with pytest.raises(ValueError, match="Is a directory"):
+    with pytest.raises(ValueError, match="a directory, not a regular file"):
         Run.load(tmp_path)
 
 

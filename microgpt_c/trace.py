@@ -50,13 +50,13 @@ def trace(run, step):
     if R.value(loss) != c_loss:  # the two engines are bit-identical (tests say so): this would be a bug
         raise RuntimeError(f"step {step}: the pure-Python engine's loss {R.value(loss)!r} is not "
                            f"the C engine's {c_loss!r}")
-    arrays = {"loss": np.float64(c_loss), "tokens": np.array(tokens, dtype=np.int64)}
+    npos = len(R.seen["logits"])  # the positions trained on: a document cut to block_size has one token more
+    arrays = {"loss": np.float64(c_loss), "tokens": np.array(tokens[:npos + 1], dtype=np.int64)}
     values, grads, at = R.param_values(), R.param_grads(), 0
     for name, (rows, cols) in shapes.items():
         arrays[name] = values[at:at + rows * cols].reshape(rows, cols)
         arrays[name + ".grad"] = grads[at:at + rows * cols].reshape(rows, cols)
         at += rows * cols
-    npos = len(R.seen["logits"])
     for name, rows in R.seen.items():
         if name.endswith(".attn_weights"):  # (npos, n_head, npos): position t attends to 0..t, zeros after
             w = np.zeros((npos, run.cfg.n_head, npos))
@@ -93,4 +93,4 @@ def main(argv):
         atomic_write(a.out, lambda f: np.savez(f, **arrays))
     except OSError as e:
         p.error(f"cannot write {a.out}: {e.strerror}")
-    print(f"wrote {a.out}: step {a.step}, loss {arrays['loss']:.4f}, {len(arrays)} arrays")
+    print(f"wrote {a.out}: step {a.step}, loss {float(arrays['loss'])!r}, {len(arrays)} arrays")

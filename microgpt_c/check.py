@@ -13,6 +13,7 @@ from .run import Run
 from .text import load_docs
 
 MAX_BYTES = 64 << 20  # a run prints about 40 bytes a step: a million steps fit
+MAX_SAMPLES = 100_000  # sampling is drawn up to the highest sample number in the file
 HEADERS = {"num docs": lambda run: len(run.docs), "vocab size": lambda run: run.tok.vocab_size,
            "num params": lambda run: run.num_params}
 # lenient about spacing, and about what follows the loss (timings, a learning rate)
@@ -80,10 +81,11 @@ def number(text):
         return math.nan
 
 
-def same_digits(theirs, ref):
-    """theirs (a printed loss) is ref printed to as many decimals as theirs has."""
+def printed_like(theirs, ref):
+    """ref printed to as many decimals as theirs (a printed loss) has; 4, the
+    reference's, if theirs is not a plain decimal."""
     decimals = len(theirs.partition(".")[2]) if re.fullmatch(r"[-+]?\d+(\.\d*)?", theirs) else 4
-    return theirs == f"{ref:.{decimals}f}"
+    return f"{ref:.{decimals}f}"
 
 
 class Report:
@@ -97,17 +99,15 @@ class Report:
                 theirs, ref = rest[0], HEADERS[key](run)
                 equal, where = theirs == ref, key
             elif kind == "loss":
-                ref = losses[key - 1] if 1 <= key <= len(losses) else None
-                theirs = rest[1]
-                where, ref_text = f"step {key}", "no such step" if ref is None else f"{ref:.4f}"
-                equal = ref is not None and same_digits(theirs, ref)
-                if ref is not None:
-                    diff = abs(number(theirs) - ref)  # up to half the last printed digit when equal
+                theirs, where, ref, equal = rest[1], f"step {key}", "no such step", False
+                if 1 <= key <= len(losses):
+                    ref = printed_like(theirs, losses[key - 1])
+                    equal = theirs == ref
+                    diff = abs(number(theirs) - losses[key - 1])  # up to half the last printed digit when equal
                     if not diff <= self.largest[0]:  # a NaN counts as largest
                         self.largest = (diff, key)
                     if not equal and diff <= tolerance:
                         equal, self.tolerated = True, self.tolerated + 1
-                ref = ref_text
             else:
                 theirs, ref = rest[0], names[key - 1] if key >= 1 else None
                 equal, where = theirs == ref, f"sample {key}"
@@ -136,8 +136,8 @@ class Report:
             out.append(f"first difference: {where}: theirs {theirs!r}, reference {ref!r}")
         wrong = [n for n in self.totals if n != run.steps]
         if wrong:
-            out.append(f"note: the file's run has {wrong[0]} steps (step k / {wrong[0]}), the reference here {run.steps}: "
-                       f"check with --steps {wrong[0]}")
+            out.append(f"note: the file's run has {wrong[0]} steps (step k / {wrong[0]}), the reference here "
+                       f"{run.steps}: check with --steps {wrong[0]}")
         out.append("verdict: " + self.verdict(tolerance))
         return "\n".join(out)
 
@@ -182,11 +182,13 @@ def main(argv):
         lines = parse(read_text(a.file))
         if not any(kind in ("loss", "sample") for kind, *_ in lines):
             raise ValueError(f"{a.file} holds no run (no 'step k / N | loss x' line and no 'sample i: name' line)")
+        num_samples = max((line[1] for line in lines if line[0] == "sample"), default=0)
+        if num_samples > MAX_SAMPLES:
+            raise ValueError(f"{a.file}: sample {num_samples}: check draws at most {MAX_SAMPLES:,} samples")
         run = reference_run(a)
     except (ValueError, MemoryError) as e:
         p.error(str(e))
     losses = run.train()
-    num_samples = max((line[1] for line in lines if line[0] == "sample"), default=0)
     names = run.sample(num_samples, a.temperature)
     report = Report(lines, run, losses, names, a.tolerance)
     print(report.text(a.file, run, a.temperature, a.tolerance))

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from microgpt_c import Run
 from microgpt_c.__main__ import main
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
@@ -113,12 +114,33 @@ def test_other_flags_and_data(capsys, tmp_path):
     assert status == (0 if "names equal: 5 / 5" in report else 1)
 
 
-@pytest.mark.parametrize("content", ["root:x:0:0:root:/root:/bin/bash\n", "", "num docs: 3\nvocab size: 4\n"])
-def test_not_a_run(capsys, tmp_path, content):
+@pytest.mark.parametrize("content, message", [("root:x:0:0:root:/root:/bin/bash\n", "holds no run"),
+                                              ("", "holds no run"), ("num docs: 3\nvocab size: 4\n", "holds no run"),
+                                              ("sample 1000000000: anna\n", "at most")])
+def test_not_a_run(capsys, tmp_path, content, message):
     path = tmp_path / "out.txt"
     path.write_text(content)
     status, out, err = run(capsys, "check", str(path))
-    assert status == 2 and out == "" and len(err.splitlines()) == 1 and "holds no run" in err
+    assert status == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_more_decimals_and_foreign_lines(capsys, tmp_path):
+    """A loss printed to 6 decimals is compared to 6; a step past the schedule,
+    a sample 0 and an unparsable loss differ."""
+    path = tmp_path / "out.txt"
+    losses = Run(steps=5).train()
+    six = "".join(f"step {k} / 5 | loss {x:.6f}\n" for k, x in enumerate(losses, 1))
+    path.write_text(six)
+    status, report = check(capsys, str(path), "--steps", "5")
+    assert status == 0 and "loss lines equal: 5 / 5" in report
+    path.write_text(six.replace(f"{losses[2]:.6f}", f"{losses[2] + 2e-6:.6f}"))  # equal to 4 decimals, not 6
+    status, report = check(capsys, str(path), "--steps", "5")
+    assert status == 1 and line(report, "first difference").startswith("first difference: step 3: ")
+    for extra, where in (("step 6 / 5 | loss 1.0\n", "step 6"), ("sample 0: anna\n", "sample 0"),
+                         ("step 5 / 5 | loss nan\n", "step 5")):
+        path.write_text(six + extra)
+        status, report = check(capsys, str(path), "--steps", "5")
+        assert status == 1 and line(report, "first difference").startswith(f"first difference: {where}: "), report
 
 
 @pytest.mark.parametrize("what", ["missing", "directory", "fifo"])

@@ -107,3 +107,33 @@ def test_trace_equals_pytorch(tmp_path, capsys):
         close(t[name], tensor)
     for name in shapes:
         close(t[name + ".grad"], P[name].grad)
+
+
+def test_a_loss_not_the_c_engines_writes_nothing(tmp_path, monkeypatch):
+    """The trace's pure-Python step is checked against the C engine's loss:
+    rmsnorm's scale as 1 / sqrt (a last-bit difference) is refused."""
+    import microgpt_c.trace
+
+    def rmsnorm(self, x):
+        ms = sum(xi * xi for xi in x) / len(x)
+        scale = 1 / (ms + 1e-5) ** 0.5
+        return [xi * scale for xi in x]
+
+    monkeypatch.setattr(microgpt_c.trace.Recorder, "rmsnorm", rmsnorm)
+    out = tmp_path / "trace.npz"
+    with pytest.raises(RuntimeError, match="not the C engine's"):
+        main(["trace", "--step", "1", "--out", str(out)])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["--step", "0"], ["--step", "21"], ["--step", "1", "--n-head", "5"],
+                                  ["--step", "1", "--out", "/no/such/dir/t.npz"]])
+def test_bad_input(tmp_path, capsys, args):
+    argv = ["trace", "--steps", "20", *args]
+    if "--out" not in args:
+        argv += ["--out", str(tmp_path / "t.npz")]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []

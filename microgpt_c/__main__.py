@@ -1,6 +1,8 @@
 """python -m microgpt_c: train microgpt on the packaged names, then sample.
 python -m microgpt_c sample --load PATH: sample from a saved checkpoint.
-python -m microgpt_c bench: time the engines."""
+python -m microgpt_c bench: time the engines.
+python -m microgpt_c check FILE: compare a port's output with the reference's.
+python -m microgpt_c trace --step K --out PATH.npz: the reference's numbers at step K."""
 import math
 import os
 import random
@@ -60,6 +62,12 @@ def main(argv=None):
         if argv[:1] == ["bench"]:
             from .bench import main as bench
             return bench(argv[1:])
+        if argv[:1] == ["check"]:
+            from .check import main as check
+            return check(argv[1:])
+        if argv[:1] == ["trace"]:
+            from .trace import main as trace
+            return trace(argv[1:])
         if argv[:1] == ["sample"]:
             return sample_main(argv[1:])
         return train_main(argv)
@@ -199,7 +207,9 @@ def train(p, run, a):
 
 USAGE = f"""{PROG} [options]            (train, then sample)
        {PROG} sample --load PATH [options]
-       {PROG} bench [options]"""
+       {PROG} bench [options]
+       {PROG} check FILE [the run's options]
+       {PROG} trace --step K --out PATH.npz [the run's options]"""
 
 
 def train_parser():

@@ -190,11 +190,16 @@ class PyEngine(Engine):
             q_h = q[hs:hs + head_dim]
             k_h = [ki[hs:hs + head_dim] for ki in keys]
             v_h = [vi[hs:hs + head_dim] for vi in values]
-            logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim**0.5
-                      for t in range(len(k_h))]
-            weights = self.softmax(logits)
+            weights = self.head_weights(q_h, k_h)
             out.extend(sum(weights[t] * v_h[t][j] for t in range(len(v_h))) for j in range(head_dim))
         return out
+
+    def head_weights(self, q_h, k_h):
+        """One head's attention weights over the positions so far (a method
+        of its own so that trace.py can record them)."""
+        head_dim = len(q_h)
+        logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim**0.5 for t in range(len(k_h))]
+        return self.softmax(logits)
 
     def nll(self, logits, target):
         return -self.softmax(logits)[target].log()

@@ -1,0 +1,96 @@
+"""python -m microgpt_c trace --step K --out PATH.npz [the run's flags]: the
+reference's numbers at training step K (from 1), for finding the first number
+a port gets wrong. docs/checking.md lists the names in the file."""
+from .check import add_run_flags, reference_run
+from .cli import PROG, Parser
+from .files import atomic_write, check_writable
+from .model import doc_loss, param_shapes
+from .pyengine import PyEngine
+
+
+class Recorder(PyEngine):
+    """The pure-Python engine, keeping every vector model.gpt shows it
+    (record) and every head's attention weights, as lists of floats."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.heads = {}, []  # seen: name -> one vector per position
+
+    def record(self, name, x):
+        if name.endswith(".attn_out"):  # the weights of the heads of the attention just computed
+            layer = name.removesuffix("attn_out")
+            self.seen.setdefault(layer + "attn_weights", []).append(self.heads)
+            self.heads = []
+        self.seen.setdefault(name, []).append(self.values(x))
+        if name == "logits":  # the probabilities nll computes from them (the same op, so the same numbers)
+            self.seen.setdefault("probs", []).append(self.values(self.softmax(x)))
+        return x
+
+    def head_weights(self, q_h, k_h):
+        weights = super().head_weights(q_h, k_h)
+        self.heads.append(self.values(weights))
+        return weights
+
+
+def trace(run, step):
+    """The arrays of the trace at step (from 1) of run, a Run at step 0 on the
+    C engine in exact mode; leaves run after step."""
+    import numpy as np
+
+    while run.step < step - 1:
+        run.train_step()
+    shapes = param_shapes(run.cfg, run.tok.vocab_size)
+    R = Recorder()
+    P = R.create_params(shapes, run.E.param_values())
+    doc = run.docs[(step - 1) % len(run.docs)][:run.cfg.block_size]
+    tokens = run.tok.encode(doc)
+    loss = doc_loss(R, P, run.cfg, tokens, replay=False, record=R.record)
+    R.backward(loss)
+    c_loss = run.train_step()
+    if R.value(loss) != c_loss:  # the two engines are bit-identical (tests say so): this would be a bug
+        raise RuntimeError(f"step {step}: the pure-Python engine's loss {R.value(loss)!r} is not "
+                           f"the C engine's {c_loss!r}")
+    npos = len(R.seen["logits"])  # the positions trained on: a document cut to block_size has one token more
+    arrays = {"loss": np.float64(c_loss), "tokens": np.array(tokens[:npos + 1], dtype=np.int64)}
+    values, grads, at = R.param_values(), R.param_grads(), 0
+    for name, (rows, cols) in shapes.items():
+        arrays[name] = values[at:at + rows * cols].reshape(rows, cols)
+        arrays[name + ".grad"] = grads[at:at + rows * cols].reshape(rows, cols)
+        at += rows * cols
+    for name, rows in R.seen.items():
+        if name.endswith(".attn_weights"):  # (npos, n_head, npos): position t attends to 0..t, zeros after
+            w = np.zeros((npos, run.cfg.n_head, npos))
+            for t, heads in enumerate(rows):
+                w[t, :, :t + 1] = heads
+            arrays[name] = w
+        else:
+            arrays[name] = np.array(rows, dtype=np.float64)
+    return arrays
+
+
+def parser():
+    p = Parser(prog=f"{PROG} trace", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p.add_argument("--step", type=int, required=True, metavar="K", help="the training step, from 1 (as printed)")
+    p.add_argument("--out", required=True, metavar="PATH.npz", help="where to write the arrays (numpy's .npz)")
+    add_run_flags(p)
+    return p
+
+
+def main(argv):
+    import numpy as np
+
+    p = parser()
+    a = p.parse_args(argv)
+    try:
+        check_writable(a.out)
+        run = reference_run(a)
+        if not 1 <= a.step <= run.steps:
+            raise ValueError(f"--step must be from 1 to --steps ({run.steps}), not {a.step}")
+    except (ValueError, MemoryError) as e:
+        p.error(str(e))
+    arrays = trace(run, a.step)
+    try:
+        atomic_write(a.out, lambda f: np.savez(f, **arrays))
+    except OSError as e:
+        p.error(f"cannot write {a.out}: {e.strerror}")
+    print(f"wrote {a.out}: step {a.step}, loss {float(arrays['loss'])!r}, {len(arrays)} arrays")

@@ -1,0 +1,168 @@
+"""python -m microgpt_c check: the reference's own output is bit-exact, a
+changed or foreign one is named where it first differs, and what is not a
+run is one line and exit status 2."""
+import os
+
+import pytest
+
+from microgpt_c import Run
+from microgpt_c.__main__ import main
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
+
+
+def run(capsys, *args):
+    """main(args) in this process: (exit status, stdout, stderr)."""
+    try:
+        status = main(list(args)) or 0
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def check(capsys, *args):
+    """(exit status, report lines) of a check that reads a run."""
+    status, out, err = run(capsys, "check", *args)
+    assert err == "" and status in (0, 1), err
+    return status, out.splitlines()
+
+
+def line(report, start):
+    return next(ln for ln in report if ln.startswith(start))
+
+
+def changed_digit(text, step):
+    """text with the last digit of step's loss line changed by one."""
+    lines = text.split("\n")
+    i = next(i for i, ln in enumerate(lines) if ln.startswith(f"step {step:4d} /"))
+    d = int(lines[i][-1])
+    lines[i] = lines[i][:-1] + str(d + 1 if d < 9 else d - 1)
+    return "\n".join(lines)
+
+
+def test_golden_output_is_bit_exact(capsys):
+    status, report = check(capsys, GOLDEN)
+    assert status == 0
+    assert "loss lines equal: 1000 / 1000" in report and "names equal: 20 / 20" in report
+    assert "header lines equal: 3 / 3" in report
+    assert line(report, "verdict") == "verdict: bit-exact: every printed line equal"
+
+
+def test_one_loss_digit_changed_names_its_step(capsys, tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text(changed_digit(open(GOLDEN).read(), 17))
+    status, report = check(capsys, str(path))
+    assert status == 1
+    assert "loss lines equal: 999 / 1000" in report and "names equal: 20 / 20" in report
+    assert line(report, "first difference").startswith("first difference: step 17: ")
+    assert "up to step 16, differs from step 17" in line(report, "verdict")
+    # a tolerance of one printed digit accepts it; of less, not
+    status, report = check(capsys, str(path), "--tolerance", "0.0002")
+    assert status == 0 and "equal within --tolerance 0.0002: 1 loss lines" in line(report, "verdict")
+    assert check(capsys, str(path), "--tolerance", "0.00001")[0] == 1
+
+
+def test_carriage_returns_and_other_lines(capsys, tmp_path):
+    """Loss lines overwritten with \\r, spacing of its own, timings: the same run."""
+    text = open(GOLDEN).read()
+    text = text.replace(" / 1000 | loss", "/1000 |  loss").replace("\nstep", "\rstep").replace("sample ", "sample  ")
+    path = tmp_path / "out.txt"
+    path.write_text("starting\n" + text.replace("num params", "took 3s\nnum params"))
+    status, report = check(capsys, str(path))
+    assert status == 0 and "loss lines equal: 1000 / 1000" in report and "names equal: 20 / 20" in report
+
+
+def test_own_random_generator_differs_from_step_1(capsys, tmp_path):
+    """The main job's output with another seed stands for a port with its own
+    random generator: every loss differs, from the first."""
+    status, out, _ = run(capsys, "--seed", "7", "--steps", "20")
+    assert status == 0
+    path = tmp_path / "out.txt"
+    path.write_text(out)
+    status, report = check(capsys, str(path), "--steps", "20")
+    assert status == 1
+    assert line(report, "first difference").startswith("first difference: step 1: ")
+    assert "differs from the first printed step (1)" in line(report, "verdict")
+
+
+def test_steps_differ_suggests_the_flag(capsys, tmp_path):
+    status, out, _ = run(capsys, "--steps", "20")
+    path = tmp_path / "out.txt"
+    path.write_text(out)
+    status, report = check(capsys, str(path))  # the default --steps 1000
+    assert status == 1 and "check with --steps 20" in line(report, "note")
+    assert check(capsys, str(path), "--steps", "20")[0] == 0
+
+
+def test_other_flags_and_data(capsys, tmp_path):
+    """With other settings and documents, check compares with the reference
+    for those: the main job's own output is bit-exact under the same flags."""
+    data = tmp_path / "docs.txt"
+    data.write_text("ada\nbob\ncyril\ndora\neve\nfelix\n")
+    flags = ["--seed", "7", "--steps", "20", "--n-embd", "8", "--n-head", "2", "--data", str(data)]
+    status, out, _ = run(capsys, *flags, "--num-samples", "5", "--temperature", "0.8")
+    assert status == 0
+    path = tmp_path / "out.txt"
+    path.write_text(out)
+    status, report = check(capsys, str(path), *flags, "--temperature", "0.8")
+    assert status == 0, report
+    assert "loss lines equal: 20 / 20" in report and "names equal: 5 / 5" in report
+    # the default temperature draws other names (or, by chance, the same: then only the names line is checked)
+    status, report = check(capsys, str(path), *flags)
+    assert "loss lines equal: 20 / 20" in report
+    assert status == (0 if "names equal: 5 / 5" in report else 1)
+
+
+@pytest.mark.parametrize("content, message", [("root:x:0:0:root:/root:/bin/bash\n", "holds no run"),
+                                              ("", "holds no run"), ("num docs: 3\nvocab size: 4\n", "holds no run"),
+                                              ("sample 1000000000: anna\n", "at most")])
+def test_not_a_run(capsys, tmp_path, content, message):
+    path = tmp_path / "out.txt"
+    path.write_text(content)
+    status, out, err = run(capsys, "check", str(path))
+    assert status == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_more_decimals_and_foreign_lines(capsys, tmp_path):
+    """A loss printed to 6 decimals is compared to 6; a step past the schedule,
+    a sample 0 and an unparsable loss differ."""
+    path = tmp_path / "out.txt"
+    losses = Run(steps=5).train()
+    six = "".join(f"step {k} / 5 | loss {x:.6f}\n" for k, x in enumerate(losses, 1))
+    path.write_text(six)
+    status, report = check(capsys, str(path), "--steps", "5")
+    assert status == 0 and "loss lines equal: 5 / 5" in report
+    path.write_text(six.replace(f"{losses[2]:.6f}", f"{losses[2] + 2e-6:.6f}"))  # equal to 4 decimals, not 6
+    status, report = check(capsys, str(path), "--steps", "5")
+    assert status == 1 and line(report, "first difference").startswith("first difference: step 3: ")
+    for extra, where in (("step 6 / 5 | loss 1.0\n", "step 6"), ("sample 0: anna\n", "sample 0"),
+                         ("step 5 / 5 | loss nan\n", "step 5")):
+        path.write_text(six + extra)
+        status, report = check(capsys, str(path), "--steps", "5")
+        assert status == 1 and line(report, "first difference").startswith(f"first difference: {where}: "), report
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "fifo"])
+def test_unreadable(capsys, tmp_path, what):
+    path = tmp_path / "out.txt"
+    if what == "directory":
+        path.mkdir()
+    elif what == "fifo":
+        os.mkfifo(path)
+    status, out, err = run(capsys, "check", str(path))
+    assert status == 2 and out == "" and len(err.splitlines()) == 1 and "cannot read" in err, err
+
+
+def test_too_big(capsys, tmp_path, monkeypatch):
+    import microgpt_c.check
+    monkeypatch.setattr(microgpt_c.check, "MAX_BYTES", 1000)
+    status, out, err = run(capsys, "check", GOLDEN)
+    assert status == 2 and out == "" and len(err.splitlines()) == 1 and "too big" in err
+
+
+@pytest.mark.parametrize("flags", [["--tolerance", "-1"], ["--tolerance", "nan"], ["--temperature", "0"],
+                                   ["--n-head", "5"]])
+def test_bad_flags(capsys, flags):
+    status, out, err = run(capsys, "check", GOLDEN, *flags)
+    assert status == 2 and out == "" and len(err.splitlines()) == 1, err

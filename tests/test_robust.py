@@ -44,7 +44,8 @@ def fuzz_calls(E, rng, n):
     }
     for _ in range(n):
         kind = rng.choice(["leaf", "scalar", "vector", "attention", "mean", "nll", "tokens", "embed",
-                           "backward", "reset", "record", "replay", "doc", "check", "params", "null"])
+                           "backward", "reset", "record", "replay", "doc", "check", "params", "read", "write",
+                           "adam", "null"])
         n0 = v.n
         if kind == "leaf":
             x = some_double()
@@ -96,6 +97,21 @@ def fuzz_calls(E, rng, n):
         elif kind == "params":
             vals = [some_double() for _ in range(rng.randrange(0, 4))]
             r = lib.mg_params(s, vals or ffi.NULL, len(vals))
+        elif kind == "read":  # a range within the nodes, or not: its length is the buffer's
+            first, k = some_id(), rng.randrange(0, 80)
+            r = lib.mg_read(s, first, k, rng.choice([0, 1]), ffi.new("double[]", max(k, 1)))
+            assert (r == 0) == (0 <= first and first + k <= n0)
+        elif kind == "write":  # lengths around the parameter count; numbers good and bad
+            k = rng.choice([v.nparams, v.nparams - 1, v.nparams + 1, 0])
+            vals = [rng.choice([0.25, -1.5, some_double()]) for _ in range(k)]
+            r = lib.mg_write_params(s, vals or ffi.NULL, k, rng.choice([0, 1]))
+            assert (r == 0) == (k == v.nparams and all(map(math.isfinite, vals)))
+        elif kind == "adam":  # moments shorter, longer or as long as the parameters
+            nm, nv = (rng.choice([v.nparams, v.nparams - 1, v.nparams + 1]) for _ in range(2))
+            m, w = ffi.new("double[]", max(nm, 1)), ffi.new("double[]", max(nv, 1))
+            r = lib.mg_adam_step(s, m, nm, w, nv, 0.01, 0.85, 0.99, 0.15, 0.01, 1e-8, ffi.NULL)
+            assert (r >= 0) == (nm == nv == v.nparams)
+            r = min(r, 0)
         else:
             r = rng.choice([lambda: lib.mg_add(ffi.NULL, 0, 0), lambda: lib.mg_backward(ffi.NULL, 0),
                             lambda: lib.mg_replay(ffi.NULL, 0), lambda: lib.mg_tokens(ffi.NULL, ffi.NULL, 0)])()
@@ -184,7 +200,10 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_fast.py::test_training_stays_
              "test_adam.py::test_adam_equals_reference_on_adversarial_inputs", "test_adam.py::test_adam_bad_input",
              # the Value API: fuzzed, and threads
              "test_value_api.py::test_fuzz_the_value_api", "test_value_api.py::test_threads_share_a_store",
-             "test_value_api.py::test_reset_keep_keeps_values_and_grads_as_leaves"]
+             "test_value_api.py::test_reset_keep_keeps_values_and_grads_as_leaves",
+             # shapes and lengths against what C knows; a store driven from two threads
+             "test_inputs.py::test_engine_shapes_are_checked",
+             "test_threads.py::test_engine_calls_from_two_threads_raise_never_crash"]
 
 
 def sanitized_package(tmp_path):

@@ -13,11 +13,15 @@ from .registry import make_engine  # noqa: E402
 from .run import Run  # noqa: E402
 from .text import Tokenizer, load_docs  # noqa: E402
 
-__all__ = ["Config", "Run", "Schedule", "Tokenizer", "Value", "default_store", "load_docs", "make_engine"]
+__all__ = ["Config", "Run", "Schedule", "Tokenizer", "Value", "default_store", "draw_dot", "load_docs",
+           "make_engine"]
 
 
-def __getattr__(name):  # Value loads the compiled engine: only when asked for
+def __getattr__(name):  # Value loads the compiled engine, draw_dot graphviz: only when asked for
     if name in ("Value", "default_store"):
         from . import value
         return getattr(value, name)
+    if name == "draw_dot":
+        from .graph import draw_dot
+        return draw_dot
     raise AttributeError(f"module 'microgpt_c' has no attribute {name!r}")

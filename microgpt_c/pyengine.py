@@ -47,21 +47,43 @@ class Derived:
         return other * self**-1
 
 
-class Value(Derived):
+class Labelled:
+    """micrograd's .label, for both engines' Values: '' until set. (Kept in a
+    slot only when set, so an op makes its node without it.)"""
+
+    __slots__ = ("_label",)
+
+    @property
+    def label(self):
+        return getattr(self, "_label", "")
+
+    @label.setter
+    def label(self, text):
+        self._label = str(text)
+
+
+class Value(Derived, Labelled):
     """One scalar node: value, gradient, children, local gradients, and
     micrograd's symbol for the op that made it ('' for a leaf). A leaf takes
     a real number only; .data and .grad are plain attributes, as micrograd's
-    (unchecked: the pure-Python engine computes what Python computes)."""
+    (unchecked: the pure-Python engine computes what Python computes).
+
+    Value(data, _children=(), _op='', label='') is micrograd's constructor:
+    its lecture code runs as it is. A node made that way has no local
+    gradients, so backward passes nothing through it to its children (in
+    micrograd one would set its _backward by hand)."""
 
     __slots__ = ("data", "grad", "_children", "_local_grads", "_o")
 
-    def __init__(self, data, children=(), local_grads=(), op=""):
+    def __init__(self, data, _children=(), _op="", label="", _local_grads=()):
         # a leaf's number is checked; the common ones without a call
-        self.data = data if children or type(data) is float or type(data) is int else real(data, "a Value's data")
+        self.data = data if _children or type(data) is float or type(data) is int else real(data, "a Value's data")
         self.grad = 0
-        self._children = children
-        self._local_grads = local_grads
-        self._o = op  # the symbol, or for ** the exponent (formatted only when asked)
+        self._children = _children
+        self._local_grads = _local_grads
+        self._o = _op  # the symbol, or for ** the exponent (formatted only when asked)
+        if label:
+            self.label = label
 
     @property
     def _prev(self):
@@ -75,29 +97,29 @@ class Value(Derived):
 
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data + other.data, (self, other), (1, 1), "+")
+        return Value(self.data + other.data, (self, other), "+", "", (1, 1))
 
     def __mul__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data * other.data, (self, other), (other.data, self.data), "*")
+        return Value(self.data * other.data, (self, other), "*", "", (other.data, self.data))
 
     def __pow__(self, other):
         if type(other) is not int and type(other) is not float and not isinstance(other, numbers.Real):
             return NotImplemented  # Python's TypeError then names both operands' types
-        return Value(self.data**other, (self,), (other * self.data ** (other - 1),), other)
+        return Value(self.data**other, (self,), other, "", (other * self.data ** (other - 1),))
 
     def log(self):
-        return Value(math.log(self.data), (self,), (1 / self.data,), "log")
+        return Value(math.log(self.data), (self,), "log", "", (1 / self.data,))
 
     def exp(self):
-        return Value(math.exp(self.data), (self,), (math.exp(self.data),), "exp")
+        return Value(math.exp(self.data), (self,), "exp", "", (math.exp(self.data),))
 
     def relu(self):
-        return Value(max(0, self.data), (self,), (float(self.data > 0),), "ReLU")
+        return Value(max(0, self.data), (self,), "ReLU", "", (float(self.data > 0),))
 
     def tanh(self):
         t = math.tanh(self.data)
-        return Value(t, (self,), (1 - t**2,), "tanh")
+        return Value(t, (self,), "tanh", "", (1 - t**2,))
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"

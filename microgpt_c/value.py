@@ -44,7 +44,7 @@ import threading
 import weakref
 
 from .cengine import CEngine, ffi, lib
-from .pyengine import Derived, real
+from .pyengine import Derived, Labelled, real
 
 _default = []
 _lock = threading.Lock()  # making the default store, or a store's Value class
@@ -64,16 +64,27 @@ def default_store():
     return _default[0]
 
 
-class Value(Derived, metaclass=abc.ABCMeta):
-    """Value(data, store=None): a leaf of the store (default_store() if None)."""
+class Value(Derived, Labelled, metaclass=abc.ABCMeta):
+    """Value(data, store=None): a leaf of the store (default_store() if None).
+    Value(data, _children=(), _op='', label='') is micrograd's constructor, so
+    its lecture code runs as it is: a node made with _children is a leaf of
+    the store whose _prev and _op say what was given (at most two Values of
+    the same store); backward passes nothing through it to them."""
 
     __slots__ = ()
 
-    def __new__(cls, data, store=None):
-        return _class_of(store or default_store())._leaf(data)
+    def __new__(cls, data, _children=(), _op="", label="", store=None):
+        if isinstance(_children, CEngine):  # Value(data, store)
+            _children, store = (), _children
+        v = _class_of(store or default_store())._leaf(data)
+        if _children or _op:
+            v._given(tuple(_children), _op)
+        if label:
+            v.label = label
+        return v
 
 
-class _Node(Derived):
+class _Node(Derived, Labelled):
     """What the Values of every store share."""
 
     # _h: the node's handle; _o: micrograd's symbol for the op that made it
@@ -96,6 +107,15 @@ class _Node(Derived):
         """No op, no operands: a leaf, as reset(keep=...) leaves a kept Value."""
         self._o = ""
         self._a = self._b = None
+
+    def _given(self, children, op):
+        """micrograd's Value(data, children, op): what _prev and _op show."""
+        if len(children) > 2 or not all(type(c) is type(self) for c in children):
+            raise ValueError("_children must be at most two Values of the same store")
+        if not isinstance(op, str):
+            raise TypeError(f"_op must be a str, not {type(op).__name__}")
+        self._o = op
+        self._a, self._b = (*children, None, None)[:2]
 
     def __pow__(self, other):
         if type(other) is not float and type(other) is not int:

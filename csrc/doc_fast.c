@@ -21,6 +21,15 @@
 #include "microgpt.h"
 #include "doc_fast.h"
 
+/* The linear kernels also in an AVX2 build, chosen at load time (GCC's
+   target_clones; no -march in the build). Their loops add into independent
+   outputs, never reassociating a sum: every width gives the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
 enum { MAX_DIM = 1 << 16, MAX_VOCAB = 1 << 24, MAX_LAYER = 1 << 10 };
 
 typedef struct {
@@ -56,8 +65,9 @@ static int32_t finite(mg_doc *d, const char *what, const double *x, int32_t n, i
 /* ------------------------------------------------------------------------ */
 /* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major */
 
-static void linear_forward(double *y, const double *x, const double *w, double *wt, int32_t n, int32_t nin,
-                           int32_t nout) {
+CLONES static void linear_forward(double *restrict y, const double *restrict x, const double *restrict w,
+                                  double *restrict wt, int32_t n, int32_t nin,
+                                  int32_t nout) {
     for (int32_t o = 0; o < nout; o++) /* W^T: row i holds every output's weight for input i */
         for (int32_t i = 0; i < nin; i++) wt[(int64_t)i * nout + o] = w[(int64_t)o * nin + i];
     for (int32_t p = 0; p < n; p++) {
@@ -73,8 +83,9 @@ static void linear_forward(double *y, const double *x, const double *w, double *
 
 /* dx += dy W (dx may be NULL: not wanted); dW += dy^T x. A zero output
    gradient (behind a relu that is off) passes nothing on. */
-static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, int32_t n,
-                            int32_t nin, int32_t nout) {
+CLONES static void linear_backward(double *restrict dx, double *restrict dw, const double *restrict dy,
+                                   const double *restrict x, const double *restrict w, int32_t n,
+                                   int32_t nin, int32_t nout) {
     for (int32_t p = 0; p < n; p++) {
         const double *dyp = dy + (int64_t)p * nout, *xp = x + (int64_t)p * nin;
         double *dxp = dx ? dx + (int64_t)p * nin : NULL;

@@ -104,15 +104,19 @@ CLONES static void linear_backward(double *restrict dx, double *restrict dw, con
 /* ------------------------------------------------------------------------ */
 /* rmsnorm, per row: y = x * r, r = (sum(x*x) * pow(len, -1) + 1e-5) ** -0.5 */
 
-static void rmsnorm_forward(double *y, double *r, const double *x, int32_t n, int32_t len) {
+/* Returns the first position whose sum of squares is not finite (its r would
+   be 0, hiding the overflow), or -1. */
+static int32_t rmsnorm_forward(double *y, double *r, const double *x, int32_t n, int32_t len) {
     const double inv = pow(len, -1.0);
     for (int32_t p = 0; p < n; p++) {
         const double *xp = x + (int64_t)p * len;
         double ss = 0.0;
         for (int32_t i = 0; i < len; i++) ss += xp[i] * xp[i];
+        if (!isfinite(ss)) return p;
         r[p] = pow(ss * inv + 1e-5, -0.5);
         for (int32_t i = 0; i < len; i++) y[(int64_t)p * len + i] = xp[i] * r[p];
     }
+    return -1;
 }
 
 /* dx_j += dy_j r - x_j r^3 / len * sum_i dy_i x_i */
@@ -252,6 +256,10 @@ static int32_t layout(mg_doc *d) {
     return 0;
 }
 
+#define NORM(y, r, x) \
+    if ((bad = rmsnorm_forward(y, r, x, n, D)) >= 0) \
+        return fail(d, MG_EMATH, "rmsnorm made a non-finite number (position %d: its sum of squares)", bad)
+
 static int32_t forward(mg_doc *d, const double *params, double *loss) {
     const int32_t n = d->n, D = d->d, F = 4 * D;
     const int64_t nD = (int64_t)n * D;
@@ -259,32 +267,33 @@ static int32_t forward(mg_doc *d, const double *params, double *loss) {
     for (int32_t p = 0; p < n; p++)
         for (int32_t i = 0; i < D; i++)
             x[(int64_t)p * D + i] = W(WTE)[(int64_t)d->tok[p] * D + i] + W(WPE)[(int64_t)p * D + i];
+    int32_t r = finite(d, "embed", x, n, D);
+    if (r) return r;
     double *xs = d->L ? d->layers[0].xin : d->xl; /* the normed embedding is the first layer's input */
-    rmsnorm_forward(xs, d->r0, x, n, D);
+    int32_t bad;
+    NORM(xs, d->r0, x);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         double *out = l + 1 < d->L ? d->layers[l + 1].xin : d->xl;
-        rmsnorm_forward(a->xn, a->r1, a->xin, n, D);
+        NORM(a->xn, a->r1, a->xin);
         linear_forward(a->q, a->xn, params + o[WQ], d->wt, n, D, D);
         linear_forward(a->k, a->xn, params + o[WK], d->wt, n, D, D);
         linear_forward(a->v, a->xn, params + o[WV], d->wt, n, D, D);
         attention_forward(a->a, a->att, a->q, a->k, a->v, n, D, d->H);
         linear_forward(a->xmid, a->a, params + o[WO], d->wt, n, D, D);
         for (int64_t i = 0; i < nD; i++) a->xmid[i] += a->xin[i];
-        rmsnorm_forward(a->xn2, a->r2, a->xmid, n, D);
+        NORM(a->xn2, a->r2, a->xmid);
         linear_forward(a->h, a->xn2, params + o[FC1], d->wt, n, D, F);
         for (int64_t i = 0; i < nD * 4; i++) a->h[i] = a->h[i] > 0.0 ? a->h[i] : 0.0;
         linear_forward(out, a->h, params + o[FC2], d->wt, n, F, D);
         for (int64_t i = 0; i < nD; i++) out[i] += a->xmid[i];
-        int32_t r = finite(d, "a layer", out, n, D);
-        if (r) return r;
+        if ((r = finite(d, "layer", out, n, D))) return r;
     }
     linear_forward(d->probs, d->xl, W(LM_HEAD), d->wt, n, D, d->V);
-    int32_t r = finite(d, "lm_head", d->probs, n, d->V);
-    if (r) return r;
+    if ((r = finite(d, "lm_head", d->probs, n, d->V))) return r;
     *loss = nll_forward(d->probs, d->probs, d->tok + 1, n, d->V);
-    return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "the loss made a non-finite number (position 0: %g)", *loss);
+    return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
 }
 
 static void backward(mg_doc *d, const double *params, double *grads, double dloss) {

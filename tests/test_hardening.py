@@ -257,7 +257,7 @@ def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", REPO)  # the workers run this checkout's code
     msg = one_line_error(*run_main(capsys, "bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5),
                          prog=BENCH)
-    assert re.fullmatch(r"the c:fast run failed: \w+ made a non-finite number \(node \d+: .*\)", msg), msg
+    assert re.fullmatch(r"the c:fast run failed: \w+ made a non-finite number \((node|position) \d+: .*\)", msg), msg
 
 
 # -- 7. help and messages --

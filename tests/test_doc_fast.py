@@ -108,3 +108,15 @@ def test_a_non_finite_value_is_an_arithmetic_error():
     E.set_param_values(np.full(E.v.nparams, 1e300))
     with pytest.raises(ArithmeticError, match=r"made a non-finite number \(position \d+: "):
         E.doc_loss(P, Config(), tok.encode("emma"), 5)
+
+
+@pytest.mark.parametrize("cfg", [Config(), SMALL], ids=["default", "2layer"])
+def test_torch_user_mode_trains_as_the_eager_mode(cfg):
+    """PyTorch as a user writes it (whole-document layers, in-place Adam)
+    computes the same model as our model code on tensors (when installed)."""
+    pytest.importorskip("torch")
+    eager, user = Run(cfg, engine="torch", mode="eager"), Run(cfg, engine="torch", mode="user")
+    for _ in range(20):
+        assert abs(eager.train_step() - user.train_step()) <= 1e-10
+    assert np.allclose(eager.E.param_values(), user.E.param_values(), rtol=0, atol=1e-12)
+    assert np.allclose(eager.adam.v, user.adam.v, rtol=0, atol=1e-15)

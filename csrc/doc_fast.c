@@ -63,42 +63,73 @@ static int32_t finite(mg_doc *d, const char *what, const double *x, int32_t n, i
 }
 
 /* ------------------------------------------------------------------------ */
-/* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major */
+/* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major. All
+   three of its products are one kernel, gemm: c += a b, each output's sum
+   taken over k in ascending order, so a vector of 4 outputs in a register
+   gets the same bits as one output at a time. */
 
-CLONES static void linear_forward(double *restrict y, const double *restrict x, const double *restrict w,
-                                  double *restrict wt, int32_t n, int32_t nin,
-                                  int32_t nout) {
-    for (int32_t o = 0; o < nout; o++) /* W^T: row i holds every output's weight for input i */
-        for (int32_t i = 0; i < nin; i++) wt[(int64_t)i * nout + o] = w[(int64_t)o * nin + i];
-    for (int32_t p = 0; p < n; p++) {
-        double *yp = y + (int64_t)p * nout;
-        const double *xp = x + (int64_t)p * nin;
-        for (int32_t o = 0; o < nout; o++) yp[o] = 0.0;
-        for (int32_t i = 0; i < nin; i++) {
-            const double xi = xp[i], *wi = wt + (int64_t)i * nout;
-            for (int32_t o = 0; o < nout; o++) yp[o] += xi * wi[o];
+typedef double v4 __attribute__((vector_size(32)));
+#define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4)) /* unaligned; macros: no v4 crosses a call */
+#define STORE4(p, v) memcpy((p), &(v), sizeof(v4))
+
+/* c (m x nc) += a (m x K) b (K x nc), row-major: 4 rows x 8 columns of c
+   stay in registers over the whole k loop; the edges one output at a time. */
+CLONES static void gemm(double *restrict c, const double *restrict a, const double *restrict b, int32_t m,
+                        int32_t K, int32_t nc) {
+    int32_t p = 0;
+    for (; p + 4 <= m; p += 4) {
+        int32_t o = 0;
+        for (; o + 8 <= nc; o += 8) {
+            v4 acc[4][2];
+            for (int r = 0; r < 4; r++)
+                LOAD4(acc[r][0], c + (int64_t)(p + r) * nc + o), LOAD4(acc[r][1], c + (int64_t)(p + r) * nc + o + 4);
+            for (int32_t k = 0; k < K; k++) {
+                v4 b0, b1;
+                LOAD4(b0, b + (int64_t)k * nc + o), LOAD4(b1, b + (int64_t)k * nc + o + 4);
+                for (int r = 0; r < 4; r++) {
+                    const double ar = a[(int64_t)(p + r) * K + k];
+                    const v4 av = {ar, ar, ar, ar};
+                    acc[r][0] += av * b0, acc[r][1] += av * b1;
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                STORE4(c + (int64_t)(p + r) * nc + o, acc[r][0]), STORE4(c + (int64_t)(p + r) * nc + o + 4, acc[r][1]);
         }
+        for (int32_t r = p; r < p + 4; r++)
+            for (int32_t j = o; j < nc; j++) {
+                double acc = c[(int64_t)r * nc + j];
+                for (int32_t k = 0; k < K; k++) acc += a[(int64_t)r * K + k] * b[(int64_t)k * nc + j];
+                c[(int64_t)r * nc + j] = acc;
+            }
     }
+    for (; p < m; p++)
+        for (int32_t j = 0; j < nc; j++) {
+            double acc = c[(int64_t)p * nc + j];
+            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)p * K + k] * b[(int64_t)k * nc + j];
+            c[(int64_t)p * nc + j] = acc;
+        }
 }
 
-/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x. A zero output
-   gradient (behind a relu that is off) passes nothing on. */
-CLONES static void linear_backward(double *restrict dx, double *restrict dw, const double *restrict dy,
-                                   const double *restrict x, const double *restrict w, int32_t n,
-                                   int32_t nin, int32_t nout) {
-    for (int32_t p = 0; p < n; p++) {
-        const double *dyp = dy + (int64_t)p * nout, *xp = x + (int64_t)p * nin;
-        double *dxp = dx ? dx + (int64_t)p * nin : NULL;
-        for (int32_t o = 0; o < nout; o++) {
-            const double g = dyp[o];
-            if (g == 0.0) continue;
-            const double *wo = w + (int64_t)o * nin;
-            double *dwo = dw + (int64_t)o * nin;
-            if (dxp)
-                for (int32_t i = 0; i < nin; i++) dxp[i] += g * wo[i];
-            for (int32_t i = 0; i < nin; i++) dwo[i] += g * xp[i];
-        }
-    }
+/* a (rows x cols) into t (cols x rows) */
+static void transpose(double *restrict t, const double *restrict a, int32_t rows, int32_t cols) {
+    for (int32_t r = 0; r < rows; r++)
+        for (int32_t c = 0; c < cols; c++) t[(int64_t)c * rows + r] = a[(int64_t)r * cols + c];
+}
+
+/* y = 0.0 + x_0 W_0 + x_1 W_1 + ...: the reference's dot products, in order */
+static void linear_forward(double *y, const double *x, const double *w, double *wt, int32_t n, int32_t nin,
+                           int32_t nout) {
+    transpose(wt, w, nout, nin);
+    memset(y, 0, (size_t)n * nout * sizeof(double));
+    gemm(y, x, wt, n, nin, nout);
+}
+
+/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x (dyt: scratch for dy^T) */
+static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *dyt,
+                            int32_t n, int32_t nin, int32_t nout) {
+    if (dx) gemm(dx, dy, w, n, nout, nin);
+    transpose(dyt, dy, n, nout);
+    gemm(dw, dyt, x, nout, n, nin);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -233,7 +264,7 @@ enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
 /* Carve the buffer: activations (kept for backward), then backward's scratch. */
 static int32_t layout(mg_doc *d) {
     const int64_t n = d->n, D = n * d->d, F = 4 * D, att = (int64_t)d->H * n * n;
-    const int64_t wt = (int64_t)d->d * (d->V > 4 * d->d ? d->V : 4 * d->d);
+    const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d, wt = (int64_t)(d->d > n ? d->d : n) * wide;
     const int64_t need = D + n + D + n * d->V + wt + d->L * (8 * D + F + 2 * n + att) + 6 * D + F + n;
     layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
     if (!l) return fail(d, MG_ENOMEM, "cannot allocate a document's layers");
@@ -303,25 +334,25 @@ static void backward(mg_doc *d, const double *params, double *grads, double dlos
     double *dh = da + nD, *dw = dh + 4 * nD;
     nll_backward(d->probs, d->tok + 1, n, d->V, dloss);
     memset(dx, 0, nD * sizeof(double));
-    linear_backward(dx, DW(LM_HEAD), d->probs, d->xl, W(LM_HEAD), n, D, d->V);
+    linear_backward(dx, DW(LM_HEAD), d->probs, d->xl, W(LM_HEAD), d->wt, n, D, d->V);
     for (int32_t l = d->L - 1; l >= 0; l--) { /* dx: the gradient of the layer's output, then of its input */
         layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         memset(dh, 0, 4 * nD * sizeof(double));
-        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], n, F, D);
+        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->wt, n, F, D);
         for (int64_t i = 0; i < 4 * nD; i++)
             if (a->h[i] == 0.0) dh[i] = 0.0; /* relu: off where its output is 0 */
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], n, D, F);
+        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->wt, n, D, F);
         rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */
         memset(da, 0, nD * sizeof(double));
-        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], n, D, D);
+        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->wt, n, D, D);
         memset(dq, 0, 3 * nD * sizeof(double));
         attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], n, D, D);
-        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], n, D, D);
-        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], n, D, D);
+        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->wt, n, D, D);
+        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->wt, n, D, D);
+        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->wt, n, D, D);
         rmsnorm_backward(dx, dxn, a->xin, a->r1, n, D); /* dx now: d xin */
     }
     memset(dxn, 0, nD * sizeof(double));

@@ -21,10 +21,12 @@
 #include "microgpt.h"
 #include "doc_fast.h"
 
-/* The linear kernels also in an AVX2 build, chosen at load time (GCC's
-   target_clones; no -march in the build). Their loops add into independent
-   outputs, never reassociating a sum: every width gives the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* The kernels also in an AVX2 build, chosen at load time (GCC's
+   target_clones; no -march in the build). Without fast-math and with FP
+   contraction off the compiler never reassociates a sum nor fuses a multiply
+   and an add, so every build gives the same bits (the tests run whichever this
+   machine picks; the sanitizer run builds the plain one alone, -DMG_NO_CLONES). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
 #define CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CLONES
@@ -291,7 +293,7 @@ static int32_t layout(mg_doc *d) {
     if ((bad = rmsnorm_forward(y, r, x, n, D)) >= 0) \
         return fail(d, MG_EMATH, "rmsnorm made a non-finite number (position %d: its sum of squares)", bad)
 
-static int32_t forward(mg_doc *d, const double *params, double *loss) {
+CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
     const int32_t n = d->n, D = d->d, F = 4 * D;
     const int64_t nD = (int64_t)n * D;
     double *x = d->x0;
@@ -327,7 +329,7 @@ static int32_t forward(mg_doc *d, const double *params, double *loss) {
     return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
 }
 
-static void backward(mg_doc *d, const double *params, double *grads, double dloss) {
+CLONES static void backward(mg_doc *d, const double *params, double *grads, double dloss) {
     const int32_t n = d->n, D = d->d, F = 4 * D;
     const int64_t nD = (int64_t)n * D;
     double *dx = d->grad_buf, *dxn = dx + nD, *dq = dxn + nD, *dk = dq + nD, *dv = dk + nD, *da = dv + nD;
@@ -340,8 +342,7 @@ static void backward(mg_doc *d, const double *params, double *grads, double dlos
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         memset(dh, 0, 4 * nD * sizeof(double));
         linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->wt, n, F, D);
-        for (int64_t i = 0; i < 4 * nD; i++)
-            if (a->h[i] == 0.0) dh[i] = 0.0; /* relu: off where its output is 0 */
+        for (int64_t i = 0; i < 4 * nD; i++) dh[i] = a->h[i] > 0.0 ? dh[i] : 0.0; /* relu: off where its output is 0 */
         memset(dxn, 0, nD * sizeof(double));
         linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->wt, n, D, F);
         rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */

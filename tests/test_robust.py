@@ -194,7 +194,7 @@ def sanitized_package(tmp_path):
     (at -O0: the quickest build, with nothing optimised out of the checks)."""
     build = tmp_path / "build"
     shutil.copytree(os.path.join(REPO, "csrc"), build / "csrc")
-    env = dict(os.environ, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all "
+    env = dict(os.environ, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -DMG_NO_CLONES "
                "-fno-omit-frame-pointer -O0", MICROGPT_LDFLAGS="-fsanitize=address,undefined")
     subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('csrc/build_ffi.py')['ffibuilder']"
                     ".compile(tmpdir='.')"], cwd=build, env=env, check=True, capture_output=True)

@@ -74,42 +74,50 @@ typedef double v4 __attribute__((vector_size(32)));
 #define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4)) /* unaligned; macros: no v4 crosses a call */
 #define STORE4(p, v) memcpy((p), &(v), sizeof(v4))
 
-/* c (m x nc) += a (m x K) b (K x nc), row-major: 4 rows x 8 columns of c
-   stay in registers over the whole k loop; the edges one output at a time. */
+/* R rows x W columns of c (W = 1, 4 or 8), from row p and column o: the
+   accumulators stay in registers over the whole k loop. R and W are
+   constants at each call, and the function is inlined there. */
+#define INLINE static inline __attribute__((always_inline))
+INLINE void block(double *restrict c, const double *restrict a, const double *restrict b, int32_t K, int32_t nc,
+                  int32_t p, int32_t o, int R, int W) {
+    if (W == 1) {
+        for (int r = 0; r < R; r++) {
+            double acc = c[(int64_t)(p + r) * nc + o];
+            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)(p + r) * K + k] * b[(int64_t)k * nc + o];
+            c[(int64_t)(p + r) * nc + o] = acc;
+        }
+        return;
+    }
+    v4 acc[4][2], bk[2];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
+    for (int32_t k = 0; k < K; k++) {
+        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], b + (int64_t)k * nc + o + 4 * h);
+        for (int r = 0; r < R; r++) {
+            const double ar = a[(int64_t)(p + r) * K + k];
+            const v4 av = {ar, ar, ar, ar};
+            for (int h = 0; h < W / 4; h++) acc[r][h] += av * bk[h];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
+}
+
+/* R rows of c, every column */
+INLINE void rows(double *restrict c, const double *restrict a, const double *restrict b, int32_t K, int32_t nc,
+                 int32_t p, int R) {
+    int32_t o = 0;
+    for (; o + 8 <= nc; o += 8) block(c, a, b, K, nc, p, o, R, 8);
+    for (; o + 4 <= nc; o += 4) block(c, a, b, K, nc, p, o, R, 4);
+    for (; o < nc; o++) block(c, a, b, K, nc, p, o, R, 1);
+}
+
+/* c (m x nc) += a (m x K) b (K x nc), row-major */
 CLONES static void gemm(double *restrict c, const double *restrict a, const double *restrict b, int32_t m,
                         int32_t K, int32_t nc) {
     int32_t p = 0;
-    for (; p + 4 <= m; p += 4) {
-        int32_t o = 0;
-        for (; o + 8 <= nc; o += 8) {
-            v4 acc[4][2];
-            for (int r = 0; r < 4; r++)
-                LOAD4(acc[r][0], c + (int64_t)(p + r) * nc + o), LOAD4(acc[r][1], c + (int64_t)(p + r) * nc + o + 4);
-            for (int32_t k = 0; k < K; k++) {
-                v4 b0, b1;
-                LOAD4(b0, b + (int64_t)k * nc + o), LOAD4(b1, b + (int64_t)k * nc + o + 4);
-                for (int r = 0; r < 4; r++) {
-                    const double ar = a[(int64_t)(p + r) * K + k];
-                    const v4 av = {ar, ar, ar, ar};
-                    acc[r][0] += av * b0, acc[r][1] += av * b1;
-                }
-            }
-            for (int r = 0; r < 4; r++)
-                STORE4(c + (int64_t)(p + r) * nc + o, acc[r][0]), STORE4(c + (int64_t)(p + r) * nc + o + 4, acc[r][1]);
-        }
-        for (int32_t r = p; r < p + 4; r++)
-            for (int32_t j = o; j < nc; j++) {
-                double acc = c[(int64_t)r * nc + j];
-                for (int32_t k = 0; k < K; k++) acc += a[(int64_t)r * K + k] * b[(int64_t)k * nc + j];
-                c[(int64_t)r * nc + j] = acc;
-            }
-    }
-    for (; p < m; p++)
-        for (int32_t j = 0; j < nc; j++) {
-            double acc = c[(int64_t)p * nc + j];
-            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)p * K + k] * b[(int64_t)k * nc + j];
-            c[(int64_t)p * nc + j] = acc;
-        }
+    for (; p + 4 <= m; p += 4) rows(c, a, b, K, nc, p, 4);
+    for (; p < m; p++) rows(c, a, b, K, nc, p, 1);
 }
 
 /* a (rows x cols) into t (cols x rows) */

@@ -34,6 +34,7 @@ class CEngine(Engine):
         self.doc = ffi.gc(doc, lib.mg_doc_free)
         self.whole_doc = mode == "fast"  # doc_loss by the whole-document kernel (doc_fast.c)
         self._doc_loss = None  # the loss node of the kernel's forward since the reset
+        self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
 
     @property
     def check(self):
@@ -97,13 +98,15 @@ class CEngine(Engine):
         Otherwise None: the model code builds the ops."""
         if not self.whole_doc:
             return None
-        V = P["wte"][1]
-        shapes = param_shapes(cfg, V)
-        if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
-            raise ValueError("doc_loss: the parameters are not this config's")
-        offs, loss = [P[name][0] for name in shapes], ffi.new("double *")
-        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), V, cfg.n_embd,
-                                        cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n, loss))
+        if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
+            shapes = param_shapes(cfg, P["wte"][1])
+            if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
+                raise ValueError("doc_loss: the parameters are not this config's")
+            self._doc_layout = P, cfg, [P[name][0] for name in shapes]
+        offs, loss = self._doc_layout[2], ffi.new("double *")
+        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), P["wte"][1],
+                                        cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n,
+                                        loss))
         self._doc_loss = self._ok(lib.mg_leaf(self.s, loss[0]))
         return self._doc_loss
 

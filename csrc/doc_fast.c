@@ -4,12 +4,11 @@
 
    Forward values equal the reference's bit for bit (and so the per-op fast
    path's): every sum starts from 0.0 and adds its terms left to right, with
-   the same pow, exp and log calls and constants. A linear layer runs as
-   y[p][o] += x[p][i] * W^T[i][o] over o, i ascending: the same operations in
-   the same order per output as the reference's dot product, but the inner
-   loop runs over independent outputs, so the compiler may vectorise it
-   without reassociating anything. Backward uses the closed forms of fast mode
-   (docs/graph.md, section 6) and sums over positions in another order: its
+   the same pow, exp and log calls and constants. A linear layer is a matrix
+   product (gemm) whose every output adds its terms in ascending order, four
+   outputs to a vector register: the compiler never reassociates, so the
+   outputs are the reference's dot products. Backward uses the closed forms
+   of fast mode (docs/graph.md, section 6) and sums in another order: its
    gradients agree with the per-op fast path's to about 1e-15 relative (the
    tests check 1e-12). */
 #include <math.h>
@@ -42,7 +41,7 @@ struct mg_doc {
     int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
     int64_t nparams, *offs;       /* the forward's parameter layout */
     int32_t *tok;                 /* the forward's n + 1 tokens */
-    double *buf, *x0, *r0, *xl, *probs, *wt, *grad_buf; /* one allocation; wt: a transposed weight */
+    double *buf, *x0, *r0, *xl, *probs, *wt, *panel, *grad_buf; /* one allocation; wt: dy^T */
     layer_acts *layers;
     int64_t cap;
     char err[200];
@@ -74,25 +73,19 @@ typedef double v4 __attribute__((vector_size(32)));
 #define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4)) /* unaligned; macros: no v4 crosses a call */
 #define STORE4(p, v) memcpy((p), &(v), sizeof(v4))
 
-/* R rows x W columns of c (W = 1, 4 or 8), from row p and column o: the
-   accumulators stay in registers over the whole k loop. R and W are
+/* R rows x W columns of c (W = 4 or 8) from row p and column o, from the
+   panel bp of b's W columns (K x W, contiguous: b's own rows are nc apart,
+   which for nc a multiple of 512 puts every k in the same L1 set). The
+   accumulators stay in registers over the whole k loop; R and W are
    constants at each call, and the function is inlined there. */
 #define INLINE static inline __attribute__((always_inline))
-INLINE void block(double *restrict c, const double *restrict a, const double *restrict b, int32_t K, int32_t nc,
+INLINE void block(double *restrict c, const double *restrict a, const double *restrict bp, int32_t K, int32_t nc,
                   int32_t p, int32_t o, int R, int W) {
-    if (W == 1) {
-        for (int r = 0; r < R; r++) {
-            double acc = c[(int64_t)(p + r) * nc + o];
-            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)(p + r) * K + k] * b[(int64_t)k * nc + o];
-            c[(int64_t)(p + r) * nc + o] = acc;
-        }
-        return;
-    }
     v4 acc[4][2], bk[2];
     for (int r = 0; r < R; r++)
         for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
     for (int32_t k = 0; k < K; k++) {
-        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], b + (int64_t)k * nc + o + 4 * h);
+        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
         for (int r = 0; r < R; r++) {
             const double ar = a[(int64_t)(p + r) * K + k];
             const v4 av = {ar, ar, ar, ar};
@@ -103,22 +96,34 @@ INLINE void block(double *restrict c, const double *restrict a, const double *re
         for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
 }
 
-/* R rows of c, every column */
-INLINE void rows(double *restrict c, const double *restrict a, const double *restrict b, int32_t K, int32_t nc,
-                 int32_t p, int R) {
-    int32_t o = 0;
-    for (; o + 8 <= nc; o += 8) block(c, a, b, K, nc, p, o, R, 8);
-    for (; o + 4 <= nc; o += 4) block(c, a, b, K, nc, p, o, R, 4);
-    for (; o < nc; o++) block(c, a, b, K, nc, p, o, R, 1);
+/* b's element (k, o): b is K x nc, or with bt nc x K (its transpose is used) */
+#define B(k, o) (bt ? b[(int64_t)(o) * K + (k)] : b[(int64_t)(k) * nc + (o)])
+
+/* W columns of c from column o, every row: b's columns packed once */
+INLINE void columns(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+                    int32_t m, int32_t K, int32_t nc, int bt, int32_t o, int W) {
+    for (int32_t k = 0; k < K; k++)
+        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(k, o + j);
+    int32_t p = 0;
+    for (; p + 4 <= m; p += 4) block(c, a, bp, K, nc, p, o, 4, W);
+    for (; p < m; p++) block(c, a, bp, K, nc, p, o, 1, W);
 }
 
-/* c (m x nc) += a (m x K) b (K x nc), row-major */
-CLONES static void gemm(double *restrict c, const double *restrict a, const double *restrict b, int32_t m,
-                        int32_t K, int32_t nc) {
-    int32_t p = 0;
-    for (; p + 4 <= m; p += 4) rows(c, a, b, K, nc, p, 4);
-    for (; p < m; p++) rows(c, a, b, K, nc, p, 1);
+/* c (m x nc) += a (m x K) b (K x nc, or with bt its transpose nc x K),
+   row-major; bp: scratch for 8 K doubles */
+CLONES static void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+                        int32_t m, int32_t K, int32_t nc, int bt) {
+    int32_t o = 0;
+    for (; o + 8 <= nc; o += 8) columns(c, a, b, bp, m, K, nc, bt, o, 8);
+    for (; o + 4 <= nc; o += 4) columns(c, a, b, bp, m, K, nc, bt, o, 4);
+    for (; o < nc; o++)
+        for (int32_t p = 0; p < m; p++) {
+            double acc = c[(int64_t)p * nc + o];
+            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)p * K + k] * B(k, o);
+            c[(int64_t)p * nc + o] = acc;
+        }
 }
+#undef B
 
 /* a (rows x cols) into t (cols x rows) */
 static void transpose(double *restrict t, const double *restrict a, int32_t rows, int32_t cols) {
@@ -127,19 +132,18 @@ static void transpose(double *restrict t, const double *restrict a, int32_t rows
 }
 
 /* y = 0.0 + x_0 W_0 + x_1 W_1 + ...: the reference's dot products, in order */
-static void linear_forward(double *y, const double *x, const double *w, double *wt, int32_t n, int32_t nin,
+static void linear_forward(double *y, const double *x, const double *w, double *bp, int32_t n, int32_t nin,
                            int32_t nout) {
-    transpose(wt, w, nout, nin);
     memset(y, 0, (size_t)n * nout * sizeof(double));
-    gemm(y, x, wt, n, nin, nout);
+    gemm(y, x, w, bp, n, nin, nout, 1);
 }
 
 /* dx += dy W (dx may be NULL: not wanted); dW += dy^T x (dyt: scratch for dy^T) */
 static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *dyt,
-                            int32_t n, int32_t nin, int32_t nout) {
-    if (dx) gemm(dx, dy, w, n, nout, nin);
+                            double *bp, int32_t n, int32_t nin, int32_t nout) {
+    if (dx) gemm(dx, dy, w, bp, n, nout, nin, 0);
     transpose(dyt, dy, n, nout);
-    gemm(dw, dyt, x, nout, n, nin);
+    gemm(dw, dyt, x, bp, nout, n, nin, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -176,7 +180,7 @@ static void rmsnorm_backward(double *dx, const double *dy, const double *x, cons
    (q_h[p] . k_h[t]) * c, c = pow(pow(hd, 0.5), -1); out_h[p] = sum_t w_t v_h[t].
    att[(h * n + p) * n + t] keeps the weights. */
 
-static void attention_forward(double *out, double *att, const double *q, const double *k, const double *v,
+CLONES static void attention_forward(double *out, double *att, const double *q, const double *k, const double *v,
                               int32_t n, int32_t d, int32_t H) {
     const int32_t hd = d / H;
     const double c = pow(pow(hd, 0.5), -1.0);
@@ -205,7 +209,7 @@ static void attention_forward(double *out, double *att, const double *q, const d
 
 /* dv_t += w_t g; dw_t = g . v_t; dlogit_t = w_t (dw_t - sum_s w_s dw_s) c;
    dq += dlogit_t k_t; dk_t += dlogit_t q. dw is scratch for n values. */
-static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout, const double *att,
+CLONES static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout, const double *att,
                                const double *q, const double *k, const double *v, int32_t n, int32_t d, int32_t H) {
     const int32_t hd = d / H;
     const double c = pow(pow(hd, 0.5), -1.0);
@@ -274,8 +278,9 @@ enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
 /* Carve the buffer: activations (kept for backward), then backward's scratch. */
 static int32_t layout(mg_doc *d) {
     const int64_t n = d->n, D = n * d->d, F = 4 * D, att = (int64_t)d->H * n * n;
-    const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d, wt = (int64_t)(d->d > n ? d->d : n) * wide;
-    const int64_t need = D + n + D + n * d->V + wt + d->L * (8 * D + F + 2 * n + att) + 6 * D + F + n;
+    const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d, wt = n * wide; /* dy^T */
+    const int64_t panel = 8 * (wide > n ? wide : n); /* gemm's K is nin, nout or n */
+    const int64_t need = D + n + D + n * d->V + wt + d->L * (8 * D + F + 2 * n + att) + 6 * D + F + n + panel;
     layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
     if (!l) return fail(d, MG_ENOMEM, "cannot allocate a document's layers");
     d->layers = l;
@@ -286,7 +291,7 @@ static int32_t layout(mg_doc *d) {
     }
     double *b = d->buf;
 #define TAKE(ptr, size) (ptr = b, b += (size))
-    TAKE(d->x0, D), TAKE(d->r0, n), TAKE(d->xl, D), TAKE(d->probs, n * d->V), TAKE(d->wt, wt);
+    TAKE(d->x0, D), TAKE(d->r0, n), TAKE(d->xl, D), TAKE(d->probs, n * d->V), TAKE(d->wt, wt), TAKE(d->panel, panel);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
         TAKE(a->xin, D), TAKE(a->xn, D), TAKE(a->r1, n), TAKE(a->q, D), TAKE(a->k, D), TAKE(a->v, D);
@@ -318,20 +323,20 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         double *out = l + 1 < d->L ? d->layers[l + 1].xin : d->xl;
         NORM(a->xn, a->r1, a->xin);
-        linear_forward(a->q, a->xn, params + o[WQ], d->wt, n, D, D);
-        linear_forward(a->k, a->xn, params + o[WK], d->wt, n, D, D);
-        linear_forward(a->v, a->xn, params + o[WV], d->wt, n, D, D);
+        linear_forward(a->q, a->xn, params + o[WQ], d->panel, n, D, D);
+        linear_forward(a->k, a->xn, params + o[WK], d->panel, n, D, D);
+        linear_forward(a->v, a->xn, params + o[WV], d->panel, n, D, D);
         attention_forward(a->a, a->att, a->q, a->k, a->v, n, D, d->H);
-        linear_forward(a->xmid, a->a, params + o[WO], d->wt, n, D, D);
+        linear_forward(a->xmid, a->a, params + o[WO], d->panel, n, D, D);
         for (int64_t i = 0; i < nD; i++) a->xmid[i] += a->xin[i];
         NORM(a->xn2, a->r2, a->xmid);
-        linear_forward(a->h, a->xn2, params + o[FC1], d->wt, n, D, F);
+        linear_forward(a->h, a->xn2, params + o[FC1], d->panel, n, D, F);
         for (int64_t i = 0; i < nD * 4; i++) a->h[i] = a->h[i] > 0.0 ? a->h[i] : 0.0;
-        linear_forward(out, a->h, params + o[FC2], d->wt, n, F, D);
+        linear_forward(out, a->h, params + o[FC2], d->panel, n, F, D);
         for (int64_t i = 0; i < nD; i++) out[i] += a->xmid[i];
         if ((r = finite(d, "layer", out, n, D))) return r;
     }
-    linear_forward(d->probs, d->xl, W(LM_HEAD), d->wt, n, D, d->V);
+    linear_forward(d->probs, d->xl, W(LM_HEAD), d->panel, n, D, d->V);
     if ((r = finite(d, "lm_head", d->probs, n, d->V))) return r;
     *loss = nll_forward(d->probs, d->probs, d->tok + 1, n, d->V);
     return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
@@ -344,24 +349,24 @@ CLONES static void backward(mg_doc *d, const double *params, double *grads, doub
     double *dh = da + nD, *dw = dh + 4 * nD;
     nll_backward(d->probs, d->tok + 1, n, d->V, dloss);
     memset(dx, 0, nD * sizeof(double));
-    linear_backward(dx, DW(LM_HEAD), d->probs, d->xl, W(LM_HEAD), d->wt, n, D, d->V);
+    linear_backward(dx, DW(LM_HEAD), d->probs, d->xl, W(LM_HEAD), d->wt, d->panel, n, D, d->V);
     for (int32_t l = d->L - 1; l >= 0; l--) { /* dx: the gradient of the layer's output, then of its input */
         layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         memset(dh, 0, 4 * nD * sizeof(double));
-        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->wt, n, F, D);
+        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->wt, d->panel, n, F, D);
         for (int64_t i = 0; i < 4 * nD; i++) dh[i] = a->h[i] > 0.0 ? dh[i] : 0.0; /* relu: off where its output is 0 */
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->wt, n, D, F);
+        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->wt, d->panel, n, D, F);
         rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */
         memset(da, 0, nD * sizeof(double));
-        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->wt, n, D, D);
+        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->wt, d->panel, n, D, D);
         memset(dq, 0, 3 * nD * sizeof(double));
         attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->wt, n, D, D);
-        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->wt, n, D, D);
-        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->wt, n, D, D);
+        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->wt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->wt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->wt, d->panel, n, D, D);
         rmsnorm_backward(dx, dxn, a->xin, a->r1, n, D); /* dx now: d xin */
     }
     memset(dxn, 0, nD * sizeof(double));

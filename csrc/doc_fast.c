@@ -41,7 +41,7 @@ struct mg_doc {
     int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
     int64_t nparams, *offs;       /* the forward's parameter layout */
     int32_t *tok;                 /* the forward's n + 1 tokens */
-    double *buf, *x0, *r0, *xl, *probs, *wt, *panel, *grad_buf; /* one allocation; wt: dy^T */
+    double *buf, *x0, *r0, *xl, *probs, *dyt, *panel, *grad_buf; /* one allocation */
     layer_acts *layers;
     int64_t cap;
     char err[200];
@@ -181,7 +181,7 @@ static void rmsnorm_backward(double *dx, const double *dy, const double *x, cons
    att[(h * n + p) * n + t] keeps the weights. */
 
 CLONES static void attention_forward(double *out, double *att, const double *q, const double *k, const double *v,
-                              int32_t n, int32_t d, int32_t H) {
+                                     int32_t n, int32_t d, int32_t H) {
     const int32_t hd = d / H;
     const double c = pow(pow(hd, 0.5), -1.0);
     for (int32_t h = 0; h < H; h++)
@@ -209,8 +209,9 @@ CLONES static void attention_forward(double *out, double *att, const double *q, 
 
 /* dv_t += w_t g; dw_t = g . v_t; dlogit_t = w_t (dw_t - sum_s w_s dw_s) c;
    dq += dlogit_t k_t; dk_t += dlogit_t q. dw is scratch for n values. */
-CLONES static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout, const double *att,
-                               const double *q, const double *k, const double *v, int32_t n, int32_t d, int32_t H) {
+CLONES static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout,
+                                      const double *att, const double *q, const double *k, const double *v,
+                                      int32_t n, int32_t d, int32_t H) {
     const int32_t hd = d / H;
     const double c = pow(pow(hd, 0.5), -1.0);
     for (int32_t h = 0; h < H; h++)
@@ -270,17 +271,18 @@ static void nll_backward(double *probs, const int32_t *target, int32_t n, int32_
 /* ------------------------------------------------------------------------ */
 /* the model (model.gpt over all positions): sizes, forward, backward */
 
-#define W(i) (params + d->offs[i])
-#define DW(i) (grads + d->offs[i])
+#define PARAM(i) (params + d->offs[i])
+#define GRAD(i) (grads + d->offs[i])
 enum { WTE, WPE, LM_HEAD, LAYER0 }; /* offs: then per layer these six */
 enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
 
 /* Carve the buffer: activations (kept for backward), then backward's scratch. */
 static int32_t layout(mg_doc *d) {
-    const int64_t n = d->n, D = n * d->d, F = 4 * D, att = (int64_t)d->H * n * n;
-    const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d, wt = n * wide; /* dy^T */
-    const int64_t panel = 8 * (wide > n ? wide : n); /* gemm's K is nin, nout or n */
-    const int64_t need = D + n + D + n * d->V + wt + d->L * (8 * D + F + 2 * n + att) + 6 * D + F + n + panel;
+    const int64_t n = d->n, nd = n * d->d, nf = 4 * nd, att = (int64_t)d->H * n * n;
+    const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d; /* the widest linear's nout */
+    const int64_t panel = 8 * (wide > n ? wide : n);         /* gemm's K is nin, nout or n */
+    const int64_t need = nd + n + nd + n * d->V + n * wide + panel + d->L * (8 * nd + nf + 2 * n + att)
+                         + 6 * nd + nf + n;
     layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
     if (!l) return fail(d, MG_ENOMEM, "cannot allocate a document's layers");
     d->layers = l;
@@ -291,13 +293,14 @@ static int32_t layout(mg_doc *d) {
     }
     double *b = d->buf;
 #define TAKE(ptr, size) (ptr = b, b += (size))
-    TAKE(d->x0, D), TAKE(d->r0, n), TAKE(d->xl, D), TAKE(d->probs, n * d->V), TAKE(d->wt, wt), TAKE(d->panel, panel);
+    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->dyt, n * wide);
+    TAKE(d->panel, panel);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
-        TAKE(a->xin, D), TAKE(a->xn, D), TAKE(a->r1, n), TAKE(a->q, D), TAKE(a->k, D), TAKE(a->v, D);
-        TAKE(a->att, att), TAKE(a->a, D), TAKE(a->xmid, D), TAKE(a->xn2, D), TAKE(a->r2, n), TAKE(a->h, F);
+        TAKE(a->xin, nd), TAKE(a->xn, nd), TAKE(a->r1, n), TAKE(a->q, nd), TAKE(a->k, nd), TAKE(a->v, nd);
+        TAKE(a->att, att), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
     }
-    TAKE(d->grad_buf, 6 * D + F + n);
+    TAKE(d->grad_buf, 6 * nd + nf + n); /* backward's dx, dxn, dq, dk, dv, da, dh, dw */
 #undef TAKE
     return 0;
 }
@@ -312,7 +315,7 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
     double *x = d->x0;
     for (int32_t p = 0; p < n; p++)
         for (int32_t i = 0; i < D; i++)
-            x[(int64_t)p * D + i] = W(WTE)[(int64_t)d->tok[p] * D + i] + W(WPE)[(int64_t)p * D + i];
+            x[(int64_t)p * D + i] = PARAM(WTE)[(int64_t)d->tok[p] * D + i] + PARAM(WPE)[(int64_t)p * D + i];
     int32_t r = finite(d, "embed", x, n, D);
     if (r) return r;
     double *xs = d->L ? d->layers[0].xin : d->xl; /* the normed embedding is the first layer's input */
@@ -336,7 +339,7 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
         for (int64_t i = 0; i < nD; i++) out[i] += a->xmid[i];
         if ((r = finite(d, "layer", out, n, D))) return r;
     }
-    linear_forward(d->probs, d->xl, W(LM_HEAD), d->panel, n, D, d->V);
+    linear_forward(d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
     if ((r = finite(d, "lm_head", d->probs, n, d->V))) return r;
     *loss = nll_forward(d->probs, d->probs, d->tok + 1, n, d->V);
     return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
@@ -349,32 +352,32 @@ CLONES static void backward(mg_doc *d, const double *params, double *grads, doub
     double *dh = da + nD, *dw = dh + 4 * nD;
     nll_backward(d->probs, d->tok + 1, n, d->V, dloss);
     memset(dx, 0, nD * sizeof(double));
-    linear_backward(dx, DW(LM_HEAD), d->probs, d->xl, W(LM_HEAD), d->wt, d->panel, n, D, d->V);
+    linear_backward(dx, GRAD(LM_HEAD), d->probs, d->xl, PARAM(LM_HEAD), d->dyt, d->panel, n, D, d->V);
     for (int32_t l = d->L - 1; l >= 0; l--) { /* dx: the gradient of the layer's output, then of its input */
         layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         memset(dh, 0, 4 * nD * sizeof(double));
-        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->wt, d->panel, n, F, D);
+        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->dyt, d->panel, n, F, D);
         for (int64_t i = 0; i < 4 * nD; i++) dh[i] = a->h[i] > 0.0 ? dh[i] : 0.0; /* relu: off where its output is 0 */
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->wt, d->panel, n, D, F);
+        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->dyt, d->panel, n, D, F);
         rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */
         memset(da, 0, nD * sizeof(double));
-        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->wt, d->panel, n, D, D);
+        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->dyt, d->panel, n, D, D);
         memset(dq, 0, 3 * nD * sizeof(double));
         attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->wt, d->panel, n, D, D);
-        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->wt, d->panel, n, D, D);
-        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->wt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->dyt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->dyt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->dyt, d->panel, n, D, D);
         rmsnorm_backward(dx, dxn, a->xin, a->r1, n, D); /* dx now: d xin */
     }
     memset(dxn, 0, nD * sizeof(double));
     rmsnorm_backward(dxn, dx, d->x0, d->r0, n, D);
     for (int32_t p = 0; p < n; p++)
         for (int32_t i = 0; i < D; i++) {
-            DW(WTE)[(int64_t)d->tok[p] * D + i] += dxn[(int64_t)p * D + i];
-            DW(WPE)[(int64_t)p * D + i] += dxn[(int64_t)p * D + i];
+            GRAD(WTE)[(int64_t)d->tok[p] * D + i] += dxn[(int64_t)p * D + i];
+            GRAD(WPE)[(int64_t)p * D + i] += dxn[(int64_t)p * D + i];
         }
 }
 

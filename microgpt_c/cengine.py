@@ -191,10 +191,13 @@ class CEngine(Engine):
         return self._ok(lib.mg_mean(self.s, losses, len(losses)))
 
     def backward(self, loss):
-        if loss is not None and loss == self._doc_loss:
-            self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0))
-        else:
+        if self._doc_loss is None:
             self._ok(lib.mg_backward(self.s, loss))
+        elif loss == self._doc_loss:
+            self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0))
+        else:  # the kernel's loss is a leaf: a node built on it, or an earlier one, would pass nothing on
+            raise ValueError("since the reset, doc_loss ran the whole-document kernel: backward runs from its "
+                             "last loss only (whole_doc = False builds the ops instead)")
 
     def value(self, x):
         return self.values((x, 1))[0]

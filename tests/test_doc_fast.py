@@ -94,10 +94,15 @@ def test_the_engine_raises_value_errors():
     E.backward(loss)
     with pytest.raises(ValueError, match="once per graph"):
         E.backward(loss)
-    for bad in (ffi.NULL,):
-        assert lib.mg_doc_backward(bad, E.v.val, E.v.grad, E.v.nparams, 1.0) == lib.MG_EARG
-        assert lib.mg_doc_forward(bad, E.v.val, 1, [0], 1, 1, 1, 1, 0, 1, [0, 0], 2, 1, ffi.new("double *")) \
-            == lib.MG_EARG
+    E.reset()
+    first, second = E.doc_loss(P, cfg, [26, 1, 2, 26], 3), E.doc_loss(P, cfg, [26, 4, 26], 2)
+    for loss in (first, E.mean([first, second])):  # would pass nothing on: refused
+        with pytest.raises(ValueError, match="backward runs from its last loss only"):
+            E.backward(loss)
+    E.backward(second)
+    assert lib.mg_doc_backward(ffi.NULL, E.v.val, E.v.grad, E.v.nparams, 1.0) == lib.MG_EARG
+    assert lib.mg_doc_forward(ffi.NULL, E.v.val, 1, [0], 1, 1, 1, 1, 0, 1, [0, 0], 2, 1, ffi.new("double *")) \
+        == lib.MG_EARG
     assert lib.mg_doc_backward(E.doc, ffi.NULL, E.v.grad, E.v.nparams, 1.0) == lib.MG_EARG
     assert forward(E, **{**args, "tokens": ffi.NULL}) == lib.MG_EARG
     lib.mg_doc_free(ffi.NULL)

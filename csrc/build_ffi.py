@@ -12,15 +12,17 @@ from cffi import FFI
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "microgpt.h")) as f:
     cdef = f.read()
+with open(os.path.join(here, "doc_fast.h")) as f:
+    cdef += f.read()
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef)
 ffibuilder.set_source(
     "microgpt_c._engine",
-    '#include "microgpt.h"',
-    sources=["csrc/microgpt.c", "csrc/adam.c", "csrc/shuffle.c"],
+    '#include "microgpt.h"\n#include "doc_fast.h"',
+    sources=["csrc/microgpt.c", "csrc/adam.c", "csrc/shuffle.c", "csrc/doc_fast.c"],
     include_dirs=["csrc"],
-    depends=["csrc/microgpt.h", "csrc/build_ffi.py"],
+    depends=["csrc/microgpt.h", "csrc/doc_fast.h", "csrc/build_ffi.py"],
     extra_compile_args=["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off",
                         "-fno-builtin-pow", "-fno-builtin-exp", "-fno-builtin-log"]
     + os.environ.get("MICROGPT_CFLAGS", "").split(),

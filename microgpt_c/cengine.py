@@ -6,6 +6,7 @@ imported only by what hands out arrays (checkpoints, tests): training does
 not need it."""
 from ._engine import ffi, lib
 from .engine import Engine
+from .model import param_shapes
 
 MODES = {"exact": lib.MG_EXACT, "fast": lib.MG_FAST}
 _ERRORS = {lib.MG_ENOMEM: MemoryError, lib.MG_EMATH: ArithmeticError}
@@ -27,6 +28,13 @@ class CEngine(Engine):
         self.value_class = None  # a weak reference to the class of this store's Values (microgpt_c.value)
         self.reclaim_at = float("inf")  # Value.backward drops unreachable nodes from this size (microgpt_c.value)
         self.check = False
+        doc = lib.mg_doc_new()
+        if doc == ffi.NULL:
+            raise MemoryError("cannot allocate the document kernel")
+        self.doc = ffi.gc(doc, lib.mg_doc_free)
+        self.whole_doc = mode == "fast"  # doc_loss by the whole-document kernel (doc_fast.c)
+        self._doc_loss = None  # the loss node of the kernel's forward since the reset
+        self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
 
     @property
     def check(self):
@@ -93,6 +101,28 @@ class CEngine(Engine):
             start += nout * nin
         return params
 
+    def doc_loss(self, P, cfg, tokens, n):
+        """In fast mode with whole_doc: the document's loss from doc_fast.c's
+        forward, as a leaf node; backward from it runs the kernel's backward.
+        Otherwise None: the model code builds the ops."""
+        if not self.whole_doc:
+            return None
+        if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
+            shapes = param_shapes(cfg, P["wte"][1])
+            if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
+                raise ValueError("doc_loss: the parameters are not this config's")
+            self._doc_layout = P, cfg, [P[name][0] for name in shapes]
+        offs, loss = self._doc_layout[2], ffi.new("double *")
+        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), P["wte"][1],
+                                        cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n,
+                                        loss))
+        self._doc_loss = self._ok(lib.mg_leaf(self.s, loss[0]))
+        return self._doc_loss
+
+    def _doc_ok(self, r):
+        if r < 0:
+            raise _ERRORS.get(r, ValueError)(ffi.string(lib.mg_doc_error(self.doc)).decode())
+
     def reset(self, keep=()):
         """Drop every node but the parameters and the Values (microgpt_c.Value)
         in keep, which stay valid as leaves: their data and grads are kept,
@@ -102,6 +132,7 @@ class CEngine(Engine):
         if not all(getattr(v, "store", None) is self for v in keep):
             raise ValueError("reset(keep=...) takes Values of this store")
         kept = ffi.new("mg_handle[]", len(keep))
+        self._doc_loss = None
         r = lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept)
         if r:
             raise self.value_error(r)
@@ -171,7 +202,13 @@ class CEngine(Engine):
         return self._ok(lib.mg_mean(self.s, losses, len(losses)))
 
     def backward(self, loss):
-        self._ok(lib.mg_backward(self.s, loss))
+        if self._doc_loss is None:
+            self._ok(lib.mg_backward(self.s, loss))
+        elif loss == self._doc_loss:
+            self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0))
+        else:  # the kernel's loss is a leaf: a node built on it, or an earlier one, would pass nothing on
+            raise ValueError("since the reset, doc_loss ran the whole-document kernel: backward runs from its "
+                             "last loss only (whole_doc = False builds the ops instead)")
 
     def value(self, x):
         return self.values((x, 1))[0]

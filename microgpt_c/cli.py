@@ -105,5 +105,6 @@ def add_engine(p, modes=True):
     if modes:
         p.add_argument("--mode", choices=MODES,
                        help="exact: the reference's graph, bit for bit; fast: fused nodes (C engine); "
-                            "eager (torch) (default: the engine's first mode; with --resume, the checkpoint's mode "
+                            "eager: our model code on tensors, user: whole-document layers, as a PyTorch user "
+                            "writes them (torch) (default: the engine's first mode; with --resume, the checkpoint's mode "
                             "if the engine has it)")

@@ -51,6 +51,12 @@ class Engine(ABC):
         return np.power(x, e, out=out)
 
     # -- the graph of one step --
+    def doc_loss(self, P, cfg, tokens, n):
+        """model.doc_loss's loss node from the engine's own kernel for the whole
+        document (loss_over, all n positions at once), or None: then the model
+        code builds it op by op. Here: None."""
+        return None
+
     @abstractmethod
     def reset(self):
         """Drop the last step's graph."""

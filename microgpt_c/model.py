@@ -49,12 +49,17 @@ def gpt(E, P, cfg, token, pos, keys, values, record=None):
 
 
 def doc_loss(E, P, cfg, tokens, replay=True, record=None):
-    """The loss node of a document (a list of token ids). With replay, the C
-    engine records the ops once per document length and replays them after
-    (so not with record, which must see every call: gpt)."""
+    """The loss node of a document (a list of token ids). With replay the
+    engine may take its shortcuts: the C engine records the ops once per
+    document length and replays them after, and in fast mode runs its
+    whole-document kernel instead (E.doc_loss). record (see gpt) must see
+    every call, so it takes neither."""
     n = min(cfg.block_size, len(tokens) - 1)
-    key = ("doc_loss", n) if replay and record is None else None
-    return E.run(lambda t: loss_over(E, P, cfg, t, n, record), tokens, key=key)
+    shortcuts = replay and record is None
+    loss = E.doc_loss(P, cfg, tokens, n) if shortcuts else None
+    if loss is None:
+        loss = E.run(lambda t: loss_over(E, P, cfg, t, n, record), tokens, key=("doc_loss", n) if shortcuts else None)
+    return loss
 
 
 def loss_over(E, P, cfg, tokens, n, record=None):

@@ -1,5 +1,8 @@
-"""PyTorch as an engine (float64 tensors, eager, CPU, one thread): an outside
-anchor for the benchmark, running the same model code, optimiser and sampler.
+"""PyTorch as an engine (float64 tensors, CPU, one thread): an outside anchor
+for the benchmark. Mode eager runs the same model code, optimiser and sampler
+on tensors, position by position; mode user trains as a PyTorch user writes
+it (nanoGPT style): each layer over the whole document as matrix products
+with a causal mask, Adam in place on the tensors (sampling as eager).
 PyTorch is never a dependency; this module is only imported when asked for."""
 import numpy as np
 import torch
@@ -14,7 +17,7 @@ class TorchEngine(Engine):
 
     def __init__(self, mode):
         super().__init__(mode)
-        torch.set_num_threads(1)  # tensors of 16 numbers: threads only add overhead
+        torch.set_num_threads(1)  # one thread, as the C engine
 
     def create_params(self, shapes, flat):
         flat = np.asarray(flat, dtype=np.float64)
@@ -24,6 +27,48 @@ class TorchEngine(Engine):
             self.params[name] = torch.tensor(values, requires_grad=True)
             start += nout * nin
         return self.params
+
+    def doc_loss(self, P, cfg, tokens, n):
+        if self.mode != "user":
+            return None
+        H, hd = cfg.n_head, cfg.n_embd // cfg.n_head
+        idx, targets = torch.tensor(tokens[:n]), torch.tensor(tokens[1:n + 1])
+        mask = torch.ones(n, n, dtype=torch.bool).tril()
+
+        def rmsnorm(x):  # per position
+            return x * ((x * x).mean(-1, keepdim=True) + 1e-5) ** -0.5
+
+        x = rmsnorm(P["wte"][idx] + P["wpe"][:n])
+        for li in range(cfg.n_layer):
+            w = {name: P[f"layer{li}.{name}"] for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1",
+                                                             "mlp_fc2")}
+            h = rmsnorm(x)
+            q, k, v = (torch.matmul(h, w[name].T).view(n, H, hd).transpose(0, 1)
+                       for name in ("attn_wq", "attn_wk", "attn_wv"))
+            att = torch.softmax((q @ k.transpose(1, 2) / hd**0.5).masked_fill(~mask, float("-inf")), dim=-1)
+            x = x + (att @ v).transpose(0, 1).reshape(n, -1) @ w["attn_wo"].T
+            x = x + torch.relu(rmsnorm(x) @ w["mlp_fc1"].T) @ w["mlp_fc2"].T
+        return torch.nn.functional.cross_entropy(x @ P["lm_head"].T, targets)
+
+    def adam_step(self, adam, step):
+        """Mode user: the update in place on the tensors, the moments being
+        views of adam.m and adam.v (so checkpoints see them); eager: Engine's."""
+        if self.mode != "user":
+            return super().adam_step(adam, step)
+        lr_t, c1, c2 = adam.factors(step)
+        b1, b2 = adam.beta1, adam.beta2
+        ms, vs, start = torch.from_numpy(np.frombuffer(adam.m)), torch.from_numpy(np.frombuffer(adam.v)), 0
+        with torch.no_grad():
+            for p in self.params.values():
+                m, v = (t[start:start + p.numel()].view_as(p) for t in (ms, vs))
+                start += p.numel()
+                if p.grad is not None:
+                    m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                else:
+                    m.mul_(b1), v.mul_(b2)
+                p.sub_(lr_t * (m / c1) / ((v / c2).sqrt() + adam.eps))
+        self.zero_grads()
 
     def reset(self):
         pass  # the last step's graph is freed with its tensors

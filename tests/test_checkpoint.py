@@ -150,7 +150,7 @@ def damaged_files(good_path, a):
         "config size": (npz(config=config(n_embd=7)), "'config': n_embd 7 is not a multiple of n_head 2"),
         "config type": (npz(config=config(steps="5", seed=1.5)), "'config': seed must be int, not 1.5"),
         "config lr": (npz(config=config(lr=float("nan"))), "'config': lr must be a finite number, not nan"),
-        "config mode": (npz(config=config(mode="turbo", steps=-1)), "'config' has mode 'turbo', not one of eager, exact, fast"),
+        "config mode": (npz(config=config(mode="turbo", steps=-1)), "'config' has mode 'turbo', not one of eager, exact, fast, user"),
         "config shapes": (npz(config=config(n_embd=4)),
                           f"'wte' is float64 ({vocab}, 8), expected float64 ({vocab}, 4)"),
         "vocab": (npz(vocab=text(list("abc"))), "'vocab' is not the sorted characters of 'docs'"),

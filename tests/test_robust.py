@@ -198,6 +198,11 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_fast.py::test_training_stays_
              "test_exact_fast.py::test_tokens_changed_before_backward_do_not_mislabel_the_cache",
              "test_exact_fast.py::test_checking_mode_catches_a_graph_that_breaks_the_argument",
              "test_adam.py::test_adam_equals_reference_on_adversarial_inputs", "test_adam.py::test_adam_bad_input",
+             # fast mode's whole-document kernel: against the per-op path, and its refusals
+             *(f"test_doc_fast.py::test_{t}" for t in (
+                 "kernel_equals_the_per_op_path", "training_with_the_kernel_stays_on_the_per_op_run",
+                 "bad_sizes_offsets_and_tokens_are_refused", "the_engine_raises_value_errors",
+                 "a_non_finite_value_is_an_arithmetic_error")),
              # the Value API: fuzzed, and threads
              "test_value_api.py::test_fuzz_the_value_api", "test_value_api.py::test_threads_share_a_store",
              "test_value_api.py::test_reset_keep_keeps_values_and_grads_as_leaves",
@@ -211,7 +216,7 @@ def sanitized_package(tmp_path):
     (at -O0: the quickest build, with nothing optimised out of the checks)."""
     build = tmp_path / "build"
     shutil.copytree(os.path.join(REPO, "csrc"), build / "csrc")
-    env = dict(os.environ, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all "
+    env = dict(os.environ, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -DMG_NO_CLONES "
                "-fno-omit-frame-pointer -O0", MICROGPT_LDFLAGS="-fsanitize=address,undefined")
     subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('csrc/build_ffi.py')['ffibuilder']"
                     ".compile(tmpdir='.')"], cwd=build, env=env, check=True, capture_output=True)

@@ -1,0 +1,448 @@
+/* doc_fast.c: fast mode's whole-document kernel, llm.c style: the model as
+   a few layers over all positions at once, each layer's forward beside its
+   backward, then the model's forward and backward that chain them.
+
+   Forward values equal the reference's bit for bit (and so the per-op fast
+   path's): every sum starts from 0.0 and adds its terms left to right, with
+   the same pow, exp and log calls and constants. A linear layer is a matrix
+   product (gemm) whose every output adds its terms in ascending order, four
+   outputs to a vector register: the compiler never reassociates, so the
+   outputs are the reference's dot products. Backward uses the closed forms
+   of fast mode (docs/graph.md, section 6) and sums in another order: its
+   gradients agree with the per-op fast path's to about 1e-15 relative (the
+   tests check 1e-12). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "microgpt.h"
+#include "doc_fast.h"
+
+/* The kernels also in an AVX2 build, chosen at load time (GCC's
+   target_clones; no -march in the build). Without fast-math and with FP
+   contraction off the compiler never reassociates a sum nor fuses a multiply
+   and an add, so every build gives the same bits (the tests run whichever this
+   machine picks; the sanitizer run builds the plain one alone, -DMG_NO_CLONES). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+enum { MAX_DIM = 1 << 16, MAX_VOCAB = 1 << 24, MAX_LAYER = 1 << 10 };
+
+typedef struct {
+    double *xin, *xn, *r1, *q, *k, *v, *att, *a, *xmid, *xn2, *r2, *h;
+} layer_acts;
+
+struct mg_doc {
+    int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
+    int64_t nparams, *offs;       /* the forward's parameter layout */
+    int32_t *tok;                 /* the forward's n + 1 tokens */
+    double *buf, *x0, *r0, *xl, *probs, *dyt, *panel, *grad_buf; /* one allocation */
+    layer_acts *layers;
+    int64_t cap;
+    char err[200];
+};
+
+static int32_t fail(mg_doc *d, int32_t code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->err, sizeof d->err, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* A non-finite value among rows x[0..n*len) is an MG_EMATH naming the stage. */
+static int32_t finite(mg_doc *d, const char *what, const double *x, int32_t n, int64_t len) {
+    for (int64_t i = 0; i < n * len; i++)
+        if (!isfinite(x[i]))
+            return fail(d, MG_EMATH, "%s made a non-finite number (position %d: %g)", what, (int32_t)(i / len), x[i]);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major. All
+   three of its products are one kernel, gemm: c += a b, each output's sum
+   taken over k in ascending order, so a vector of 4 outputs in a register
+   gets the same bits as one output at a time. */
+
+typedef double v4 __attribute__((vector_size(32)));
+#define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4)) /* unaligned; macros: no v4 crosses a call */
+#define STORE4(p, v) memcpy((p), &(v), sizeof(v4))
+
+/* R rows x W columns of c (W = 4 or 8) from row p and column o, from the
+   panel bp of b's W columns (K x W, contiguous: b's own rows are nc apart,
+   which for nc a multiple of 512 puts every k in the same L1 set). The
+   accumulators stay in registers over the whole k loop; R and W are
+   constants at each call, and the function is inlined there. */
+#define INLINE static inline __attribute__((always_inline))
+INLINE void block(double *restrict c, const double *restrict a, const double *restrict bp, int32_t K, int32_t nc,
+                  int32_t p, int32_t o, int R, int W) {
+    v4 acc[4][2], bk[2];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
+    for (int32_t k = 0; k < K; k++) {
+        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
+        for (int r = 0; r < R; r++) {
+            const double ar = a[(int64_t)(p + r) * K + k];
+            const v4 av = {ar, ar, ar, ar};
+            for (int h = 0; h < W / 4; h++) acc[r][h] += av * bk[h];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
+}
+
+/* b's element (k, o): b is K x nc, or with bt nc x K (its transpose is used) */
+#define B(k, o) (bt ? b[(int64_t)(o) * K + (k)] : b[(int64_t)(k) * nc + (o)])
+
+/* W columns of c from column o, every row: b's columns packed once */
+INLINE void columns(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+                    int32_t m, int32_t K, int32_t nc, int bt, int32_t o, int W) {
+    for (int32_t k = 0; k < K; k++)
+        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(k, o + j);
+    int32_t p = 0;
+    for (; p + 4 <= m; p += 4) block(c, a, bp, K, nc, p, o, 4, W);
+    for (; p < m; p++) block(c, a, bp, K, nc, p, o, 1, W);
+}
+
+/* c (m x nc) += a (m x K) b (K x nc, or with bt its transpose nc x K),
+   row-major; bp: scratch for 8 K doubles */
+CLONES static void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+                        int32_t m, int32_t K, int32_t nc, int bt) {
+    int32_t o = 0;
+    for (; o + 8 <= nc; o += 8) columns(c, a, b, bp, m, K, nc, bt, o, 8);
+    for (; o + 4 <= nc; o += 4) columns(c, a, b, bp, m, K, nc, bt, o, 4);
+    for (; o < nc; o++)
+        for (int32_t p = 0; p < m; p++) {
+            double acc = c[(int64_t)p * nc + o];
+            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)p * K + k] * B(k, o);
+            c[(int64_t)p * nc + o] = acc;
+        }
+}
+#undef B
+
+/* a (rows x cols) into t (cols x rows) */
+static void transpose(double *restrict t, const double *restrict a, int32_t rows, int32_t cols) {
+    for (int32_t r = 0; r < rows; r++)
+        for (int32_t c = 0; c < cols; c++) t[(int64_t)c * rows + r] = a[(int64_t)r * cols + c];
+}
+
+/* y = 0.0 + x_0 W_0 + x_1 W_1 + ...: the reference's dot products, in order */
+static void linear_forward(double *y, const double *x, const double *w, double *bp, int32_t n, int32_t nin,
+                           int32_t nout) {
+    memset(y, 0, (size_t)n * nout * sizeof(double));
+    gemm(y, x, w, bp, n, nin, nout, 1);
+}
+
+/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x (dyt: scratch for dy^T) */
+static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *dyt,
+                            double *bp, int32_t n, int32_t nin, int32_t nout) {
+    if (dx) gemm(dx, dy, w, bp, n, nout, nin, 0);
+    transpose(dyt, dy, n, nout);
+    gemm(dw, dyt, x, bp, nout, n, nin, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* rmsnorm, per row: y = x * r, r = (sum(x*x) * pow(len, -1) + 1e-5) ** -0.5 */
+
+/* Returns the first position whose sum of squares is not finite (its r would
+   be 0, hiding the overflow), or -1. */
+static int32_t rmsnorm_forward(double *y, double *r, const double *x, int32_t n, int32_t len) {
+    const double inv = pow(len, -1.0);
+    for (int32_t p = 0; p < n; p++) {
+        const double *xp = x + (int64_t)p * len;
+        double ss = 0.0;
+        for (int32_t i = 0; i < len; i++) ss += xp[i] * xp[i];
+        if (!isfinite(ss)) return p;
+        r[p] = pow(ss * inv + 1e-5, -0.5);
+        for (int32_t i = 0; i < len; i++) y[(int64_t)p * len + i] = xp[i] * r[p];
+    }
+    return -1;
+}
+
+/* dx_j += dy_j r - x_j r^3 / len * sum_i dy_i x_i */
+static void rmsnorm_backward(double *dx, const double *dy, const double *x, const double *r, int32_t n, int32_t len) {
+    for (int32_t p = 0; p < n; p++) {
+        const double *xp = x + (int64_t)p * len, *gp = dy + (int64_t)p * len;
+        double *dxp = dx + (int64_t)p * len, s = 0.0;
+        for (int32_t i = 0; i < len; i++) s += gp[i] * xp[i];
+        const double k = s * r[p] * r[p] * r[p] / len;
+        for (int32_t i = 0; i < len; i++) dxp[i] += gp[i] * r[p] - xp[i] * k;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* causal attention: per position p and head h, softmax over t <= p of
+   (q_h[p] . k_h[t]) * c, c = pow(pow(hd, 0.5), -1); out_h[p] = sum_t w_t v_h[t].
+   att[(h * n + p) * n + t] keeps the weights. */
+
+CLONES static void attention_forward(double *out, double *att, const double *q, const double *k, const double *v,
+                                     int32_t n, int32_t d, int32_t H) {
+    const int32_t hd = d / H;
+    const double c = pow(pow(hd, 0.5), -1.0);
+    for (int32_t h = 0; h < H; h++)
+        for (int32_t p = 0; p < n; p++) {
+            const double *qp = q + (int64_t)p * d + h * hd;
+            double *w = att + ((int64_t)h * n + p) * n, m = -INFINITY, total = 0.0;
+            for (int32_t t = 0; t <= p; t++) {
+                const double *kt = k + (int64_t)t * d + h * hd;
+                double dot = 0.0;
+                for (int32_t j = 0; j < hd; j++) dot += qp[j] * kt[j];
+                w[t] = dot * c;
+                if (w[t] > m) m = w[t];
+            }
+            for (int32_t t = 0; t <= p; t++) total += w[t] = exp(w[t] + -m);
+            const double inv = pow(total, -1.0);
+            double *op = out + (int64_t)p * d + h * hd;
+            for (int32_t j = 0; j < hd; j++) op[j] = 0.0;
+            for (int32_t t = 0; t <= p; t++) {
+                const double *vt = v + (int64_t)t * d + h * hd;
+                w[t] *= inv;
+                for (int32_t j = 0; j < hd; j++) op[j] += w[t] * vt[j];
+            }
+        }
+}
+
+/* dv_t += w_t g; dw_t = g . v_t; dlogit_t = w_t (dw_t - sum_s w_s dw_s) c;
+   dq += dlogit_t k_t; dk_t += dlogit_t q. dw is scratch for n values. */
+CLONES static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout,
+                                      const double *att, const double *q, const double *k, const double *v,
+                                      int32_t n, int32_t d, int32_t H) {
+    const int32_t hd = d / H;
+    const double c = pow(pow(hd, 0.5), -1.0);
+    for (int32_t h = 0; h < H; h++)
+        for (int32_t p = 0; p < n; p++) {
+            const double *g = dout + (int64_t)p * d + h * hd, *w = att + ((int64_t)h * n + p) * n;
+            const double *qp = q + (int64_t)p * d + h * hd;
+            double *dqp = dq + (int64_t)p * d + h * hd, s = 0.0;
+            for (int32_t t = 0; t <= p; t++) {
+                const double *vt = v + (int64_t)t * d + h * hd;
+                double *dvt = dv + (int64_t)t * d + h * hd, dot = 0.0;
+                for (int32_t j = 0; j < hd; j++) {
+                    dot += g[j] * vt[j];
+                    dvt[j] += w[t] * g[j];
+                }
+                dw[t] = dot;
+                s += w[t] * dot;
+            }
+            for (int32_t t = 0; t <= p; t++) {
+                const double dl = w[t] * (dw[t] - s) * c, *kt = k + (int64_t)t * d + h * hd;
+                double *dkt = dk + (int64_t)t * d + h * hd;
+                for (int32_t j = 0; j < hd; j++) {
+                    dqp[j] += dl * kt[j];
+                    dkt[j] += dl * qp[j];
+                }
+            }
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* softmax cross-entropy, mean over positions: probs keep each row's softmax */
+
+static double nll_forward(double *probs, const double *logits, const int32_t *target, int32_t n, int32_t V) {
+    double sum = 0.0;
+    for (int32_t p = 0; p < n; p++) {
+        const double *l = logits + (int64_t)p * V;
+        double *pr = probs + (int64_t)p * V, m = l[0], total = 0.0;
+        for (int32_t i = 1; i < V; i++)
+            if (l[i] > m) m = l[i];
+        for (int32_t i = 0; i < V; i++) total += pr[i] = exp(l[i] + -m);
+        const double inv = pow(total, -1.0);
+        for (int32_t i = 0; i < V; i++) pr[i] *= inv;
+        sum += log(pr[target[p]]) * -1.0;
+    }
+    return sum * (1.0 / n);
+}
+
+/* probs become the logits' gradients: g / n * (p_i - [i == target]) */
+static void nll_backward(double *probs, const int32_t *target, int32_t n, int32_t V, double g) {
+    const double gn = g * (1.0 / n);
+    for (int32_t p = 0; p < n; p++) {
+        double *pr = probs + (int64_t)p * V;
+        pr[target[p]] -= 1.0;
+        for (int32_t i = 0; i < V; i++) pr[i] *= gn;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the model (model.gpt over all positions): sizes, forward, backward */
+
+#define PARAM(i) (params + d->offs[i])
+#define GRAD(i) (grads + d->offs[i])
+enum { WTE, WPE, LM_HEAD, LAYER0 }; /* offs: then per layer these six */
+enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
+
+/* Carve the buffer: activations (kept for backward), then backward's scratch. */
+static int32_t layout(mg_doc *d) {
+    const int64_t n = d->n, nd = n * d->d, nf = 4 * nd, att = (int64_t)d->H * n * n;
+    const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d; /* the widest linear's nout */
+    const int64_t panel = 8 * (wide > n ? wide : n);         /* gemm's K is nin, nout or n */
+    const int64_t need = nd + n + nd + n * d->V + n * wide + panel + d->L * (8 * nd + nf + 2 * n + att)
+                         + 6 * nd + nf + n;
+    layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
+    if (!l) return fail(d, MG_ENOMEM, "cannot allocate a document's layers");
+    d->layers = l;
+    if (need > d->cap) {
+        double *b = realloc(d->buf, (size_t)need * sizeof(double));
+        if (!b) return fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a document", (long long)need);
+        d->buf = b, d->cap = need;
+    }
+    double *b = d->buf;
+#define TAKE(ptr, size) (ptr = b, b += (size))
+    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->dyt, n * wide);
+    TAKE(d->panel, panel);
+    for (int32_t l = 0; l < d->L; l++) {
+        layer_acts *a = &d->layers[l];
+        TAKE(a->xin, nd), TAKE(a->xn, nd), TAKE(a->r1, n), TAKE(a->q, nd), TAKE(a->k, nd), TAKE(a->v, nd);
+        TAKE(a->att, att), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
+    }
+    TAKE(d->grad_buf, 6 * nd + nf + n); /* backward's dx, dxn, dq, dk, dv, da, dh, dw */
+#undef TAKE
+    return 0;
+}
+
+#define NORM(y, r, x) \
+    if ((bad = rmsnorm_forward(y, r, x, n, D)) >= 0) \
+        return fail(d, MG_EMATH, "rmsnorm made a non-finite number (position %d: its sum of squares)", bad)
+
+CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
+    const int32_t n = d->n, D = d->d, F = 4 * D;
+    const int64_t nD = (int64_t)n * D;
+    double *x = d->x0;
+    for (int32_t p = 0; p < n; p++)
+        for (int32_t i = 0; i < D; i++)
+            x[(int64_t)p * D + i] = PARAM(WTE)[(int64_t)d->tok[p] * D + i] + PARAM(WPE)[(int64_t)p * D + i];
+    int32_t r = finite(d, "embed", x, n, D);
+    if (r) return r;
+    double *xs = d->L ? d->layers[0].xin : d->xl; /* the normed embedding is the first layer's input */
+    int32_t bad;
+    NORM(xs, d->r0, x);
+    for (int32_t l = 0; l < d->L; l++) {
+        layer_acts *a = &d->layers[l];
+        const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
+        double *out = l + 1 < d->L ? d->layers[l + 1].xin : d->xl;
+        NORM(a->xn, a->r1, a->xin);
+        linear_forward(a->q, a->xn, params + o[WQ], d->panel, n, D, D);
+        linear_forward(a->k, a->xn, params + o[WK], d->panel, n, D, D);
+        linear_forward(a->v, a->xn, params + o[WV], d->panel, n, D, D);
+        attention_forward(a->a, a->att, a->q, a->k, a->v, n, D, d->H);
+        linear_forward(a->xmid, a->a, params + o[WO], d->panel, n, D, D);
+        for (int64_t i = 0; i < nD; i++) a->xmid[i] += a->xin[i];
+        NORM(a->xn2, a->r2, a->xmid);
+        linear_forward(a->h, a->xn2, params + o[FC1], d->panel, n, D, F);
+        for (int64_t i = 0; i < nD * 4; i++) a->h[i] = a->h[i] > 0.0 ? a->h[i] : 0.0;
+        linear_forward(out, a->h, params + o[FC2], d->panel, n, F, D);
+        for (int64_t i = 0; i < nD; i++) out[i] += a->xmid[i];
+        if ((r = finite(d, "layer", out, n, D))) return r;
+    }
+    linear_forward(d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
+    if ((r = finite(d, "lm_head", d->probs, n, d->V))) return r;
+    *loss = nll_forward(d->probs, d->probs, d->tok + 1, n, d->V);
+    return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
+}
+
+CLONES static void backward(mg_doc *d, const double *params, double *grads, double dloss) {
+    const int32_t n = d->n, D = d->d, F = 4 * D;
+    const int64_t nD = (int64_t)n * D;
+    double *dx = d->grad_buf, *dxn = dx + nD, *dq = dxn + nD, *dk = dq + nD, *dv = dk + nD, *da = dv + nD;
+    double *dh = da + nD, *dw = dh + 4 * nD;
+    nll_backward(d->probs, d->tok + 1, n, d->V, dloss);
+    memset(dx, 0, nD * sizeof(double));
+    linear_backward(dx, GRAD(LM_HEAD), d->probs, d->xl, PARAM(LM_HEAD), d->dyt, d->panel, n, D, d->V);
+    for (int32_t l = d->L - 1; l >= 0; l--) { /* dx: the gradient of the layer's output, then of its input */
+        layer_acts *a = &d->layers[l];
+        const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
+        memset(dh, 0, 4 * nD * sizeof(double));
+        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->dyt, d->panel, n, F, D);
+        for (int64_t i = 0; i < 4 * nD; i++) dh[i] = a->h[i] > 0.0 ? dh[i] : 0.0; /* relu: off where its output is 0 */
+        memset(dxn, 0, nD * sizeof(double));
+        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->dyt, d->panel, n, D, F);
+        rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */
+        memset(da, 0, nD * sizeof(double));
+        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->dyt, d->panel, n, D, D);
+        memset(dq, 0, 3 * nD * sizeof(double));
+        attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
+        memset(dxn, 0, nD * sizeof(double));
+        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->dyt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->dyt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->dyt, d->panel, n, D, D);
+        rmsnorm_backward(dx, dxn, a->xin, a->r1, n, D); /* dx now: d xin */
+    }
+    memset(dxn, 0, nD * sizeof(double));
+    rmsnorm_backward(dxn, dx, d->x0, d->r0, n, D);
+    for (int32_t p = 0; p < n; p++)
+        for (int32_t i = 0; i < D; i++) {
+            GRAD(WTE)[(int64_t)d->tok[p] * D + i] += dxn[(int64_t)p * D + i];
+            GRAD(WPE)[(int64_t)p * D + i] += dxn[(int64_t)p * D + i];
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* entry points: every size, offset and token checked before anything is read */
+
+mg_doc *mg_doc_new(void) { return calloc(1, sizeof(mg_doc)); }
+
+void mg_doc_free(mg_doc *d) {
+    if (!d) return;
+    free(d->buf), free(d->layers), free(d->offs), free(d->tok), free(d);
+}
+
+const char *mg_doc_error(mg_doc *d) { return d ? d->err : "no document kernel (NULL)"; }
+
+int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const int64_t *offs, int32_t noffs,
+                       int32_t vocab, int32_t n_embd, int32_t n_head, int32_t n_layer, int32_t block_size,
+                       const int32_t *tokens, int32_t ntok, int32_t n, double *loss) {
+    if (!d) return MG_EARG;
+    d->ready = 0;
+    if (!params || !offs || !tokens || !loss) return fail(d, MG_EARG, "doc_forward: a NULL array");
+    if (vocab < 1 || vocab > MAX_VOCAB || n_embd < 1 || n_embd > MAX_DIM || n_head < 1 || n_embd % n_head ||
+        n_layer < 0 || n_layer > MAX_LAYER || block_size < 1 || block_size > MAX_DIM)
+        return fail(d, MG_EARG, "doc_forward: bad model size (vocab %d, n_embd %d, n_head %d, n_layer %d, "
+                    "block_size %d)", vocab, n_embd, n_head, n_layer, block_size);
+    if (n < 1 || n > block_size || ntok < n + 1)
+        return fail(d, MG_EARG, "doc_forward: %d positions need 1 to block_size (%d) and %d tokens, not %d",
+                    n, block_size, n + 1, ntok);
+    if (noffs != LAYER0 + NLAYERW * n_layer)
+        return fail(d, MG_EARG, "doc_forward: %d offsets for %d layers, not %d", LAYER0 + NLAYERW * n_layer,
+                    n_layer, noffs);
+    const int64_t D = n_embd, size[] = {vocab * D, block_size * D, vocab * D, D * D, D * D, D * D, D * D,
+                                        4 * D * D, 4 * D * D};
+    for (int32_t i = 0; i < noffs; i++) {
+        const int64_t sz = size[i < LAYER0 ? i : LAYER0 + (i - LAYER0) % NLAYERW];
+        if (offs[i] < 0 || nparams < sz || offs[i] > nparams - sz)
+            return fail(d, MG_EARG, "doc_forward: parameter matrix %d (%lld doubles at %lld) is not in the %lld "
+                        "parameters", i, (long long)sz, (long long)offs[i], (long long)nparams);
+    }
+    for (int32_t i = 0; i <= n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return fail(d, MG_EARG, "doc_forward: token %d is %d, not in [0, %d)", i, tokens[i], vocab);
+    int64_t *o = realloc(d->offs, (size_t)noffs * sizeof *o);
+    if (o) d->offs = o;
+    int32_t *t = realloc(d->tok, (size_t)(n + 1) * sizeof *t);
+    if (t) d->tok = t;
+    if (!o || !t) return fail(d, MG_ENOMEM, "cannot allocate a document's tokens");
+    memcpy(d->offs, offs, (size_t)noffs * sizeof *o);
+    memcpy(d->tok, tokens, (size_t)(n + 1) * sizeof *t);
+    d->V = vocab, d->d = n_embd, d->H = n_head, d->L = n_layer, d->n = n, d->nparams = nparams;
+    int32_t r = layout(d);
+    if (r) return r;
+    r = forward(d, params, loss);
+    d->ready = r == 0;
+    return r;
+}
+
+int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss) {
+    if (!d) return MG_EARG;
+    if (!params || !grads) return fail(d, MG_EARG, "doc_backward: a NULL array");
+    if (!d->ready) return fail(d, MG_EARG, "a whole-document loss's backward runs once per graph: reset first");
+    if (nparams != d->nparams)
+        return fail(d, MG_EARG, "doc_backward: %lld parameters, not the forward's %lld", (long long)nparams,
+                    (long long)d->nparams);
+    d->ready = 0;
+    backward(d, params, grads, dloss);
+    return 0;
+}

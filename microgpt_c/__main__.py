@@ -10,10 +10,9 @@ import signal
 import sys
 import time
 
-from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, settings
+from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, new_run
 from .files import check_paths, same
 from .run import Run, check_sampling
-from .text import load_docs
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops training after the step in progress
 
@@ -151,7 +150,7 @@ def train(p, run, a):
     log_every = a.log_every or (100 if sys.stdout.isatty() else 1)
     progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
     shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
-    ema, losses, smoothed, stop, elapsed = EMA(), [], [], [], 0.0
+    ema, losses, smoothed, stop, elapsed, saved = EMA(), [], [], [], 0.0, []
 
     def fail(message):
         if progress:
@@ -159,13 +158,15 @@ def train(p, run, a):
         p.error(message)
 
     def stopped(step, why):
-        fail(f"training stopped at step {step}, document {run.docs[(step - 1) % len(run.docs)]!r}: {why}")
+        kept = f" ({a.save} holds step {saved[-1]})" if saved else ""
+        fail(f"training stopped at step {step}, document {run.docs[(step - 1) % len(run.docs)]!r}: {why}{kept}")
 
     def save():
         try:
             run.save(a.save)
         except OSError as e:
             fail(f"cannot write {a.save}: {e.strerror}")
+        saved.append(run.step)
 
     # a signal whose inherited handling is to ignore it (nohup) stays ignored
     handlers = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
@@ -192,6 +193,10 @@ def train(p, run, a):
                 save()
         if a.save:
             save()
+            if not stop:
+                if progress:
+                    progress.clear()
+                sys.stderr.write(f"{PROG}: wrote the checkpoint {a.save} (step {run.step} of {run.steps})\n")
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -247,18 +252,30 @@ def train_main(argv):
             check(a.plot)
         given = [flag(name) for name in given_settings(a)] + (["--data"] if a.data is not None else [])
         if a.resume is not None:
-            if given:
+            fixed = [g for g in given if g != "--steps"]  # --steps extends the run
+            if fixed:
                 raise ValueError(f"--resume continues the checkpoint's run with its own settings: "
-                                 f"{', '.join(given)} cannot be given with it")
+                                 f"{', '.join(fixed)} cannot be given with it (only --steps, to train on)")
             run = Run.load(a.resume, a.engine, a.mode)
+            if hasattr(a, "steps"):
+                try:
+                    run.extend(a.steps)
+                except ValueError as e:
+                    raise ValueError(flagged(str(e), ("steps",))) from None
+            elif run.step == run.steps:
+                raise ValueError(f"{a.resume} is a finished run (step {run.step} of {run.steps}): to train on, "
+                                 f"give --steps N with N above {run.step}")
         else:
-            cfg, schedule = settings(a)
-            run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, a.engine, a.mode)
+            run = new_run(a, a.engine, a.mode)
         if a.plot and run.step == run.steps:
             raise ValueError(f"--plot has no loss to draw: the run is at its last step ({run.steps})")
     except (ValueError, MemoryError) as e:
         p.error(message(e))
 
+    cut = sum(len(doc) >= run.cfg.block_size for doc in run.docs)
+    if cut:  # on stderr: stdout stays the reference's lines
+        sys.stderr.write(f"{PROG}: {cut:,} of {len(run.docs):,} documents have {run.cfg.block_size} characters or "
+                         f"more (--block-size): training reads their first {run.cfg.block_size} only\n")
     print(f"num docs: {len(run.docs)}")
     print(f"vocab size: {run.tok.vocab_size}")
     print(f"num params: {run.num_params}")
@@ -274,6 +291,7 @@ def train_main(argv):
                        f"microgpt_c: {run.cfg.title()}, {run.E.name} engine, {run.E.mode} mode")
         except OSError as e:
             p.error(f"cannot write {a.plot}: {e.strerror}")
+        sys.stderr.write(f"{PROG}: wrote the loss plot {a.plot}\n")
     print_samples(p, run, a)
 
 

@@ -11,10 +11,9 @@ import sys
 import time
 
 from . import memory
-from .cli import Parser, add_settings, settings
+from .cli import Parser, add_settings, new_run, settings
 from .files import atomic_write, check_paths
 from .registry import ENGINES, PAIRS, require
-from .run import Run
 from .text import Tokenizer, load_docs
 
 # every available engine:mode, PyTorch (float64, eager, CPU) as an outside anchor when installed
@@ -32,8 +31,7 @@ def engines(text):
 
 def measure(engine, mode, steps, a):
     """Train the first `steps` steps of the run the flags describe; per-step figures."""
-    cfg, schedule = settings(a)
-    run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, engine, mode)
+    run = new_run(a, engine, mode)
     times, losses, nodes = [], [], []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -42,13 +40,13 @@ def measure(engine, mode, steps, a):
         if engine == "c":
             nodes.append(run.E.nodes())
     if engine == "python":  # count Values in an untimed second run of the same steps
-        nodes = count_python_nodes(cfg, schedule, steps, a)
+        nodes = count_python_nodes(steps, a)
     return {"engine": engine, "mode": mode, "steps": steps, "step_seconds": times, "losses": losses,
             "nodes_per_step": statistics.mean(nodes) if nodes else None,  # none: torch's own graph
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def count_python_nodes(cfg, schedule, steps, a):
+def count_python_nodes(steps, a):
     from . import pyengine
 
     created = [0]
@@ -58,7 +56,7 @@ def count_python_nodes(cfg, schedule, steps, a):
         created[0] += 1
         init(self, *args)
 
-    run = Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, "python")
+    run = new_run(a, "python", None)
     pyengine.Value.__init__ = counting_init
     try:
         counts = []

@@ -2,15 +2,12 @@
 microgpt printed (its captured stdout) with the reference's output for the
 same flags, computed here in exact mode. docs/checking.md explains the report."""
 import math
-import os
 import re
-import stat
 import sys
 
-from .cli import PROG, Parser, add_settings, settings
+from .cli import PROG, Parser, add_settings, new_run
+from .files import read_bounded
 from .config import asdict
-from .run import Run
-from .text import load_docs
 
 MAX_BYTES = 64 << 20  # a run prints about 40 bytes a step: a million steps fit
 MAX_SAMPLES = 100_000  # sampling is drawn up to the highest sample number in the file
@@ -32,32 +29,12 @@ def add_run_flags(p):
 def reference_run(a):
     """The reference's run for the flags: the C engine in exact mode (bit for
     bit the reference's numbers), not yet trained."""
-    cfg, schedule = settings(a)
-    return Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, "c", "exact")
+    return new_run(a, "c", "exact")
 
 
 def read_text(path):
-    """The text of a regular file of at most MAX_BYTES; a ValueError otherwise.
-    Opened without blocking (a FIFO would wait for a writer), then checked."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"cannot read {path}: not a regular file")
-        if st.st_size > MAX_BYTES:
-            raise ValueError(f"{path} is too big for a run's output ({st.st_size:,} bytes; at most {MAX_BYTES:,})")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:  # it grew
-        raise ValueError(f"{path} is too big for a run's output (more than {MAX_BYTES:,} bytes)")
-    return data.decode("utf-8", errors="replace")
+    """The text of a regular file of at most MAX_BYTES; a ValueError otherwise."""
+    return read_bounded(path, MAX_BYTES, "run's output").decode("utf-8", errors="replace")
 
 
 def parse(text):

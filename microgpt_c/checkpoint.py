@@ -106,6 +106,8 @@ def load(path):
     if text("format") != FORMAT:
         raise bad(f"format {text('format')!r}, expected {FORMAT!r}")
     s, vocab, docs, rng = (text(k) for k in TEXT[1:])
+    if isinstance(s, dict):
+        s.setdefault("decay_steps", 0)  # a checkpoint from before the setting: the decay was all the steps
     if not isinstance(s, dict) or set(s) != set(SETTINGS):
         raise bad(f"'config' must have exactly the keys {', '.join(sorted(SETTINGS))}")
     if s["mode"] not in MODES:

@@ -98,6 +98,15 @@ def settings(a):
         raise ValueError(flagged(str(e))) from None
 
 
+def new_run(a, engine, mode):
+    """The Run the settings flags and --data describe (a ValueError names the flag)."""
+    from .run import Run
+    from .text import load_docs
+
+    cfg, schedule = settings(a)
+    return Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, engine, mode, schedule.decay_steps)
+
+
 def add_engine(p, modes=True):
     p.add_argument("--engine", choices=list(ENGINES), default="c",
                    help="c: the C node store; python: the pure-Python Value graph; torch: PyTorch, if installed "

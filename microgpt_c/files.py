@@ -48,7 +48,7 @@ def read_bounded(path, limit, what="file"):
         if fd is not None:
             os.close(fd)
     if len(data) > limit:
-        raise ValueError(f"{path}: larger than the {limit // MiB} MiB a {what} may have")
+        raise ValueError(f"{path}: larger than the {limit:,} bytes a {what} may have")
     return data
 
 

@@ -75,15 +75,16 @@ class Adam:
     engine runs the update (Engine.adam_step): update() below, or the C
     engine's bit-identical kernel (csrc/adam.c)."""
 
-    def __init__(self, n, lr, num_steps, beta1=0.85, beta2=0.99, eps=1e-8):
-        self.lr, self.num_steps = lr, num_steps
+    def __init__(self, n, lr, decay, beta1=0.85, beta2=0.99, eps=1e-8):
+        self.lr, self.decay = lr, decay
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m, self.v = array("d", bytes(8 * n)), array("d", bytes(8 * n))
 
     def factors(self, step):
         """The step's learning rate and the moments' bias corrections, as the
         reference computes them (Python floats: ** is the C library's pow)."""
-        return self.lr * (1 - step / self.num_steps), 1 - self.beta1 ** (step + 1), 1 - self.beta2 ** (step + 1)
+        lr_t = self.lr * (1 - min(step, self.decay - 1) / self.decay)  # then held at its last value
+        return lr_t, 1 - self.beta1 ** (step + 1), 1 - self.beta2 ** (step + 1)
 
     def update(self, p, g, step, pow):
         """Update p (a float64 numpy array, in place) from gradient g, each

@@ -49,8 +49,8 @@ class Run:
     anything is allocated (memory.py)."""
 
     def __init__(self, cfg=None, docs=None, seed=Schedule.seed.default, steps=Schedule.steps.default,
-                 lr=Schedule.lr.default, engine="c", mode=None):
-        schedule = Schedule(seed, steps, lr)
+                 lr=Schedule.lr.default, engine="c", mode=None, decay_steps=Schedule.decay_steps.default):
+        schedule = Schedule(seed, steps, lr, decay_steps)
         rng = random.Random(seed)
         docs = list(load_docs() if docs is None else docs)
         check_docs(docs)
@@ -64,7 +64,7 @@ class Run:
         self.tok = Tokenizer(docs)
         memory.check(cfg, docs, self.tok, E.name, E.mode)  # refuse now what cannot fit
         self.num_params = sum(r * c for r, c in param_shapes(cfg, self.tok.vocab_size).values())
-        self.adam = Adam(self.num_params, schedule.lr, schedule.steps)
+        self.adam = Adam(self.num_params, schedule.lr, schedule.decay())
         self.step = 0
 
     @property
@@ -93,6 +93,17 @@ class Run:
             if on_step:
                 on_step(self.step, losses[-1])
         return losses
+
+    @one_thread
+    def extend(self, steps):
+        """Make the schedule `steps` long, to train on past its end. The
+        learning rate's decay keeps its length: past it the rate stays at its
+        last value, lr / decay, so a run extended in two pieces trains as one
+        extended in one, bit for bit."""
+        if type(steps) is not int or steps <= self.step:
+            raise ValueError(f"steps must be more than the {self.step} done, not {steps}")
+        s = self.schedule
+        self.schedule = Schedule(s.seed, steps, s.lr, s.decay())
 
     def sample(self, num_samples=20, temperature=0.5, prefix=""):
         """Names drawn from the model, each starting with prefix."""

@@ -87,7 +87,7 @@ def test_save_follows_a_symlink(tmp_path, capsys):
     os.symlink("real/new.npz", dangling)  # a link to a file not yet there
     for link, target in ((tmp_path / "link.npz", "real/ck.npz"), (dangling, "real/new.npz")):
         status, out, err = run_main(capsys, *SMALL, "--save", link)
-        assert (status, err) == (0, ""), err
+        assert (status, err) == (0, f"{PROG}: wrote the checkpoint {link} (step 2 of 2)\n"), err
         assert os.path.islink(link) and os.readlink(link) == target
         assert Run.load(link).step == 2 and Run.load(tmp_path / target).step == 2
     assert sorted(os.listdir(tmp_path / "real")) == ["ck.npz", "new.npz"]
@@ -97,7 +97,7 @@ def test_plot_follows_a_symlink(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     os.symlink("target.png", tmp_path / "loss.png")
     status, out, err = run_main(capsys, *SMALL, "--plot", tmp_path / "loss.png")
-    assert (status, err) == (0, ""), err
+    assert (status, err) == (0, f"{PROG}: wrote the loss plot {tmp_path / 'loss.png'}\n"), err
     assert os.path.islink(tmp_path / "loss.png")
     assert (tmp_path / "target.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -393,5 +393,6 @@ def test_a_long_document_encodes_only_the_block(tmp_path, capsys, monkeypatch):
     encoded, encode = [], Tokenizer.encode
     monkeypatch.setattr(Tokenizer, "encode", lambda self, doc: encoded.append(len(doc)) or encode(self, doc))
     status, out, err = run_main(capsys, "--data", data, "--steps", 200, "--num-samples", 0)
-    assert (status, err) == (0, "") and len(lines(out, "step ")) == 200
+    assert status == 0 and len(lines(out, "step ")) == 200
+    assert err == f"{PROG}: 1 of 2 documents have 16 characters or more (--block-size): training reads their first 16 only\n"
     assert len(encoded) == 200 and sorted(set(encoded)) == [4, 16]  # block_size characters of the long one

@@ -4,16 +4,14 @@ output), every input bounded before it is read, numbers refused where they
 are parsed, states checked as strictly as checkpoints, invisible characters
 kept out of documents, and one line for every failure."""
 import io
-import json
 import os
-import signal
 import subprocess
 import sys
 import zipfile
 
 import numpy as np
 import pytest
-from test_hardening import PROG, SMALL, one_line_error, run_main
+from test_hardening import PROG, one_line_error, run_main
 
 from microgpt_c import Run, load_docs
 from microgpt_c.cengine import CEngine

@@ -210,11 +210,12 @@ def train(p, run, a):
     return losses, smoothed, elapsed
 
 
-USAGE = f"""{PROG} [options]            (train, then sample)
-       {PROG} sample --load PATH [options]
-       {PROG} bench [options]
-       {PROG} check FILE [the run's options]
-       {PROG} trace --step K --out PATH.npz [the run's options]"""
+USAGE = f"""{PROG} [options]                          (train, then sample)
+       {PROG} sample --load PATH [options]      (sample from a checkpoint)
+       {PROG} bench [options]                   (time the engines)
+       {PROG} bench value [options]             (time micrograd's demo on each Value)
+       {PROG} check FILE [the run's options]    (compare a port's output with the reference's)
+       {PROG} trace --step K --out PATH.npz [the run's options]  (step K's numbers)"""
 
 
 def train_parser():

@@ -8,6 +8,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 from . import memory
@@ -105,18 +106,20 @@ def row(r, base):
     speedup = statistics.median(base["step_seconds"]) * 1e3 / ms
     common = min(r["steps"], base["steps"])
     if r is base:
-        same = "(the baseline)"
+        same = "(baseline)"
     elif r["losses"][:common] == base["losses"][:common]:
-        same = f"yes, bit for bit ({common} steps)"
+        same = f"yes, {common} steps"
     else:
         diff = max(abs(x - y) for x, y in zip(r["losses"], base["losses"][:common]))
-        same = f"no, max |diff| {diff:.1e} ({common} steps)"
+        same = f"no, by {diff:.1e}"
     speedup = f"{speedup:.0f}x" if speedup >= 10 else f"{speedup:.2g}x"
-    return [r["engine"], r["mode"], f"{r['steps']}", f"{ms:.4g}", speedup,
-            "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['losses'][-1]:.4f}", same]
+    return [f"{r['engine']}:{r['mode']}", f"{r['steps']}", f"{ms:.4g}", speedup,
+            "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}",
+            f"{r['losses'][-1]:.4f}", same]
 
 
 PROG = "python -m microgpt_c bench"
+WIDTH = 100  # the table and its notes fit this many columns
 
 
 def parser():
@@ -149,25 +152,27 @@ def main(argv):
 
     results = []
     for engine, mode in a.engines:
+        sys.stderr.write(f"{PROG}: {engine}:{mode} ...\n")  # progress, on stderr: stdout is the table
         cmd = [sys.executable, "-m", "microgpt_c", "bench", "--worker", f"{engine}:{mode}"] + argv
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             p.error(f"the {engine}:{mode} run failed: {reason(r.stderr)}")
         results.append(json.loads(r.stdout))
+        ms = statistics.median(results[-1]["step_seconds"]) * 1e3
+        sys.stderr.write(f"{PROG}: {engine}:{mode} done, {results[-1]['steps']} steps, {ms:.4g} ms/step\n")
     base = results[0]
     name = f"{base['engine']}:{base['mode']}"
-    head = ["engine", "mode", "steps", "ms/step", f"speedup vs {name}", "nodes/step", "peak RSS MB", "final loss",
-            f"losses equal {name}'s"]
-    rows = [head] + [row(r, base) for r in results]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    rows = [["engine:mode", "steps", "ms/step", "speedup", "nodes/step", "RSS MB", "final loss", "same losses"]]
+    rows += [row(r, base) for r in results]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.rjust(w) if i in (2, 3, 4, 5, 6, 7) else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        print("  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     steps = settings(a)[1].steps
     python = (f" The pure-Python engine runs the first {min(a.python_steps, steps)} steps of the same "
               f"{steps}-step schedule." if ("python", "exact") in a.engines else "")
-    print(f"ms/step: median over each engine's steps; speedup: {name}'s median over this one's.{python} "
-          f"The final loss is each engine's last step's.")
+    print(textwrap.fill(f"ms/step: the median over each engine's steps; speedup: {name}'s median over this one's; "
+                        f"RSS: the worker's peak; same losses: bit for bit equal to {name}'s over the steps both "
+                        f"ran, or the largest difference.{python}", WIDTH))
     if a.json:
         try:
             atomic_write(a.json, lambda f: f.write(json.dumps(results).encode()))

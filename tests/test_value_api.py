@@ -428,12 +428,14 @@ def test_bench_value_prints_the_table():
                         "--engines", "c,python,floor"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr
     head, c, python, floor = r.stdout.splitlines()[:4]
-    assert head.split()[:3] == ["engine", "ms/step", "mean"]
+    assert head.split()[:4] == ["engine", "ms/step", "gc", "off"] and max(map(len, r.stdout.splitlines())) <= 100
+    assert r.stderr.splitlines() == [f"python -m microgpt_c bench value: {e}, gc {g} ..."
+                                     for e in ("c", "python", "floor") for g in ("on", "off")]
     # the demo's graph on 8 points: per point 2 inputs, 16 * 5 + 16 * 33 + 32 for the MLP, 5 for its loss term;
     # then the sum of 8 and its scaling, the 337 parameters, their squares and sum, its scaling, the total
     nodes = 8 * (2 + 16 * 5 + 16 * 33 + 32 + 5) + (8 + 1) + 2 + 337 + (337 + 338) + 2 + 1
     assert c.split()[0] == "c" and python.split()[0] == "python"
-    assert f"{nodes:,}" in c and c.endswith("yes, bit for bit") and python.endswith("yes, bit for bit")
+    assert f"{nodes:,}" in c and c.endswith("yes") and python.endswith("yes")
     assert floor.split()[0] == "floor" and floor.split()[-1] == "-"  # it computes nothing to compare
     bad = subprocess.run([sys.executable, "-m", "microgpt_c", "bench", "value", "--steps", "101"],
                          capture_output=True, text=True, timeout=60, cwd=REPO)

@@ -1,6 +1,6 @@
-"""python -m microgpt_c: train microgpt on the packaged names, then sample.
+"""python -m microgpt_c: train microgpt on the packaged names (or --data), then sample.
 python -m microgpt_c sample --load PATH: sample from a saved checkpoint.
-python -m microgpt_c bench: time the engines.
+python -m microgpt_c bench: time the engines; bench value: each Value on micrograd's demo.
 python -m microgpt_c check FILE: compare a port's output with the reference's.
 python -m microgpt_c trace --step K --out PATH.npz: the reference's numbers at step K."""
 import math
@@ -114,9 +114,9 @@ def print_samples(p, run, a, prefix=""):
 
 
 def sample_parser():
-    p = Parser(prog=f"{PROG} sample", description="Sample names from a checkpoint written by --save.")
+    p = Parser(prog=f"{PROG} sample", description="Sample documents (names, for the packaged data) from a checkpoint written by --save.")
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
-    p.add_argument("--num-samples", type=int, default=20, help="names to sample (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
     p.add_argument("--seed", type=int, help="start a new random stream from this seed "
                                             "(default: go on with the checkpoint's random generator)")
@@ -210,12 +210,12 @@ def train(p, run, a):
     return losses, smoothed, elapsed
 
 
-USAGE = f"""{PROG} [options]                          (train, then sample)
-       {PROG} sample --load PATH [options]      (sample from a checkpoint)
-       {PROG} bench [options]                   (time the engines)
-       {PROG} bench value [options]             (time micrograd's demo on each Value)
-       {PROG} check FILE [the run's options]    (compare a port's output with the reference's)
-       {PROG} trace --step K --out PATH.npz [the run's options]  (step K's numbers)"""
+USAGE = f"""{PROG} [options]            (train, then sample)
+       {PROG} sample --load PATH [options]
+       {PROG} bench [options]
+       {PROG} bench value [options]
+       {PROG} check FILE [the run's options]
+       {PROG} trace --step K --out PATH.npz [the run's options]"""
 
 
 def train_parser():
@@ -224,7 +224,7 @@ def train_parser():
     g = add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
     g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=20, help="names to sample (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",
                    help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
     p.add_argument("--save", metavar="PATH",

@@ -110,7 +110,7 @@ class Run:
         return list(self.samples(num_samples, temperature, prefix))
 
     def samples(self, num_samples=20, temperature=0.5, prefix=""):
-        """sample()'s names one at a time, each made when it is asked for
+        """sample()'s samples one at a time, each made when it is asked for
         (the arguments are checked at once)."""
         check_sampling(num_samples, temperature)
         unknown = sorted(set(prefix) - set(self.tok.chars))

@@ -259,8 +259,10 @@ def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
     """A learning rate of 1e308 overflows in the first steps: only a worker
     finds that out, and its reason is what bench says."""
     monkeypatch.setenv("PYTHONPATH", REPO)  # the workers run this checkout's code
-    msg = one_line_error(*run_main(capsys, "bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5),
-                         prog=BENCH)
+    status, out, err = run_main(capsys, "bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5)
+    progress, error = err.splitlines(True)  # the worker's start, then the one line that ends it
+    assert progress == f"{BENCH}: c:fast ...\n"
+    msg = one_line_error(status, out, error, prog=BENCH)
     assert re.fullmatch(r"the c:fast run failed: \w+ made a non-finite number \((node|position) \d+: .*\)", msg), msg
 
 

@@ -3,7 +3,9 @@ and one way to read any engine's parameter gradients.
 
 Test modules import these names (`from conftest import DOCS, bits`): pytest
 puts this folder on sys.path when it loads this file."""
+import contextlib
 import gc
+import io
 
 import numpy as np
 import pytest
@@ -20,6 +22,19 @@ def bits(x):
     """The float64 bit patterns of a number or a sequence, as a list: equal
     lists are equal to the last bit and the sign of zero."""
     return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
+
+
+def run_main(*args):
+    """python -m microgpt_c ARGS in this process: (exit status, stdout, stderr)."""
+    from microgpt_c.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main([str(a) for a in args]) or 0
+        except SystemExit as e:
+            status = e.code or 0
+    return status, out.getvalue(), err.getvalue()
 
 
 def grads(E):

@@ -3,6 +3,7 @@ cheap powers against the C library's pow, on inputs built to sit next to
 rounding midpoints, where x*x and sqrt(x) can differ from pow."""
 import numpy as np
 import pytest
+from conftest import bits
 
 from microgpt_c._engine import lib
 from microgpt_c.cengine import CEngine
@@ -11,10 +12,6 @@ from microgpt_c.pyengine import PyEngine
 
 CHEAP = bool(lib.mg_adam_cheap())
 U = np.uint64
-
-
-def bits(x):
-    return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
 
 
 def reference_adam(p, g, m, v, lr_t, b1, b2, step):

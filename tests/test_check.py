@@ -4,26 +4,16 @@ run is one line and exit status 2."""
 import os
 
 import pytest
+from conftest import run_main
 
 from microgpt_c import Run
-from microgpt_c.__main__ import main
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
 
 
-def run(capsys, *args):
-    """main(args) in this process: (exit status, stdout, stderr)."""
-    try:
-        status = main(list(args)) or 0
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 def check(capsys, *args):
     """(exit status, report lines) of a check that reads a run."""
-    status, out, err = run(capsys, "check", *args)
+    status, out, err = run_main("check", *args)
     assert err == "" and status in (0, 1), err
     return status, out.splitlines()
 
@@ -76,7 +66,7 @@ def test_carriage_returns_and_other_lines(capsys, tmp_path):
 def test_own_random_generator_differs_from_step_1(capsys, tmp_path):
     """The main job's output with another seed stands for a port with its own
     random generator: every loss differs, from the first."""
-    status, out, _ = run(capsys, "--seed", "7", "--steps", "20")
+    status, out, _ = run_main("--seed", "7", "--steps", "20")
     assert status == 0
     path = tmp_path / "out.txt"
     path.write_text(out)
@@ -87,7 +77,7 @@ def test_own_random_generator_differs_from_step_1(capsys, tmp_path):
 
 
 def test_steps_differ_suggests_the_flag(capsys, tmp_path):
-    status, out, _ = run(capsys, "--steps", "20")
+    status, out, _ = run_main("--steps", "20")
     path = tmp_path / "out.txt"
     path.write_text(out)
     status, report = check(capsys, str(path))  # the default --steps 1000
@@ -101,7 +91,7 @@ def test_other_flags_and_data(capsys, tmp_path):
     data = tmp_path / "docs.txt"
     data.write_text("ada\nbob\ncyril\ndora\neve\nfelix\n")
     flags = ["--seed", "7", "--steps", "20", "--n-embd", "8", "--n-head", "2", "--data", str(data)]
-    status, out, _ = run(capsys, *flags, "--num-samples", "5", "--temperature", "0.8")
+    status, out, _ = run_main(*flags, "--num-samples", "5", "--temperature", "0.8")
     assert status == 0
     path = tmp_path / "out.txt"
     path.write_text(out)
@@ -117,10 +107,10 @@ def test_other_flags_and_data(capsys, tmp_path):
 @pytest.mark.parametrize("content, message", [("root:x:0:0:root:/root:/bin/bash\n", "holds no run"),
                                               ("", "holds no run"), ("num docs: 3\nvocab size: 4\n", "holds no run"),
                                               ("sample 1000000000: anna\n", "at most")])
-def test_not_a_run(capsys, tmp_path, content, message):
+def test_not_a_run_main(tmp_path, content, message):
     path = tmp_path / "out.txt"
     path.write_text(content)
-    status, out, err = run(capsys, "check", str(path))
+    status, out, err = run_main("check", str(path))
     assert status == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
 
 
@@ -150,7 +140,7 @@ def test_unreadable(capsys, tmp_path, what):
         path.mkdir()
     elif what == "fifo":
         os.mkfifo(path)
-    status, out, err = run(capsys, "check", str(path))
+    status, out, err = run_main("check", str(path))
     assert status == 2 and out == "" and len(err.splitlines()) == 1, err
     assert ("No such file" if what == "missing" else "not a regular file") in err, err
 
@@ -158,12 +148,12 @@ def test_unreadable(capsys, tmp_path, what):
 def test_too_big(capsys, tmp_path, monkeypatch):
     import microgpt_c.check
     monkeypatch.setattr(microgpt_c.check, "MAX_BYTES", 1000)
-    status, out, err = run(capsys, "check", GOLDEN)
+    status, out, err = run_main("check", GOLDEN)
     assert status == 2 and out == "" and len(err.splitlines()) == 1 and "larger than the 1,000 bytes" in err
 
 
 @pytest.mark.parametrize("flags", [["--tolerance", "-1"], ["--tolerance", "nan"], ["--temperature", "0"],
                                    ["--n-head", "5"]])
 def test_bad_flags(capsys, flags):
-    status, out, err = run(capsys, "check", GOLDEN, *flags)
+    status, out, err = run_main("check", GOLDEN, *flags)
     assert status == 2 and out == "" and len(err.splitlines()) == 1, err

@@ -2,9 +2,7 @@
 python -m microgpt_c as a user runs it (installed package, another directory):
 the default run prints the reference's output, bad input is one line on
 stderr and exit status 2, Ctrl-C and kill leave a checkpoint to go on from."""
-import contextlib
 import fcntl
-import io
 import json
 import os
 import re
@@ -13,22 +11,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_main
 
 from microgpt_c import Run
-from microgpt_c.__main__ import main
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
-
-
-def run_main(*args):
-    """main(args) in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = main(list(args)) or 0
-        except SystemExit as e:
-            status = e.code
-    return status, out.getvalue(), err.getvalue()
 
 
 def cli(*args):

@@ -2,7 +2,8 @@
 documents longer than the block counted, and a finished run extended with
 --steps, two pieces equal to one, bit for bit."""
 import pytest
-from test_hardening import one_line_error, run_main
+from conftest import run_main
+from test_hardening import one_line_error
 
 from microgpt_c import Run
 
@@ -17,14 +18,14 @@ def losses(out):
 
 def test_a_run_extended_in_two_pieces_equals_one_extended_in_one(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert run_main(capsys, *TINY, "--steps", 20, "--save", "a.npz")[0] == 0
-    assert run_main(capsys, *TINY, "--steps", 20, "--save", "b.npz")[0] == 0
-    status, out, err = run_main(capsys, "--resume", "a.npz", "--steps", 30, "--save", "a.npz")
+    assert run_main(*TINY, "--steps", 20, "--save", "a.npz")[0] == 0
+    assert run_main(*TINY, "--steps", 20, "--save", "b.npz")[0] == 0
+    status, out, err = run_main("--resume", "a.npz", "--steps", 30, "--save", "a.npz")
     assert status == 0 and err == f"{PROG}: wrote the checkpoint a.npz (step 30 of 30)\n"
     first = losses(out)
-    status, out, err = run_main(capsys, "--resume", "a.npz", "--steps", 45, "--save", "a.npz", "--num-samples", 3)
+    status, out, err = run_main("--resume", "a.npz", "--steps", 45, "--save", "a.npz", "--num-samples", 3)
     two = first + losses(out)
-    status, one, err = run_main(capsys, "--resume", "b.npz", "--steps", 45, "--num-samples", 3)
+    status, one, err = run_main("--resume", "b.npz", "--steps", 45, "--num-samples", 3)
     assert status == 0 and two == losses(one) and len(two) == 25
     assert [ln for ln in out.splitlines() if ln.startswith("sample")] == \
         [ln for ln in one.splitlines() if ln.startswith("sample")]
@@ -45,27 +46,27 @@ def test_a_finished_run_says_how_to_go_on(tmp_path, capsys):
     run = Run(steps=3)
     run.train()
     run.save(ck)
-    msg = one_line_error(*run_main(capsys, "--resume", ck))
+    msg = one_line_error(*run_main("--resume", ck))
     assert msg == f"{ck} is a finished run (step 3 of 3): to train on, give --steps N with N above 3"
-    msg = one_line_error(*run_main(capsys, "--resume", ck, "--steps", 2))
+    msg = one_line_error(*run_main("--resume", ck, "--steps", 2))
     assert msg == "--steps must be more than the 3 done, not 2"
 
 
 def test_every_file_written_is_named_on_stderr(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    status, out, err = run_main(capsys, *TINY, "--steps", 6, "--save", "ck.npz", "--save-every", 2)
+    status, out, err = run_main(*TINY, "--steps", 6, "--save", "ck.npz", "--save-every", 2)
     assert status == 0 and err == f"{PROG}: wrote the checkpoint ck.npz (step 6 of 6)\n"
     pytest.importorskip("matplotlib")
-    status, out, err = run_main(capsys, *TINY, "--steps", 3, "--plot", "loss.png")
+    status, out, err = run_main(*TINY, "--steps", 3, "--plot", "loss.png")
     assert status == 0 and err == f"{PROG}: wrote the loss plot loss.png\n" and (tmp_path / "loss.png").exists()
 
 
 def test_documents_longer_than_the_block_are_counted_on_stderr(tmp_path, capsys):
     data = tmp_path / "prose.txt"
     data.write_text("a line of prose longer than the block\nshort\nexactly8\n")
-    status, out, err = run_main(capsys, "--data", data, "--block-size", 8, "--steps", 1, *TINY)
+    status, out, err = run_main("--data", data, "--block-size", 8, "--steps", 1, *TINY)
     assert status == 0 and out.startswith("num docs: 3\n")
     assert err == f"{PROG}: 2 of 3 documents have 8 characters or more (--block-size): training reads their " \
                   "first 8 only\n"
-    status, out, err = run_main(capsys, "--steps", 1, *TINY)
+    status, out, err = run_main("--steps", 1, *TINY)
     assert err == ""  # the names fit the default block

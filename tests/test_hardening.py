@@ -12,24 +12,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_main
 
 import microgpt_c
 from microgpt_c import Run, Tokenizer, load_docs
-from microgpt_c.__main__ import main
 
 PROG = "python -m microgpt_c"
 SMALL = ["--steps", "2", "--n-embd", "8", "--n-head", "2", "--num-samples", "1"]
-
-
-def run_main(capsys, *argv):
-    """main(argv) in this process: (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        status = 0
-    except SystemExit as e:
-        status = e.code or 0
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def one_line_error(status, out, err, prog=PROG):
@@ -62,7 +51,7 @@ def test_output_path_refuses_anything_but_a_regular_file(tmp_path, capsys, flag)
     with sock:
         for kind, path in paths.items():
             before = os.stat(path)
-            msg = one_line_error(*run_main(capsys, *SMALL, flag, path))
+            msg = one_line_error(*run_main(*SMALL, flag, path))
             assert msg == f"cannot write {path}: it is {kind}, not a regular file"
             after = os.stat(path)
             assert (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev)
@@ -86,7 +75,7 @@ def test_save_follows_a_symlink(tmp_path, capsys):
     dangling = tmp_path / "dangling.npz"
     os.symlink("real/new.npz", dangling)  # a link to a file not yet there
     for link, target in ((tmp_path / "link.npz", "real/ck.npz"), (dangling, "real/new.npz")):
-        status, out, err = run_main(capsys, *SMALL, "--save", link)
+        status, out, err = run_main(*SMALL, "--save", link)
         assert (status, err) == (0, f"{PROG}: wrote the checkpoint {link} (step 2 of 2)\n"), err
         assert os.path.islink(link) and os.readlink(link) == target
         assert Run.load(link).step == 2 and Run.load(tmp_path / target).step == 2
@@ -96,7 +85,7 @@ def test_save_follows_a_symlink(tmp_path, capsys):
 def test_plot_follows_a_symlink(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     os.symlink("target.png", tmp_path / "loss.png")
-    status, out, err = run_main(capsys, *SMALL, "--plot", tmp_path / "loss.png")
+    status, out, err = run_main(*SMALL, "--plot", tmp_path / "loss.png")
     assert (status, err) == (0, f"{PROG}: wrote the loss plot {tmp_path / 'loss.png'}\n"), err
     assert os.path.islink(tmp_path / "loss.png")
     assert (tmp_path / "target.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -110,7 +99,7 @@ def test_a_leading_byte_order_mark_is_not_text(tmp_path, capsys):
     bom.write_text("emma\nolivia\nava\n", encoding="utf-8-sig")  # EF BB BF first
     assert bom.read_bytes()[:3] == b"\xef\xbb\xbf"
     assert load_docs(bom) == load_docs(plain) == ["emma", "olivia", "ava"]
-    outs = [run_main(capsys, *SMALL, "--data", path)[1] for path in (plain, bom)]
+    outs = [run_main(*SMALL, "--data", path)[1] for path in (plain, bom)]
     assert "vocab size: 8\n" in outs[0]  # a, e, i, l, m, o, v and BOS
     assert [ln for ln in outs[1].splitlines() if not ln.startswith("training time")] == \
         [ln for ln in outs[0].splitlines() if not ln.startswith("training time")]
@@ -120,7 +109,7 @@ def test_a_leading_byte_order_mark_is_not_text(tmp_path, capsys):
 def test_a_control_character_is_an_error_naming_its_line(tmp_path, capsys, char):
     data = tmp_path / "d.txt"
     data.write_text(f"emma\n\nol{char}ivia\nava\n", encoding="utf-8")
-    msg = one_line_error(*run_main(capsys, *SMALL, "--data", data))
+    msg = one_line_error(*run_main(*SMALL, "--data", data))
     assert msg == (f"{data}: line 3 has the control character {char!r} (U+{ord(char):04X}): "
                    f"documents are printable text")
     assert "\x1b" not in msg and "\x00" not in msg  # escaped, not sent raw to the terminal
@@ -158,7 +147,7 @@ def test_a_model_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatc
     allocated = []
     monkeypatch.setattr(microgpt_c.run, "init_params", lambda *a: allocated.append("params"))
     monkeypatch.setattr(microgpt_c.run, "Adam", lambda *a: allocated.append("moments"))
-    msg = one_line_error(*run_main(capsys, "--n-embd", 2**20, "--steps", 1))
+    msg = one_line_error(*run_main("--n-embd", 2**20, "--steps", 1))
     assert re.fullmatch(r"the run needs (about [\d,.]+ [KMGTP]iB|[\d,]+ nodes) \(13,194,\d{3},\d{3},\d{3} parameters "
                         r"with Adam's moments, [\d,]+ nodes for a step of 16 positions\), more than the .+", msg), msg
     with pytest.raises(MemoryError, match="the run needs"):  # the Python API: before anything is allocated too
@@ -222,7 +211,7 @@ def test_a_late_memory_error_is_one_line_and_keeps_the_checkpoint(tmp_path, caps
         monkeypatch.setattr(Run, "train_step", failing_step)
     else:
         monkeypatch.setattr(np, "savez_compressed", failing_savez)
-    status, out, err = run_main(capsys, *SMALL, "--steps", 5, "--save", ck, "--save-every", 1)
+    status, out, err = run_main(*SMALL, "--steps", 5, "--save", ck, "--save-every", 1)
     assert status == 2 and "Traceback" not in err, err
     assert err == ("python -m microgpt_c: error: out of memory: cannot allocate 524544 more nodes\n" if where == "step"
                    else "python -m microgpt_c: error: out of memory (the run needs more than the machine or its "
@@ -250,7 +239,7 @@ def test_bench_errors_are_one_line_before_any_worker(capsys, monkeypatch, args, 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
     workers = []
     monkeypatch.setattr(bench.subprocess, "run", lambda *a, **kw: workers.append(a))
-    msg = one_line_error(*run_main(capsys, "bench", *args), prog=BENCH)
+    msg = one_line_error(*run_main("bench", *args), prog=BENCH)
     assert msg.startswith(says), msg
     assert workers == []
 
@@ -259,7 +248,7 @@ def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
     """A learning rate of 1e308 overflows in the first steps: only a worker
     finds that out, and its reason is what bench says."""
     monkeypatch.setenv("PYTHONPATH", REPO)  # the workers run this checkout's code
-    status, out, err = run_main(capsys, "bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5)
+    status, out, err = run_main("bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5)
     progress, error = err.splitlines(True)  # the worker's start, then the one line that ends it
     assert progress == f"{BENCH}: c:fast ...\n"
     msg = one_line_error(status, out, error, prog=BENCH)
@@ -297,12 +286,12 @@ def test_help_is_as_wide_as_shutil_would_make_it(capsys, monkeypatch, columns, t
 
     monkeypatch.setenv("COLUMNS", columns)
     monkeypatch.setattr(os, "get_terminal_size", terminal_size)
-    status, out, err = run_main(capsys, "--help")
+    status, out, err = run_main("--help")
     assert status == 0 and widest - 12 < max(map(len, out.splitlines())) <= widest
 
 
 def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
-    status, out, err = run_main(capsys, "--help")
+    status, out, err = run_main("--help")
     assert status == 0 and err == ""
     usage = out[:out.index("\n\n")]
     assert usage.startswith("usage: python -m microgpt_c [options]")
@@ -315,19 +304,19 @@ def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
 @pytest.mark.parametrize("command", [[], ["sample"], ["bench"]])
 def test_version(capsys, command):
     from importlib.metadata import version
-    status, out, err = run_main(capsys, *command, "--version")
+    status, out, err = run_main(*command, "--version")
     assert (status, out, err) == (0, f"microgpt_c {version('microgpt_c')}\n", "")
 
 
 def test_errors_name_settings_as_typed(tmp_path, capsys):
     """Flags in the CLI, parameter names in the Python API."""
-    assert one_line_error(*run_main(capsys, "--n-embd", 10)) == "--n-embd 10 is not a multiple of --n-head 4"
+    assert one_line_error(*run_main("--n-embd", 10)) == "--n-embd 10 is not a multiple of --n-head 4"
     with pytest.raises(ValueError, match=r"^n_embd 10 is not a multiple of n_head 4$"):
         microgpt_c.Config(n_embd=10)
     with pytest.raises(ValueError, match=r"^steps must be 0 or more, not -1$"):
         Run(steps=-1)
-    run_main(capsys, *SMALL, "--save", tmp_path / "ck.npz")
-    msg = one_line_error(*run_main(capsys, "sample", "--load", tmp_path / "ck.npz", "--prefix", "Z"),
+    run_main(*SMALL, "--save", tmp_path / "ck.npz")
+    msg = one_line_error(*run_main("sample", "--load", tmp_path / "ck.npz", "--prefix", "Z"),
                          prog=f"{PROG} sample")
     assert msg == "--prefix has characters not in the vocabulary: 'Z'"
     with pytest.raises(ValueError, match=r"^prefix has characters not in the vocabulary: 'Z'$"):
@@ -336,7 +325,7 @@ def test_errors_name_settings_as_typed(tmp_path, capsys):
 
 def test_plot_hint_is_the_readme_command(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
-    msg = one_line_error(*run_main(capsys, *SMALL, "--plot", "loss.png"))
+    msg = one_line_error(*run_main(*SMALL, "--plot", "loss.png"))
     command = re.fullmatch(r"--plot needs matplotlib: (pip install '\.\[plot\]') from a checkout, "
                            r"or pip install matplotlib", msg)
     assert command, msg
@@ -360,7 +349,7 @@ def lines(out, start):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_saves_the_step_and_resume_goes_on_exactly(tmp_path, capsys, monkeypatch, sig):
-    status, whole, err = run_main(capsys, *STOPPABLE)  # the run that never stopped
+    status, whole, err = run_main(*STOPPABLE)  # the run that never stopped
     assert (status, err) == (0, "")
     with open(tmp_path / "stderr", "w") as stderr:
         p = child(*STOPPABLE, "--save", "ck.npz", cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr)
@@ -378,7 +367,7 @@ def test_a_stop_signal_saves_the_step_and_resume_goes_on_exactly(tmp_path, capsy
     k = int(m[1])
     assert 20 <= k < 5000 and lines(out, "step ") == lines(whole, "step ")[:k] and lines(out, "sample ") == []
     monkeypatch.chdir(tmp_path)
-    status, resumed, err = run_main(capsys, "--resume", "ck.npz", "--num-samples", 5)
+    status, resumed, err = run_main("--resume", "ck.npz", "--num-samples", 5)
     assert (status, err) == (0, "")
     assert f"resumed from ck.npz at step {k} / 5000" in resumed
     assert lines(resumed, "step ") == lines(whole, "step ")[k:]
@@ -394,7 +383,7 @@ def test_a_long_document_encodes_only_the_block(tmp_path, capsys, monkeypatch):
     data.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(3_000_000)) + "\nemma\n")
     encoded, encode = [], Tokenizer.encode
     monkeypatch.setattr(Tokenizer, "encode", lambda self, doc: encoded.append(len(doc)) or encode(self, doc))
-    status, out, err = run_main(capsys, "--data", data, "--steps", 200, "--num-samples", 0)
+    status, out, err = run_main("--data", data, "--steps", 200, "--num-samples", 0)
     assert status == 0 and len(lines(out, "step ")) == 200
     assert err == f"{PROG}: 1 of 2 documents have 16 characters or more (--block-size): training reads their first 16 only\n"
     assert len(encoded) == 200 and sorted(set(encoded)) == [4, 16]  # block_size characters of the long one

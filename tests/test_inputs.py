@@ -11,7 +11,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from test_hardening import PROG, one_line_error, run_main
+from conftest import run_main
+from test_hardening import PROG, one_line_error
 
 from microgpt_c import Run, load_docs
 from microgpt_c.cengine import CEngine
@@ -41,7 +42,7 @@ def test_output_paths_are_checked_before_anything_runs(tmp_path, capsys, monkeyp
     half.save("CK")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     args = [a.replace("OUT.png", "out.png") for a in args]
-    status, out, err = run_main(capsys, *args, *(["--num-samples", "2"] if "--resume" in args else TINY))
+    status, out, err = run_main(*args, *(["--num-samples", "2"] if "--resume" in args else TINY))
     if says is None:  # --save may be the checkpoint it resumes from: that is how one goes on
         assert status == 0, err
         return
@@ -53,7 +54,7 @@ def test_a_hard_link_to_the_data_is_the_data(tmp_path, capsys):
     data, link = tmp_path / "names.txt", tmp_path / "link.npz"
     data.write_text("anna\nbob\n")
     os.link(data, link)
-    msg = one_line_error(*run_main(capsys, "--data", data, "--save", link, *TINY))
+    msg = one_line_error(*run_main("--data", data, "--save", link, *TINY))
     assert "is the file --data names" in msg and data.read_text() == "anna\nbob\n"
 
 
@@ -73,7 +74,7 @@ def test_a_killed_saves_leftover_is_removed_by_the_next_save(tmp_path):
 def test_special_files_are_refused_without_reading(tmp_path, capsys, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     os.mkfifo("FIFO")  # nobody writes to it: reading would wait forever
-    status, out, err = run_main(capsys, *args)
+    status, out, err = run_main(*args)
     msg = one_line_error(status, out, err, prog=f"{PROG} sample" if args[0] == "sample" else PROG)
     assert "not a regular file" in msg
 
@@ -123,7 +124,7 @@ def test_deeply_nested_json_is_one_line(tmp_path):
 # -- numbers: refused where they are parsed, in the CLI and the API --
 
 def test_a_temperature_whose_reciprocal_overflows_is_refused(capsys):
-    msg = one_line_error(*run_main(capsys, "--temperature", "1e-310", *TINY))
+    msg = one_line_error(*run_main("--temperature", "1e-310", *TINY))
     assert msg.startswith("--temperature must be a positive number whose reciprocal is finite")
     with pytest.raises(ValueError, match="temperature"):
         Run(steps=1).sample(1, temperature=1e-310)
@@ -131,15 +132,15 @@ def test_a_temperature_whose_reciprocal_overflows_is_refused(capsys):
 
 def test_weights_that_overflow_are_one_line_when_sampled(tmp_path, capsys):
     ck = tmp_path / "lr.npz"
-    status, out, err = run_main(capsys, "--lr", "1e308", "--steps", "1", "--save", ck, "--num-samples", "0")
+    status, out, err = run_main("--lr", "1e308", "--steps", "1", "--save", ck, "--num-samples", "0")
     assert status == 0, err
     for args in (["sample", "--load", ck], ["--resume", ck]):
-        status, out, err = run_main(capsys, *args)
+        status, out, err = run_main(*args)
         assert status == 2 and "Traceback" not in err and err.count("\n") == 1, err
 
 
 def test_negative_numbers_in_scientific_notation_are_numbers(capsys):
-    status, out, err = run_main(capsys, "--lr", "-1e-3", *TINY)
+    status, out, err = run_main("--lr", "-1e-3", *TINY)
     assert status == 0 and "step    3 /    3" in out, err
 
 
@@ -155,7 +156,7 @@ def test_bench_json_is_checked_before_the_benchmark(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(bench.subprocess, "run", lambda *a, **kw: workers.append(a))
     for path, says in ((tmp_path, "names a directory" if str(tmp_path).endswith("/") else "not a regular file"),
                        (tmp_path / "no" / "x.json", "No such file or directory"), ("/dev/full", "not a regular file")):
-        status, out, err = run_main(capsys, "bench", "--json", path, "--engines", "c:fast", "--steps", "1")
+        status, out, err = run_main("bench", "--json", path, "--engines", "c:fast", "--steps", "1")
         assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert workers == []
 
@@ -164,7 +165,7 @@ def test_bench_value_without_micrograd_is_one_line(capsys, monkeypatch):
     import importlib.util
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "micrograd" else find_spec(name, *a))
-    status, out, err = run_main(capsys, "bench", "value", "--engines", "c,micrograd")
+    status, out, err = run_main("bench", "value", "--engines", "c,micrograd")
     assert status == 2 and "micrograd is not installed" in err and err.count("\n") == 1, err
 
 
@@ -193,7 +194,7 @@ def test_documents_a_terminal_would_not_show_as_they_are_are_refused(tmp_path, c
     if "non-empty" not in says:  # (a file's blank lines are no documents: dropped)
         data = tmp_path / "d.txt"
         data.write_text("\n".join(["anna"] + docs))
-        msg = one_line_error(*run_main(capsys, "--data", data, *TINY))
+        msg = one_line_error(*run_main("--data", data, *TINY))
         assert "line 2 has" in msg and says in msg
 
 

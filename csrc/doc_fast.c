@@ -56,7 +56,7 @@ static int32_t fail(mg_doc *d, int32_t code, const char *fmt, ...) {
 }
 
 /* A non-finite value among rows x[0..n*len) is an MG_EMATH naming the stage. */
-static int32_t finite(mg_doc *d, const char *what, const double *x, int32_t n, int64_t len) {
+static int32_t all_finite(mg_doc *d, const char *what, const double *x, int32_t n, int64_t len) {
     for (int64_t i = 0; i < n * len; i++)
         if (!isfinite(x[i]))
             return fail(d, MG_EMATH, "%s made a non-finite number (position %d: %g)", what, (int32_t)(i / len), x[i]);
@@ -316,7 +316,7 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
     for (int32_t p = 0; p < n; p++)
         for (int32_t i = 0; i < D; i++)
             x[(int64_t)p * D + i] = PARAM(WTE)[(int64_t)d->tok[p] * D + i] + PARAM(WPE)[(int64_t)p * D + i];
-    int32_t r = finite(d, "embed", x, n, D);
+    int32_t r = all_finite(d, "embed", x, n, D);
     if (r) return r;
     double *xs = d->L ? d->layers[0].xin : d->xl; /* the normed embedding is the first layer's input */
     int32_t bad;
@@ -337,10 +337,10 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
         for (int64_t i = 0; i < nD * 4; i++) a->h[i] = a->h[i] > 0.0 ? a->h[i] : 0.0;
         linear_forward(out, a->h, params + o[FC2], d->panel, n, F, D);
         for (int64_t i = 0; i < nD; i++) out[i] += a->xmid[i];
-        if ((r = finite(d, "layer", out, n, D))) return r;
+        if ((r = all_finite(d, "layer", out, n, D))) return r;
     }
     linear_forward(d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
-    if ((r = finite(d, "lm_head", d->probs, n, d->V))) return r;
+    if ((r = all_finite(d, "lm_head", d->probs, n, d->V))) return r;
     *loss = nll_forward(d->probs, d->probs, d->tok + 1, n, d->V);
     return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
 }

@@ -75,7 +75,7 @@ int32_t mg_backward(mg_store *s, int32_t root);
    under a key ("doc_loss", ...)): exact mode's backward reuses the reference's
    order by position, and a replay leaves out the insides of linear rows whose
    order is cached (their values and gradients are then not written, and such
-   a graph has a backward from its loss only); microgpt.c says why that is
+   a graph has a backward from its loss only); exact.c says why that is
    exact. mg_check(s, 1) makes every doc backward build every node, also run
    the full sort and compare every gradient (an error naming the first that
    differs). */

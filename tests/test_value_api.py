@@ -412,8 +412,9 @@ def test_threads_under_thread_sanitizer(tmp_path):
     exe = tmp_path / "value_threads"
     build = subprocess.run(["gcc", "-fsanitize=thread", "-g", "-O1", "-std=gnu99", "-ffp-contract=off",
                             "-fno-builtin-pow", "-fno-builtin-exp", "-fno-builtin-log", "-DMG_NO_CLONES", "-I", csrc,
-                            os.path.join(REPO, "tests", "value_threads.c"), os.path.join(csrc, "microgpt.c"),
-                            os.path.join(csrc, "adam.c"), "-lm", "-o", str(exe)], capture_output=True, text=True)
+                            os.path.join(REPO, "tests", "value_threads.c"),
+                            *(os.path.join(csrc, f) for f in sorted(os.listdir(csrc)) if f.endswith(".c")),
+                            "-lm", "-o", str(exe)], capture_output=True, text=True)
     if build.returncode and ("tsan" in build.stderr or "sanitize" in build.stderr):
         pytest.skip("gcc has no ThreadSanitizer runtime: " + build.stderr[-200:])
     assert build.returncode == 0, build.stderr

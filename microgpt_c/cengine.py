@@ -25,8 +25,6 @@ class CEngine(Engine):
         self.s = ffi.gc(s, lib.mg_free)
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
-        self.value_class = None  # a weak reference to the class of this store's Values (microgpt_c.value)
-        self.reclaim_at = float("inf")  # Value.backward drops unreachable nodes from this size (microgpt_c.value)
         self.check = False
         doc = lib.mg_doc_new()
         if doc == ffi.NULL:
@@ -139,6 +137,10 @@ class CEngine(Engine):
         for v, h in zip(keep, kept):
             v._h = h
             v._as_leaf()
+
+    def recorded(self):
+        """Whether this store has recorded programs (whose node ids must not move)."""
+        return bool(self._programs)
 
     def run(self, fn, tokens, key=None):
         """fn(token refs): the ops fn calls see tokens through indices into the

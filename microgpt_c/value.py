@@ -58,9 +58,7 @@ def default_store():
     if not _default:
         with _lock:
             if not _default:
-                store = CEngine()
-                store.reclaim_at = RECLAIM_AT
-                _default.append(store)
+                _default.append(CEngine())
     return _default[0]
 
 
@@ -185,7 +183,7 @@ class _Node(Derived, Labelled):
         r = lib.mg_value_backward(self._p, self._h)
         if r:
             raise CEngine.value_error(r)
-        if self.store.v.n >= self.store.reclaim_at:
+        if self.store.v.n >= self.reclaim_at:
             _reclaim(type(self))
 
     def __repr__(self):
@@ -206,7 +204,7 @@ def _reclaim(cls):
     compacts only if no node was made since the Values were listed (a thread
     that started after that look could hold one that is not listed)."""
     store = cls.store
-    if len(sys._current_frames()) == 1 and store.mode == "exact" and not store._programs:
+    if len(sys._current_frames()) == 1 and store.mode == "exact" and not store.recorded():
         nodes = store.v.n
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
         handles = ffi.new("mg_handle[]", [v._h for v in live])
@@ -215,19 +213,22 @@ def _reclaim(cls):
             raise CEngine.value_error(r)
         for v, h in zip(live, handles if r else ()):
             v._h = h
-    store.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)
+    cls.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)
+
+
+_classes = weakref.WeakKeyDictionary()  # store -> a weak reference to its Value class
 
 
 def _class_of(store):
-    """store's Value class, made on first use. The store holds it weakly (a
+    """store's Value class, made on first use. It is held weakly here (a
     class lives until the garbage collector frees it); its Values hold it."""
-    cls = store.value_class and store.value_class()
+    cls = _classes.get(store, lambda: None)()
     if cls is None:
         with _lock:
-            cls = store.value_class and store.value_class()
+            cls = _classes.get(store, lambda: None)()
             if cls is None:
                 cls = _make_class(store)
-                store.value_class = weakref.ref(cls)
+                _classes[store] = weakref.ref(cls)
     return cls
 
 
@@ -278,6 +279,8 @@ def _make_class(store):
     mul = binary("*", lib.mg_value_mul, lib.mg_value_mulc)
     cls = type("Value", (_Node,), {
         "__slots__": (), "__module__": __name__, "store": store, "_p": p,
+        # backward drops the nodes no live Value reaches once the store is this big (the default store's only)
+        "reclaim_at": RECLAIM_AT if _default and store is _default[0] else float("inf"),
         "__add__": add, "__radd__": add,  # the reference's __radd__ and __rmul__: self + other
         "__mul__": mul, "__rmul__": mul,
         "log": unary("log", lib.mg_value_log), "exp": unary("exp", lib.mg_value_exp),

@@ -99,12 +99,13 @@ class CEngine(Engine):
             start += nout * nin
         return params
 
-    def doc_loss(self, P, cfg, tokens, n):
+    def doc_loss(self, P, cfg, tokens, n, build=None):
         """In fast mode with whole_doc: the document's loss from doc_fast.c's
         forward, as a leaf node; backward from it runs the kernel's backward.
-        Otherwise None: the model code builds the ops."""
+        Otherwise build's ops, recorded once per document length and replayed
+        after (exact mode's backward then takes its cached order)."""
         if not self.whole_doc:
-            return None
+            return self.run(build, tokens, key=("doc_loss", n), doc=True)
         if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
             shapes = param_shapes(cfg, P["wte"][1])
             if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
@@ -142,13 +143,13 @@ class CEngine(Engine):
         """Whether this store has recorded programs (whose node ids must not move)."""
         return bool(self._programs)
 
-    def run(self, fn, tokens, key=None):
+    def run(self, fn, tokens, key=None, doc=False):
         """fn(token refs): the ops fn calls see tokens through indices into the
         store's token list. With a key, the first run records the op calls and
         later runs with that key replay them in one C call (so the key must
-        determine which ops fn makes), from a store just reset. A key
-        ("doc_loss", ...) says fn is model.doc_loss's forward, whose backward
-        exact mode may take by its cached order (mg_doc_program)."""
+        determine which ops fn makes), from a store just reset. doc says fn
+        is model.loss_over's graph, whose backward exact mode may take by its
+        cached order (mg_doc_program checks its shape)."""
         self._ok(lib.mg_tokens(self.s, tokens, len(tokens)))
         refs = range(len(tokens))
         if key is None:
@@ -163,7 +164,7 @@ class CEngine(Engine):
         finally:
             prog = lib.mg_record_end(self.s)
         self._ok(prog)
-        if isinstance(key, tuple) and key[0] == "doc_loss":  # model.doc_loss's graph: see mg_doc_program
+        if doc:
             self._ok(lib.mg_doc_program(self.s, prog))
         self._programs[key] = prog, out
         return out

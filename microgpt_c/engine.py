@@ -51,11 +51,12 @@ class Engine(ABC):
         return np.power(x, e, out=out)
 
     # -- the graph of one step --
-    def doc_loss(self, P, cfg, tokens, n):
-        """model.doc_loss's loss node from the engine's own kernel for the whole
-        document (loss_over, all n positions at once), or None: then the model
-        code builds it op by op. Here: None."""
-        return None
+    def doc_loss(self, P, cfg, tokens, n, build):
+        """model.doc_loss's loss node over the document's first n positions:
+        build(tokens) makes it op by op (model.loss_over); an engine may take
+        its shortcuts instead (a recording, a kernel for the whole document).
+        Here: build."""
+        return self.run(build, tokens)
 
     @abstractmethod
     def reset(self):

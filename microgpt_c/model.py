@@ -49,17 +49,16 @@ def gpt(E, P, cfg, token, pos, keys, values, record=None):
 
 
 def doc_loss(E, P, cfg, tokens, replay=True, record=None):
-    """The loss node of a document (a list of token ids). With replay the
-    engine may take its shortcuts: the C engine records the ops once per
-    document length and replays them after, and in fast mode runs its
-    whole-document kernel instead (E.doc_loss). record (see gpt) must see
-    every call, so it takes neither."""
+    """The loss node of a document (a list of token ids): the mean next-token
+    loss over its first n positions. The engine builds it (E.doc_loss) and
+    may take its shortcuts, unless replay is False or record (see gpt) must
+    see every call."""
     n = min(cfg.block_size, len(tokens) - 1)
-    shortcuts = replay and record is None
-    loss = E.doc_loss(P, cfg, tokens, n) if shortcuts else None
-    if loss is None:
-        loss = E.run(lambda t: loss_over(E, P, cfg, t, n, record), tokens, key=("doc_loss", n) if shortcuts else None)
-    return loss
+
+    def build(t):
+        return loss_over(E, P, cfg, t, n, record)
+
+    return E.doc_loss(P, cfg, tokens, n, build) if replay and record is None else E.run(build, tokens)
 
 
 def loss_over(E, P, cfg, tokens, n, record=None):

@@ -28,9 +28,9 @@ class TorchEngine(Engine):
             start += nout * nin
         return self.params
 
-    def doc_loss(self, P, cfg, tokens, n):
+    def doc_loss(self, P, cfg, tokens, n, build):
         if self.mode != "user":
-            return None
+            return self.run(build, tokens)
         H, hd = cfg.n_head, cfg.n_embd // cfg.n_head
         idx, targets = torch.tensor(tokens[:n]), torch.tensor(tokens[1:n + 1])
         mask = torch.ones(n, n, dtype=torch.bool).tril()

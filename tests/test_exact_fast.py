@@ -93,7 +93,7 @@ def test_checking_mode_catches_a_graph_that_breaks_the_argument():
         return E.mean([l0, E.nll((y2, 2), t[2])])  # y2 and the node after it
 
     with pytest.raises(ValueError, match="checking: node"):
-        E.backward(E.run(fn, [0, 0, 0], key=("doc_loss", "x")))
+        E.backward(E.run(fn, [0, 0, 0], key=("doc_loss", "x"), doc=True))
 
 
 def test_a_doc_graph_has_one_backward():

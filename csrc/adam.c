@@ -38,7 +38,7 @@
    (subnormal or tiny results, the top binade, inf, NaN, negative roots) and
    every value near a midpoint calls pow.
 
-   Checked against glibc 2.36 on x86-64 (AMD EPYC) in check mode, once, per
+   Checked against glibc 2.36 on x86-64 (AMD EPYC) in the verifying mode, once, per
    power: 10^8 random inputs (4*10^7 of 1e-16..1, 3*10^7 log-uniform over the
    admitted range, 3*10^7 random bit patterns), 10% of the common ones taking
    pow; 4*10^7 (roots: 4.1*10^7) built within 2^-33 ULP of a midpoint, all

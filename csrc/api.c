@@ -164,12 +164,12 @@ int32_t mg_record_end(mg_store *s) { ENTRY(record_end(s)); }
 int32_t mg_replay(mg_store *s, int32_t prog) { ENTRY(replay(s, prog)); }
 int32_t mg_doc_program(mg_store *s, int32_t prog) { ENTRY(doc_program(s, prog)); }
 
-/* Turn the checking mode on or off. */
-static int32_t checking(mg_store *s, int32_t on) {
-    s->m->check = on != 0;
+/* Turn the verifying mode on or off. */
+static int32_t verifying(mg_store *s, int32_t on) {
+    s->m->verify = on != 0;
     return 0;
 }
-int32_t mg_check(mg_store *s, int32_t on) { ENTRY(checking(s, on)); }
+int32_t mg_verify(mg_store *s, int32_t on) { ENTRY(verifying(s, on)); }
 
 int32_t backward(mg_store *s, int32_t root) {
     CHECK_ID(root);

@@ -1,7 +1,7 @@
 /* exact.c: exact mode's shortcuts for the graphs of model.doc_loss, each
    proven to give the core's bits (docs/exact.md): the reference's order,
    cached by position; row kernels for linear rows; a lean replay that leaves
-   out the rows' insides; and a checking mode that runs the core's full
+   out the rows' insides; and a verifying mode that runs the core's full
    backward beside them and compares every gradient. */
 #include "machinery.h"
 
@@ -37,8 +37,8 @@
    takes every node below that id as visited makes piece_p. A position whose
    piece is cached is replayed lean (linear_lean): only the pieces need the
    insides of its linear rows. Other graphs (the Value API, a program not
-   declared as doc_loss's) always take the full sort. The checking mode
-   (mg_check) builds every node, runs both and compares every gradient. */
+   declared as doc_loss's) always take the full sort. The verifying mode
+   (mg_verify) builds every node, runs both and compares every gradient. */
 
 
 
@@ -284,14 +284,14 @@ static int32_t backward_doc(mg_store *s, const struct doc *d) {
         if (nt && (r = add_piece(s, d, p, s->topo, nt))) return r;
     }
     s->m->backed = 1;
-    if (!s->m->check) {
+    if (!s->m->verify) {
         backward_pieces(s, d);
         return 0;
     }
     int64_t c = s->m->gcap;
     if (grow(&s->m->g0, &c, s->v.n, sizeof *s->m->g0, INT32_MAX) ||
         (c = s->m->gcap, grow(&s->m->gref, &c, s->v.n, sizeof *s->m->gref, INT32_MAX)))
-        return fail(s, MG_ENOMEM, "cannot allocate the checking mode's buffers");
+        return fail(s, MG_ENOMEM, "cannot allocate the verifying mode's buffers");
     s->m->gcap = c;
     double *grad = s->v.grad;
     size_t bytes = (size_t)s->v.n * sizeof *grad;

@@ -18,7 +18,7 @@ struct machinery {
     int32_t cur;             /* the program whose run is the graph since the reset, or -1 */
     int32_t lean;            /* the graph since the reset has linear rows without insides */
     int32_t leaning;         /* the op being replayed leaves them out */
-    int32_t check;           /* doc backward: also run the full sort and compare every gradient */
+    int32_t verify;           /* doc backward: also run the full sort and compare every gradient */
     struct piece *pieces;    /* doc backward: the cached pieces of the order, chained by position */
     int64_t npieces, piececap;
     int64_t *head;           /* head[p]: the last cached piece of position p, or -1 */

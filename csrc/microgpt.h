@@ -76,11 +76,11 @@ int32_t mg_backward(mg_store *s, int32_t root);
    order by position, and a replay leaves out the insides of linear rows whose
    order is cached (their values and gradients are then not written, and such
    a graph has a backward from its loss only); exact.c says why that is
-   exact. mg_check(s, 1) makes every doc backward build every node, also run
+   exact. mg_verify(s, 1) makes every doc backward build every node, also run
    the full sort and compare every gradient (an error naming the first that
    differs). */
 int32_t mg_doc_program(mg_store *s, int32_t prog);
-int32_t mg_check(mg_store *s, int32_t on);
+int32_t mg_verify(mg_store *s, int32_t on);
 
 /* Adam: one step of the reference's update over n parameters, in place, each
    operation as the reference orders it (lr_t = lr * (1 - step / num_steps),
@@ -91,7 +91,7 @@ int32_t mg_check(mg_store *s, int32_t on);
    provably gives pow's bits (adam.c), which needs mg_adam_cheap(). Returns how
    many of the 2n powers called pow, or MG_EARG with nothing changed (a NULL or
    overlapping array, n < 0, bc1 or bc2 zero, eps not > 0). With mismatch not
-   NULL (the checking mode) every power is also taken with pow, which the step
+   NULL (the verifying mode) every power is also taken with pow, which the step
    then uses, and *mismatch is the number where the cheap way differed. With
    exact 0 (fast mode) the powers are simply x*x and sqrt(x), as numpy's **
    takes them: pow is never called, and mismatch is not used. */

@@ -177,7 +177,7 @@ int32_t replay(mg_store *s, int32_t prog) {
         if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
             return fail(s, MG_EARG, "corrupt program %d", prog);
         /* a doc position whose piece is cached: lean */
-        s->m->leaning = d && pos < doc_positions(d) && s->m->plan[pos] >= 0 && !s->m->check;
+        s->m->leaning = d && pos < doc_positions(d) && s->m->plan[pos] >= 0 && !s->m->verify;
         s->m->lean |= s->m->leaning;
         r = call(s, op, p->code + i + 3, na);
         s->m->leaning = 0;

@@ -25,7 +25,7 @@ class CEngine(Engine):
         self.s = ffi.gc(s, lib.mg_free)
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
         self._programs = {}  # run() key -> (program index, fn's result)
-        self.check = False
+        self.verify = False
         doc = lib.mg_doc_new()
         if doc == ffi.NULL:
             raise MemoryError("cannot allocate the document kernel")
@@ -35,16 +35,16 @@ class CEngine(Engine):
         self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
 
     @property
-    def check(self):
-        """The checking mode: every shortcut (doc_loss's cached order, row
+    def verify(self):
+        """The verifying mode: every shortcut (doc_loss's cached order, row
         kernels and lean replay; Adam's cheap powers) is also done the plain
         way and compared; a difference is an error."""
-        return self._check
+        return self._verify
 
-    @check.setter
-    def check(self, on):
-        self._check = bool(on)
-        self._ok(lib.mg_check(self.s, self._check))
+    @verify.setter
+    def verify(self, on):
+        self._verify = bool(on)
+        self._ok(lib.mg_verify(self.s, self._verify))
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -220,9 +220,9 @@ class CEngine(Engine):
         return ffi.unpack(self._read(x[0], x[1]), x[1])
 
     def _mismatch(self):
-        """Where the checking mode has mg_adam count the powers the cheap way
+        """Where the verifying mode has mg_adam count the powers the cheap way
         got wrong (every power is then also taken with pow)."""
-        return ffi.new("int64_t *") if self.check else ffi.NULL
+        return ffi.new("int64_t *") if self.verify else ffi.NULL
 
     def _checked(self, slow, bad):
         if bad and bad[0]:

@@ -7,7 +7,7 @@ It cannot differ: the C code takes the integer steps of CPython's shuffle on
 a copy of the generator's state, and writes the state back. What it relies on
 (how Random.shuffle draws) is CPython's code, not its documented promise, so
 the first call compares the two on a small list and, if they ever differ,
-leaves the work to random.shuffle from then on. check=True compares every call
+leaves the work to random.shuffle from then on. verify=True compares every call
 (the tests)."""
 import functools
 import random
@@ -38,11 +38,11 @@ def _same(rng, x):
     return x == expected and fast.getstate() == plain.getstate()
 
 
-def shuffle(rng, x, check=False):
+def shuffle(rng, x, verify=False):
     """Shuffle the list x in place as rng.shuffle(x) would."""
     if type(rng) is not random.Random or len(x) >= 2**31:  # a subclass may draw its own way
         return rng.shuffle(x)
-    if check:
+    if verify:
         if not _same(rng, x):
             raise AssertionError("the C shuffle differs from random.shuffle")
     elif _agrees():

@@ -24,8 +24,8 @@ def reference_adam(p, g, m, v, lr_t, b1, b2, step):
         p[i] -= lr_t * m_hat / (v_hat**0.5 + 1e-8)
 
 
-def c_adam(E, p, g, m, v, lr_t, b1, b2, step, check=True):
-    E.check = check
+def c_adam(E, p, g, m, v, lr_t, b1, b2, step, verify=True):
+    E.verify = verify
     return E.adam(p, g, m, v, lr_t, b1, b2, 1 - b1 ** (step + 1), 1 - b2 ** (step + 1), 1e-8)
 
 
@@ -84,8 +84,8 @@ def random_doubles(rng, n):
     return rng.integers(0, 2**64, n, dtype=U, endpoint=False).view(np.float64)
 
 
-def pow_check(E, x, power):
-    """Run x through one power in check mode (raises on any difference from
+def pow_verified(E, x, power):
+    """Run x through one power in the verifying mode (raises on any difference from
     pow); returns how many took pow. The other power sees only zeros."""
     n = len(x)
     z = np.zeros(n)
@@ -93,20 +93,20 @@ def pow_check(E, x, power):
         g, v = x.copy(), z.copy()
     else:  # g = 0, b2 = bc2 = 1: v_hat = v = x
         g, v = z.copy(), x.copy()
-    E.check = True
+    E.verify = True
     return E.adam(z.copy(), g, z.copy(), v, 0.01, 0.85, 1.0, 0.15, 1.0, 1e-8)
 
 
 @pytest.mark.parametrize("power", [2, 0.5])
 def test_cheap_power_is_pow(power):
     """About 10^6 random and 10^6 near-midpoint inputs per power: the cheap way
-    never differs from pow (check mode), and near midpoints it defers to pow."""
+    never differs from pow (the verifying mode), and near midpoints it defers to pow."""
     E, rng = CEngine(), np.random.default_rng(7)
     construct = near_square_midpoints if power == 2 else near_root_midpoints
     patterns = random_doubles(rng, 400_000)
     typical = np.abs(rng.normal(0, 1, 600_000)) * 10.0 ** rng.uniform(-16, 0, 600_000)
     near, band = construct(rng, 1_000_000), construct(rng, 200_000, near=False)
-    slow = [pow_check(E, x, power) for x in (patterns, typical, near, band)]
+    slow = [pow_verified(E, x, power) for x in (patterns, typical, near, band)]
     if CHEAP:
         assert slow[1] < 0.15 * len(typical)  # the common case is cheap
         assert slow[2] == len(near)  # none near a midpoint is admitted
@@ -172,7 +172,7 @@ def test_adam_equals_reference_over_many_steps():
         if step < 60:
             reference_adam(ref[0], g.tolist(), ref[1], ref[2], lr_t, 0.85, 0.99, step)
         numpy_adam.update(q, g, step, PyEngine.pow)
-        c_adam(E, p, g, m, v, lr_t, 0.85, 0.99, step, check=step % 7 == 0)
+        c_adam(E, p, g, m, v, lr_t, 0.85, 0.99, step, verify=step % 7 == 0)
         if step < 60:
             assert [bits(p), bits(m), bits(v)] == [bits(r) for r in ref]
         assert bits(p) == bits(q)
@@ -216,6 +216,6 @@ def test_fast_mode_adam_is_numpys():
     for step in range(50):
         g = rng.normal(0, 1e-3, n) * (rng.random(n) < 0.6)
         adam.update(q, g, step, lambda x, e, out: np.power(x, e, out=out))
-        c_adam(E, p, g.copy(), m, v, 0.01 * (1 - step / 50), 0.85, 0.99, step, check=False)
+        c_adam(E, p, g.copy(), m, v, 0.01 * (1 - step / 50), 0.85, 0.99, step, verify=False)
         assert bits(p) == bits(q)
     assert E.adam(p, g, m, v, 0.01, 0.85, 0.99, 0.15, 0.01, 1e-8) == 0  # pow never called

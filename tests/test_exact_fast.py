@@ -1,4 +1,4 @@
-"""Exact mode's shortcuts keep every bit: with the checking mode on, each
+"""Exact mode's shortcuts keep every bit: with the verifying mode on, each
 backward through a doc_loss graph also runs the reference's full sort and
 compares every gradient (an error if one differs); training with it on and
 off gives the same run, bit for bit, on several model shapes."""
@@ -21,7 +21,7 @@ CONFIGS = {"default": Config(), "2layer": Config(n_layer=2, n_embd=24, n_head=3,
                                         ("block8", 300)])
 def test_checked_training_is_the_same_run(name, steps):
     plain, checked = Run(CONFIGS[name]), Run(CONFIGS[name])
-    checked.E.check = True
+    checked.E.verify = True
     for _ in range(steps):
         assert bits(plain.train_step()) == bits(checked.train_step())
     assert bits(plain.E.param_values()) == bits(checked.E.param_values())
@@ -65,7 +65,7 @@ def test_tokens_changed_before_backward_do_not_mislabel_the_cache():
     """Pieces are keyed by the targets the graph was built with; checking
     mode would name any gradient a mislabeled piece got wrong."""
     E, tok, cfg = CEngine(), Tokenizer(DOCS), Config()
-    E.check = True
+    E.verify = True
     P = init_params(E, cfg, tok.vocab_size, random.Random(0))
     E.backward(doc_loss(E, P, cfg, tok.encode("emma")))
     E.reset()
@@ -81,10 +81,10 @@ def test_tokens_changed_before_backward_do_not_mislabel_the_cache():
 def test_checking_mode_catches_a_graph_that_breaks_the_argument():
     """A program declared as doc_loss's whose position 1 reads a softmax output
     of position 0's nll that position 0's loss does not reach: the cached order
-    would leave that node out, and checking mode says so."""
+    would leave that node out, and verifying mode says so."""
     E = CEngine()
     E.create_params({"w": (1, 1)}, np.array([0.5]))
-    E.check = True
+    E.verify = True
 
     def fn(t):
         x, _, _ = (E._ok(lib.mg_leaf(E.s, c)) for c in (0.1, 0.7, -0.4))
@@ -106,7 +106,7 @@ def test_a_doc_graph_has_one_backward():
 
 
 def test_random_use_of_the_doc_path_matches_the_full_sort():
-    """Random documents, checking mode switched on and off between builds, and
+    """Random documents, verifying mode switched on and off between builds, and
     the tokens overwritten between forward and backward: every doc backward's
     parameter gradients equal those of the same graph built without replay
     (so by the full sort), bit for bit."""
@@ -116,7 +116,7 @@ def test_random_use_of_the_doc_path_matches_the_full_sort():
     docs = [d for d in DOCS[:400] if len(d) <= 7]
     for _ in range(300):
         tokens = tok.encode(rng.choice(docs))
-        A.check = rng.random() < 0.2
+        A.verify = rng.random() < 0.2
         A.reset()
         loss = doc_loss(A, PA, cfg, tokens)
         if rng.random() < 0.3:  # the graph is already built: new tokens change nothing in it

@@ -93,7 +93,7 @@ def fuzz_calls(E, rng, n):
         elif kind == "doc":
             r = lib.mg_doc_program(s, rng.randrange(-2, 4))
         elif kind == "check":
-            r = lib.mg_check(s, rng.choice([0, 1, -1]))
+            r = lib.mg_verify(s, rng.choice([0, 1, -1]))
         elif kind == "params":
             vals = [some_double() for _ in range(rng.randrange(0, 4))]
             r = lib.mg_params(s, vals or ffi.NULL, len(vals))

@@ -1,5 +1,5 @@
 """The C shuffle (microgpt_c/shuffle.py) against random.shuffle: the same
-permutation and the same generator state after, in its checking mode."""
+permutation and the same generator state after, in its verifying mode."""
 import random
 
 import pytest
@@ -24,7 +24,7 @@ def test_the_c_shuffle_is_random_shuffle(seed):
         plain.setstate(rng.getstate())
         expected = list(x)
         plain.shuffle(expected)
-        shuffle(rng, x, check=True)
+        shuffle(rng, x, verify=True)
         assert x == expected and rng.getstate() == plain.getstate()
         shuffle(rng, x)  # and the unchecked way, from the same state as the plain one
         plain.shuffle(expected)
@@ -38,7 +38,7 @@ def test_the_checking_mode_catches_a_difference(monkeypatch):
 
     monkeypatch.setattr(shuffle_module, "_c_shuffle", off_by_one)
     with pytest.raises(AssertionError, match="differs from random.shuffle"):
-        shuffle(random.Random(1), list(range(10)), check=True)
+        shuffle(random.Random(1), list(range(10)), verify=True)
 
 
 def test_a_subclass_draws_its_own_way():

@@ -59,7 +59,7 @@ mg_store *mg_new(int32_t mode) {
         store_free(s);
         return NULL;
     }
-    s->m->cur = -1;
+    s->m->current = -1;
     s->v.generation = 1;
     track(s, 1);
     return s;
@@ -97,8 +97,8 @@ int32_t reset(mg_store *s) {
     store_reset(s);
     s->m->ntape = 0;
     s->m->recording = 0;
-    s->m->backed = 0;
-    s->m->cur = -1;
+    s->m->backward_done = 0;
+    s->m->current = -1;
     s->m->lean = 0;
     return 0;
 }

@@ -35,8 +35,8 @@ int32_t reserve(mg_store *s, int64_t nodes, int64_t tmp) {
     int64_t want = s->v.n + nodes, c = s->cap;
     if (grow(&s->v.val, &c, want, sizeof *s->v.val, INT32_MAX) ||
         (c = s->cap, grow(&s->v.grad, &c, want, sizeof *s->v.grad, INT32_MAX)) ||
-        (c = s->cap, grow(&s->kid, &c, want, sizeof *s->kid, INT32_MAX)) ||
-        (c = s->cap, grow(&s->lg, &c, want, sizeof *s->lg, INT32_MAX)))
+        (c = s->cap, grow(&s->child, &c, want, sizeof *s->child, INT32_MAX)) ||
+        (c = s->cap, grow(&s->local_grad, &c, want, sizeof *s->local_grad, INT32_MAX)))
         return fail(s, MG_ENOMEM, "cannot allocate %lld more nodes", (long long)nodes);
     s->cap = c;
     if (grow(&s->tmp, &s->tmpcap, tmp, sizeof *s->tmp, INT32_MAX))
@@ -51,7 +51,7 @@ mg_store *store_new(int32_t mode) {
 }
 
 void store_free(mg_store *s) {
-    free(s->v.val); free(s->v.grad); free(s->kid); free(s->lg);
+    free(s->v.val); free(s->v.grad); free(s->child); free(s->local_grad);
     free(s->tok); free(s->tmp); free(s->seen); free(s->stack); free(s->topo);
     free(s);
 }
@@ -323,14 +323,14 @@ int32_t sort_buffers(mg_store *s) {
    out: they have nothing to pass on. Returns its length, or -1 if it reaches
    a node at hi or beyond. */
 int32_t topo_sort(mg_store *s, int32_t root, int32_t lo, int32_t hi) {
-    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
+    const int32_t (*child)[2] = (const int32_t (*)[2])s->child;
     uint8_t *seen = s->seen;
     int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
     memset(seen + lo, 0, (size_t)(s->v.n - lo));
     seen[root] = 1;
     for (;;) {
         int32_t c = -1;
-        while (j < 2 && (c = kid[v][j]) >= 0 && c < hi && (c < lo || seen[c] || kid[c][0] < 0)) j++;
+        while (j < 2 && (c = child[v][j]) >= 0 && c < hi && (c < lo || seen[c] || child[c][0] < 0)) j++;
         if (j < 2 && c >= hi) return -1;
         if (j < 2 && c >= 0) { /* descend into the next unvisited child */
             st[sp++] = v; st[sp++] = j + 1;

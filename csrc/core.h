@@ -11,8 +11,8 @@
 
 struct mg_store {
     mg_view v;               /* values, gradients, counts, error: what Python reads */
-    int32_t (*kid)[2];       /* node i: children, -1 where there is none */
-    double (*lg)[2];         /* node i: local gradients d(node)/d(child) */
+    int32_t (*child)[2];       /* node i: children, -1 where there is none */
+    double (*local_grad)[2];         /* node i: local gradients d(node)/d(child) */
     int64_t cap;             /* nodes allocated */
     int32_t mode;            /* MG_EXACT or MG_FAST */
     int32_t nonfinite;       /* the op being run made a non-finite number */
@@ -48,8 +48,8 @@ static inline int32_t node(mg_store *s, int32_t at, double v, int32_t a, double 
     s->nonfinite |= !isfinite(v) | !isfinite(ga) | !isfinite(gb);
     s->v.val[i] = v;
     s->v.grad[i] = 0.0;
-    s->kid[i][0] = a; s->kid[i][1] = b;
-    s->lg[i][0] = ga; s->lg[i][1] = gb;
+    s->child[i][0] = a; s->child[i][1] = b;
+    s->local_grad[i][0] = ga; s->local_grad[i][1] = gb;
     return i;
 }
 static inline int32_t leaf(mg_store *s, double v) { return node(s, NEW, v, -1, 0, -1, 0); }
@@ -84,7 +84,7 @@ int32_t op_backward(mg_store *s, int32_t root);
 /* Pass node v's gradient to its children. */
 static inline void node_back(mg_store *s, int32_t v) {
     double g = s->v.grad[v];
-    for (int32_t j = 0; j < 2 && s->kid[v][j] >= 0; j++) s->v.grad[s->kid[v][j]] += s->lg[v][j] * g;
+    for (int32_t j = 0; j < 2 && s->child[v][j] >= 0; j++) s->v.grad[s->child[v][j]] += s->local_grad[v][j] * g;
 }
 
 #endif

@@ -128,7 +128,7 @@ int32_t doc_program(mg_store *s, int32_t prog) {
                                 "the mean of its nll losses, and keep each linear's input apart from its weights", prog);
     }
     p->doc = d;
-    return s->m->cur == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
+    return s->m->current == prog && plan(s, d) < 0 ? MG_ENOMEM : 0;
 }
 
 
@@ -238,17 +238,17 @@ static void row_back(double *restrict gw, double *restrict gx, const double *res
 
 /* Backward through a doc graph by its pieces: the reference's order without
    the sort. Skipping a node whose gradient is zero changes no bit: its
-   contributions lg * 0 are zeros (every lg is finite), and adding a zero to a
+   contributions local_grad * 0 are zeros (every local_grad is finite), and adding a zero to a
    gradient leaves it as it is (gradients start at +0 and so are never -0). */
 static void backward_pieces(mg_store *s, const struct doc *d) {
-    const int32_t (*kid)[2] = (const int32_t (*)[2])s->kid;
-    const double (*lg)[2] = (const double (*)[2])s->lg;
+    const int32_t (*child)[2] = (const int32_t (*)[2])s->child;
+    const double (*local_grad)[2] = (const double (*)[2])s->local_grad;
     double *grad = s->v.grad;
-    int32_t sp = kid[d->root][0]; /* S_{n-1} */
+    int32_t sp = child[d->root][0]; /* S_{n-1} */
     grad[d->root] = 1.0;
     node_back(s, d->root);
     for (int32_t p = d->npos - 1; p >= 0; p--) {
-        int32_t prev = kid[sp][0]; /* S_{p-1}, or l_0 */
+        int32_t prev = child[sp][0]; /* S_{p-1}, or l_0 */
         node_back(s, sp);
         const struct piece *pc = &s->m->pieces[s->m->plan[p]];
         const int32_t *code = s->m->code + pc->at;
@@ -262,8 +262,8 @@ static void backward_pieces(mg_store *s, const struct doc *d) {
             int32_t v = *i++;
             double g = grad[v];
             if (g == 0) continue;
-            grad[kid[v][0]] += lg[v][0] * g;
-            if (kid[v][1] >= 0) grad[kid[v][1]] += lg[v][1] * g;
+            grad[child[v][0]] += local_grad[v][0] * g;
+            if (child[v][1] >= 0) grad[child[v][1]] += local_grad[v][1] * g;
         }
         sp = prev;
     }
@@ -275,7 +275,7 @@ static void backward_pieces(mg_store *s, const struct doc *d) {
 static int32_t backward_doc(mg_store *s, const struct doc *d) {
     /* again, the reference would also pass on what the rows' insides got the
        first time, which the row kernels do not keep */
-    if (s->m->backed) return fail(s, MG_EARG, "a doc_loss graph's backward runs once per graph: reset first");
+    if (s->m->backward_done) return fail(s, MG_EARG, "a doc_loss graph's backward runs once per graph: reset first");
     int32_t r = sort_buffers(s);
     if (r) return r;
     for (int32_t p = 0; p < d->npos; p++) { /* a position reaches no later node: the others may be lean */
@@ -283,7 +283,7 @@ static int32_t backward_doc(mg_store *s, const struct doc *d) {
         if (nt < 0) return fail(s, MG_EARG, "position %d of a doc_loss graph reaches a later node", p);
         if (nt && (r = add_piece(s, d, p, s->topo, nt))) return r;
     }
-    s->m->backed = 1;
+    s->m->backward_done = 1;
     if (!s->m->verify) {
         backward_pieces(s, d);
         return 0;
@@ -316,7 +316,7 @@ static int32_t backward_doc(mg_store *s, const struct doc *d) {
 
 /* Exact mode's backward: a doc graph's by its pieces, any other the core's. */
 int32_t backward_exact(mg_store *s, int32_t root) {
-    const struct doc *d = s->m->cur >= 0 ? s->m->progs[s->m->cur].doc : NULL;
+    const struct doc *d = s->m->current >= 0 ? s->m->progs[s->m->current].doc : NULL;
     if (d && root == d->root) return backward_doc(s, d);
     if (s->m->lean) return fail(s, MG_EARG, "this graph was replayed without the insides of its linear rows: "
                                              "only its loss has a backward (reset and build it again)");

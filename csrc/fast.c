@@ -31,7 +31,7 @@ static void back_nodes(mg_store *s, int32_t out, int32_t k) {
     for (int32_t i = out + k - 1; i >= out; i--) {
         double g = grad[i];
         if (g == 0) continue;
-        for (int32_t j = 0; j < 2 && s->kid[i][j] >= 0; j++) grad[s->kid[i][j]] += s->lg[i][j] * g;
+        for (int32_t j = 0; j < 2 && s->child[i][j] >= 0; j++) grad[s->child[i][j]] += s->local_grad[i][j] * g;
     }
 }
 

@@ -7,7 +7,7 @@
 #include "core.h"
 
 struct machinery {
-    int32_t backed;          /* fast mode, doc graphs: backward has run since the reset */
+    int32_t backward_done;          /* fast mode, doc graphs: backward has run since the reset */
     int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
     int64_t ntape, tcap;
     int64_t rec_tape;        /* recording: where its calls start on the tape */
@@ -15,7 +15,7 @@ struct machinery {
     struct prog { int32_t *code; int64_t len; int32_t start; struct doc *doc; } *progs; /* recorded programs */
     int32_t nprog;
     int64_t pcap;
-    int32_t cur;             /* the program whose run is the graph since the reset, or -1 */
+    int32_t current;             /* the program whose run is the graph since the reset, or -1 */
     int32_t lean;            /* the graph since the reset has linear rows without insides */
     int32_t leaning;         /* the op being replayed leaves them out */
     int32_t verify;           /* doc backward: also run the full sort and compare every gradient */

@@ -122,9 +122,9 @@ int32_t call(mg_store *s, int32_t op, const void *args, int32_t na) {
         for (int32_t i = n0; i < s->v.n; i++) s->nonfinite |= !isfinite(s->v.val[i]);
     if (s->nonfinite) { /* undo the op; name the first bad node */
         int32_t i = n0;
-        while (i < s->v.n - 1 && isfinite(s->v.val[i]) && isfinite(s->lg[i][0]) && isfinite(s->lg[i][1])) i++;
+        while (i < s->v.n - 1 && isfinite(s->v.val[i]) && isfinite(s->local_grad[i][0]) && isfinite(s->local_grad[i][1])) i++;
         fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
-             o->name, i, s->v.val[i], s->lg[i][0], s->lg[i][1]);
+             o->name, i, s->v.val[i], s->local_grad[i][0], s->local_grad[i][1]);
         s->v.n = n0;
         return MG_EMATH;
     }
@@ -158,7 +158,7 @@ int32_t record_end(mg_store *s) {
     if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
     if (len) memcpy(code, s->m->tape + s->m->rec_tape, (size_t)len * sizeof *code);
     s->m->progs[s->m->nprog] = (struct prog){code, len, s->m->rec_n, NULL};
-    s->m->cur = s->m->nprog;
+    s->m->current = s->m->nprog;
     return s->m->nprog++;
 }
 
@@ -168,7 +168,7 @@ int32_t replay(mg_store *s, int32_t prog) {
     if (prog < 0 || prog >= s->m->nprog) return fail(s, MG_EARG, "no program %d", prog);
     struct prog *p = &s->m->progs[prog];
     if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
-    s->m->cur = -1;
+    s->m->current = -1;
     const struct doc *d = p->doc;
     int32_t r = d ? plan(s, d) : 0, pos = 0;
     if (r < 0) return r;
@@ -185,7 +185,7 @@ int32_t replay(mg_store *s, int32_t prog) {
         pos += op == OP_nll;
         i += 4 + na;
     }
-    s->m->cur = prog;
+    s->m->current = prog;
     return 0;
 }
 
@@ -193,8 +193,8 @@ int32_t replay(mg_store *s, int32_t prog) {
    reverse creation order, no topological sort. Gradients would double up if
    run again over the same graph, so once per reset. */
 int32_t backward_fast(mg_store *s, int32_t root) {
-    if (s->m->backed) return fail(s, MG_EARG, "fast mode runs backward once per graph: reset first");
-    s->m->backed = 1;
+    if (s->m->backward_done) return fail(s, MG_EARG, "fast mode runs backward once per graph: reset first");
+    s->m->backward_done = 1;
     s->v.grad[root] = 1.0;
     for (int64_t end = s->m->ntape; end > 0; ) {
         int32_t na = s->m->tape[end - 1];

@@ -196,7 +196,7 @@ static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
         while (sp) {
             int32_t v = st[--sp];
             for (int32_t j = 0; j < 2; j++) {
-                int32_t k = s->kid[v][j];
+                int32_t k = s->child[v][j];
                 if (k >= np && !keep[k]) { keep[k] = 1; st[sp++] = k; }
             }
         }
@@ -213,14 +213,14 @@ static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
         s->v.val[j] = s->v.val[i];
         s->v.grad[j] = s->v.grad[i];
         for (int32_t k = 0; k < 2; k++) {
-            int32_t kid = s->kid[i][k];
-            s->kid[j][k] = kid < 0 ? kid : to[kid];
-            s->lg[j][k] = s->lg[i][k];
+            int32_t child = s->child[i][k];
+            s->child[j][k] = child < 0 ? child : to[child];
+            s->local_grad[j][k] = s->local_grad[i][k];
         }
     }
     s->v.n = m;
     s->m->ntape = 0;
-    s->m->backed = 0;
+    s->m->backward_done = 0;
     for (int32_t i = 0; i < n; i++)
         if (ids[i] >= 0) handles[i] = handle(s, to[ids[i]]);
     free(ids);

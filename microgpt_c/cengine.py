@@ -132,11 +132,11 @@ class CEngine(Engine):
             raise ValueError("reset(keep=...) takes Values of this store")
         kept = ffi.new("mg_handle[]", len(keep))
         self._doc_loss = None
-        r = lib.mg_value_reset(self.s, [v._h for v in keep], len(keep), kept)
+        r = lib.mg_value_reset(self.s, [v._handle for v in keep], len(keep), kept)
         if r:
             raise self.value_error(r)
         for v, h in zip(keep, kept):
-            v._h = h
+            v._handle = h
             v._as_leaf()
 
     def recorded(self):

@@ -18,7 +18,7 @@ def real(x, what):
     raise TypeError(f"{what} must be a real number, not {type(x).__name__}")
 
 
-class Derived:
+class DerivedOperators:
     """The operators the reference derives from +, * and **, for both engines'
     Values. Their nodes are the reference's: -a is a * -1, a - b is
     a + (b * -1), a / b is a * b**-1, so that is what _prev shows."""
@@ -62,7 +62,7 @@ class Labelled:
         self._label = str(text)
 
 
-class Value(Derived, Labelled):
+class Value(DerivedOperators, Labelled):
     """One scalar node: value, gradient, children, local gradients, and
     micrograd's symbol for the op that made it ('' for a leaf). A leaf takes
     a real number only; .data and .grad are plain attributes, as micrograd's
@@ -73,7 +73,7 @@ class Value(Derived, Labelled):
     gradients, so backward passes nothing through it to its children (in
     micrograd one would set its _backward by hand)."""
 
-    __slots__ = ("data", "grad", "_children", "_local_grads", "_o")
+    __slots__ = ("data", "grad", "_children", "_local_grads", "_symbol")
 
     def __init__(self, data, _children=(), _op="", label="", _local_grads=()):
         # a leaf's number is checked; the common ones without a call
@@ -81,7 +81,7 @@ class Value(Derived, Labelled):
         self.grad = 0
         self._children = _children
         self._local_grads = _local_grads
-        self._o = _op  # the symbol, or for ** the exponent (formatted only when asked)
+        self._symbol = _op  # the symbol, or for ** the exponent (formatted only when asked)
         if label:
             self.label = label
 
@@ -93,7 +93,7 @@ class Value(Derived, Labelled):
     @property
     def _op(self):
         """micrograd's symbol for the op that made this node."""
-        return self._o if type(self._o) is str else f"**{self._o}"
+        return self._symbol if type(self._symbol) is str else f"**{self._symbol}"
 
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)

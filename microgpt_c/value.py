@@ -44,7 +44,7 @@ import threading
 import weakref
 
 from .cengine import CEngine, ffi, lib
-from .pyengine import Derived, Labelled, real
+from .pyengine import DerivedOperators, Labelled, real
 
 _default = []
 _lock = threading.Lock()  # making the default store, or a store's Value class
@@ -62,7 +62,7 @@ def default_store():
     return _default[0]
 
 
-class Value(Derived, Labelled, metaclass=abc.ABCMeta):
+class Value(DerivedOperators, Labelled, metaclass=abc.ABCMeta):
     """Value(data, store=None): a leaf of the store (default_store() if None).
     Value(data, _children=(), _op='', label='') is micrograd's constructor, so
     its lecture code runs as it is: a node made with _children is a leaf of
@@ -82,29 +82,29 @@ class Value(Derived, Labelled, metaclass=abc.ABCMeta):
         return v
 
 
-class _Node(Derived, Labelled):
+class _Node(DerivedOperators, Labelled):
     """What the Values of every store share."""
 
-    # _h: the node's handle; _o: micrograd's symbol for the op that made it
-    # ('' for a leaf), or for ** the exponent; _a, _b: the operands (None
-    # where there is none; _b a number until _prev makes its leaf)
-    __slots__ = ("_h", "_o", "_a", "_b")
-    store = _p = None  # each store's class: the CEngine and its C pointer
+    # _handle: the node's; _symbol: micrograd's for the op that made it ('' for
+    # a leaf), or for ** the exponent; _left, _right: the operands (None where
+    # there is none; _right a number until _prev makes its leaf)
+    __slots__ = ("_handle", "_symbol", "_left", "_right")
+    store = _pointer = None  # each store's class: the CEngine and its C pointer
 
     @classmethod
     def _leaf(cls, data):
-        h = lib.mg_value_leaf(cls._p, real(data, "a Value's data"))
+        h = lib.mg_value_leaf(cls._pointer, real(data, "a Value's data"))
         if h < 0.0:
             raise CEngine.value_error(h)
         v = cls()
-        v._h = h
+        v._handle = h
         v._as_leaf()
         return v
 
     def _as_leaf(self):
         """No op, no operands: a leaf, as reset(keep=...) leaves a kept Value."""
-        self._o = ""
-        self._a = self._b = None
+        self._symbol = ""
+        self._left = self._right = None
 
     def _given(self, children, op):
         """micrograd's Value(data, children, op): what _prev and _op show."""
@@ -112,75 +112,75 @@ class _Node(Derived, Labelled):
             raise ValueError("_children must be at most two Values of the same store")
         if not isinstance(op, str):
             raise TypeError(f"_op must be a str, not {type(op).__name__}")
-        self._o = op
-        self._a, self._b = (*children, None, None)[:2]
+        self._symbol = op
+        self._left, self._right = (*children, None, None)[:2]
 
     def __pow__(self, other):
         if type(other) is not float and type(other) is not int:
             if not isinstance(other, numbers.Real):
                 return NotImplemented
-        h = lib.mg_value_pow(self._p, self._h, other)
+        h = lib.mg_value_pow(self._pointer, self._handle, other)
         if h < 0.0:
             raise CEngine.value_error(h)
         v = type(self)()
-        v._h = h
-        v._o = other
-        v._a = self
-        v._b = None
+        v._handle = h
+        v._symbol = other
+        v._left = self
+        v._right = None
         return v
 
     @property
     def _op(self):
-        return self._o if type(self._o) is str else f"**{self._o}"
+        return self._symbol if type(self._symbol) is str else f"**{self._symbol}"
 
     @property
     def _prev(self):
-        if self._a is None:
+        if self._left is None:
             return set()
-        if self._b is None:
-            return {self._a}
-        if type(self._b) is not type(self):  # x op number: the leaf made for it (just before x op it), once
+        if self._right is None:
+            return {self._left}
+        if type(self._right) is not type(self):  # x op number: the leaf made for it (just before x op it), once
             leaf = type(self)()
-            leaf._h = self._h - 1
+            leaf._handle = self._handle - 1
             leaf._as_leaf()
-            self._b = leaf
-        return {self._a, self._b}
+            self._right = leaf
+        return {self._left, self._right}
 
     @property
     def data(self):
-        x = lib.mg_value_get(self._p, self._h, 0)
+        x = lib.mg_value_get(self._pointer, self._handle, 0)
         if x != x:
             raise CEngine.value_error()
         return x
 
     @data.setter
     def data(self, x):
-        r = lib.mg_value_set(self._p, self._h, 0, real(x, "a Value's data"))
+        r = lib.mg_value_set(self._pointer, self._handle, 0, real(x, "a Value's data"))
         if r:
             raise CEngine.value_error(r)
 
     @property
     def grad(self):
-        g = lib.mg_value_get(self._p, self._h, 1)
+        g = lib.mg_value_get(self._pointer, self._handle, 1)
         if g != g and lib.mg_value_failed():
             raise CEngine.value_error()
         return g
 
     @grad.setter
     def grad(self, g):
-        r = lib.mg_value_set(self._p, self._h, 1, real(g, "a Value's grad"))
+        r = lib.mg_value_set(self._pointer, self._handle, 1, real(g, "a Value's grad"))
         if r:
             raise CEngine.value_error(r)
 
     @property
     def id(self):
         """The node's id in its store (reused after a reset)."""
-        return int(self._h) & 0x7FFFFFFF
+        return int(self._handle) & 0x7FFFFFFF
 
     def backward(self):
         """Gradient 1 here, accumulated into every node below (call it on a
         fresh graph, or zero the grads you read: like micrograd, it adds)."""
-        r = lib.mg_value_backward(self._p, self._h)
+        r = lib.mg_value_backward(self._pointer, self._handle)
         if r:
             raise CEngine.value_error(r)
         if self.store.v.n >= self.reclaim_at:
@@ -207,12 +207,12 @@ def _reclaim(cls):
     if len(sys._current_frames()) == 1 and store.mode == "exact" and not store.recorded():
         nodes = store.v.n
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
-        handles = ffi.new("mg_handle[]", [v._h for v in live])
+        handles = ffi.new("mg_handle[]", [v._handle for v in live])
         r = lib.mg_value_compact(store.s, handles, len(live), nodes)
         if r < 0:
             raise CEngine.value_error(r)
         for v, h in zip(live, handles if r else ()):
-            v._h = h
+            v._handle = h
     cls.reclaim_at = max(RECLAIM_AT, 4 * store.v.n)
 
 
@@ -241,11 +241,11 @@ def _make_class(store):
 
         def method(self, other):
             if type(other) is cls:
-                h = op(p, self._h, other._h)
+                h = op(p, self._handle, other._handle)
             elif type(other) is float or type(other) is int:
-                h = op_number(p, self._h, other)
+                h = op_number(p, self._handle, other)
             elif isinstance(other, numbers.Real):
-                h = op_number(p, self._h, float(other))
+                h = op_number(p, self._handle, float(other))
             elif isinstance(other, Value):
                 raise ValueError("Values from different stores cannot be combined")
             else:
@@ -253,24 +253,24 @@ def _make_class(store):
             if h < 0.0:
                 raise CEngine.value_error(h)
             v = cls()  # one slot at a time: no tuple to pack and unpack
-            v._h = h
-            v._o = symbol
-            v._a = self
-            v._b = other
+            v._handle = h
+            v._symbol = symbol
+            v._left = self
+            v._right = other
             return v
 
         return method
 
     def unary(symbol, op):
         def method(self):
-            h = op(p, self._h)
+            h = op(p, self._handle)
             if h < 0.0:
                 raise CEngine.value_error(h)
             v = cls()
-            v._h = h
-            v._o = symbol
-            v._a = self
-            v._b = None
+            v._handle = h
+            v._symbol = symbol
+            v._left = self
+            v._right = None
             return v
 
         return method
@@ -278,7 +278,7 @@ def _make_class(store):
     add = binary("+", lib.mg_value_add, lib.mg_value_addc)
     mul = binary("*", lib.mg_value_mul, lib.mg_value_mulc)
     cls = type("Value", (_Node,), {
-        "__slots__": (), "__module__": __name__, "store": store, "_p": p,
+        "__slots__": (), "__module__": __name__, "store": store, "_pointer": p,
         # backward drops the nodes no live Value reaches once the store is this big (the default store's only)
         "reclaim_at": RECLAIM_AT if _default and store is _default[0] else float("inf"),
         "__add__": add, "__radd__": add,  # the reference's __radd__ and __rmul__: self + other

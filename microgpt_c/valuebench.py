@@ -30,18 +30,18 @@ class Floor:
     """A Value that only makes its node, as the C Value's ops do (one object,
     its operands held) without the C call: no data, no gradients."""
 
-    __slots__ = ("_h", "_o", "_a", "_b")
+    __slots__ = ("_handle", "_symbol", "_left", "_right")
     data = grad = property(lambda self: 0.0, lambda self, x: None)  # nothing to compute or keep
 
     def __init__(self, data=0.0):
-        self._a = self._b = None
+        self._left = self._right = None
 
     def __add__(self, other=None):  # every op, relu (no other) too: the same slots written
         v = Floor.__new__(Floor)
-        v._h = 0
-        v._o = "+"
-        v._a = self
-        v._b = other
+        v._handle = 0
+        v._symbol = "+"
+        v._left = self
+        v._right = other
         return v
 
     __radd__ = __mul__ = __rmul__ = relu = __add__

@@ -209,23 +209,6 @@ def long_run():
     return cli(*LONG)
 
 
-def test_ctrl_c_saves_the_last_step_and_resume_goes_on_exactly(tmp_path, monkeypatch, long_run):
-    run = Started(*LONG, "--save", "ck.npz", cwd=tmp_path)
-    run.read_until("step    5 /")  # training has started: the header and 5 steps
-    run.p.send_signal(signal.SIGINT)
-    status, out, err = run.finish()
-    assert status == 130
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    k = int(re.search(r"interrupted by SIGINT after step (\d+) of 500: saved step \1 to ck.npz", err)[1])
-    assert 5 <= k < 500 and step_lines(out) == step_lines(long_run)[:k]  # the saved step is the last one printed
-    assert sample_lines(out) == []
-    monkeypatch.chdir(tmp_path)
-    resumed = cli("--resume", "ck.npz", "--num-samples", "5")
-    assert f"resumed from ck.npz at step {k} / 500" in resumed
-    assert step_lines(resumed) == step_lines(long_run)[k:]
-    assert sample_lines(resumed) == sample_lines(long_run)
-
-
 def test_ctrl_c_without_save(tmp_path):
     run = Started(*LONG, cwd=tmp_path)
     run.read_until("step    2 /")

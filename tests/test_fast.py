@@ -47,7 +47,10 @@ def test_training_stays_within_1e3_of_the_reference():
 
 
 def test_backward_once_per_graph():
+    """The tape's reverse walk (per-op fast mode; the whole-document kernel's
+    own refusal is tested in test_doc_fast.py)."""
     E, tok, cfg = make_engine("c", "fast"), Tokenizer(DOCS), DEFAULT
+    E.whole_doc = False
     P = init_params(E, cfg, tok.vocab_size, random.Random(0))
     loss = doc_loss(E, P, cfg, tok.encode("emma"))
     E.backward(loss)

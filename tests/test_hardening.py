@@ -347,7 +347,7 @@ def lines(out, start):
     return [ln for ln in out.splitlines() if ln.startswith(start)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_saves_the_step_and_resume_goes_on_exactly(tmp_path, capsys, monkeypatch, sig):
     status, whole, err = run_main(*STOPPABLE)  # the run that never stopped
     assert (status, err) == (0, "")

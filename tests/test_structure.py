@@ -1,7 +1,6 @@
 """The package's shape: no import cycles (lazy imports included), and every
 registered engine implements the whole engine interface."""
 import ast
-import importlib.util
 import os
 
 import pytest

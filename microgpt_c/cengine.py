@@ -122,16 +122,20 @@ class CEngine(Engine):
         if r < 0:
             raise _ERRORS.get(r, ValueError)(ffi.string(lib.mg_doc_error(self.doc)).decode())
 
-    def reset(self, keep=()):
-        """Drop every node but the parameters and the Values (microgpt_c.Value)
-        in keep, which stay valid as leaves: their data and grads are kept,
-        the graph below them is dropped. Every other Value of this store made
-        before is stale from now on."""
+    def reset(self, keep=None):
+        """Drop every node but the parameters: a training step's reset, one
+        thread at a time. With keep (the Value API's reset, which waits its
+        turn among threads), the Values (microgpt_c.Value) in keep stay valid
+        as leaves: their data and grads are kept, the graph below them is
+        dropped. Every other Value of this store made before is stale."""
+        self._doc_loss = None
+        if keep is None:
+            self._ok(lib.mg_reset(self.s))
+            return
         keep = list(keep)
         if not all(getattr(v, "store", None) is self for v in keep):
             raise ValueError("reset(keep=...) takes Values of this store")
         kept = ffi.new("mg_handle[]", len(keep))
-        self._doc_loss = None
         r = lib.mg_value_reset(self.s, [v._handle for v in keep], len(keep), kept)
         if r:
             raise self.value_error(r)

@@ -26,29 +26,42 @@ def child(code, timeout=120):
     return r.stdout
 
 
+# child code: step() from two threads at once, `times` each; every exception
+# is the rule's RuntimeError (or one of `allowed`), never anything else
+RACE = """
+import sys, threading
+sys.setswitchinterval(1e-6)  # switch threads as often as possible
+def race(step, times, allowed=()):
+    refused, bad = [], []
+    def work():
+        for _ in range(times):
+            try:
+                step()
+            except RuntimeError as e:
+                refused.append(str(e))
+            except allowed:
+                pass
+            except BaseException as e:
+                bad.append(repr(e))
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not bad, bad[:3]
+    assert all("one thread at a time" in e for e in refused), set(refused)
+    return len(refused)
+"""
+
+
 def test_a_run_trained_from_two_threads_raises_never_crashes():
-    out = child("""
-        import sys, threading
+    out = child(RACE + textwrap.dedent("""
         from microgpt_c import Run
-        sys.setswitchinterval(1e-6)
         for mode in ("exact", "fast"):
-            run, errors, bad = Run(steps=4000, mode=mode), [], []
-            def work():
-                for _ in range(300):
-                    try:
-                        run.train_step()
-                        run.sample(1)
-                    except RuntimeError as e:
-                        errors.append(str(e))
-                    except BaseException as e:
-                        bad.append(repr(e))
-            threads = [threading.Thread(target=work) for _ in range(2)]
-            for t in threads: t.start()
-            for t in threads: t.join()
-            assert not bad, bad[:3]
-            assert all("one thread at a time" in e for e in errors), set(errors)
-            print(mode, len(errors))
-    """)
+            run = Run(steps=4000, mode=mode)
+            def step():
+                run.train_step()
+                run.sample(1)
+            print(mode, race(step, 300))
+    """))
     assert out.split()[::2] == ["exact", "fast"]
 
 
@@ -84,30 +97,16 @@ def test_the_rule_is_checked_on_entry():
 def test_engine_calls_from_two_threads_raise_never_crash():
     """The C store itself refuses a model-engine call while another thread
     is inside one (the Value API's calls take turns instead)."""
-    child("""
-        import sys, threading
+    child(RACE + textwrap.dedent("""
         from microgpt_c.cengine import CEngine
-        sys.setswitchinterval(1e-6)
-        E, bad, busy = CEngine(), [], []
+        E = CEngine()
         P = E.create_params({"w": (64, 64)}, [0.01] * 4096)
-        def work():
-            for _ in range(3000):
-                try:
-                    x = E.linear(E.linear((0, 64), P["w"]), P["w"])
-                    E.values(x)
-                    E.reset()
-                except RuntimeError as e:
-                    busy.append(str(e))
-                except ValueError:
-                    pass  # the other thread's reset dropped x: refused, never read
-                except BaseException as e:
-                    bad.append(repr(e))
-        threads = [threading.Thread(target=work) for _ in range(2)]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        assert not bad, bad[:3]
-        assert all("one thread at a time" in e for e in busy), set(busy)
-    """)
+        def step():
+            x = E.linear(E.linear((0, 64), P["w"]), P["w"])
+            E.values(x)
+            E.reset()
+        race(step, 3000, ValueError)  # the other thread's reset dropped x: refused, never read
+    """))
 
 
 def test_fork_while_threads_use_the_default_store():

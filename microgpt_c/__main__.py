@@ -114,7 +114,8 @@ def print_samples(p, run, a, prefix=""):
 
 
 def sample_parser():
-    p = Parser(prog=f"{PROG} sample", description="Sample documents (names, for the packaged data) from a checkpoint written by --save.")
+    p = Parser(prog=f"{PROG} sample",
+               description="Sample documents (names, for the packaged data) from a checkpoint written by --save.")
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
     p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")

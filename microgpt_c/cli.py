@@ -115,5 +115,5 @@ def add_engine(p, modes=True):
         p.add_argument("--mode", choices=MODES,
                        help="exact: the reference's graph, bit for bit; fast: fused nodes (C engine); "
                             "eager: our model code on tensors, user: whole-document layers, as a PyTorch user "
-                            "writes them (torch) (default: the engine's first mode; with --resume, the checkpoint's mode "
-                            "if the engine has it)")
+                            "writes them (torch) (default: the engine's first mode; with --resume, the checkpoint's "
+                            "mode if the engine has it)")

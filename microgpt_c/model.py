@@ -2,6 +2,7 @@
 engine E (engine.py) supplies the vector ops (embed, rmsnorm, linear,
 attention, ...) and builds them into its own graph; docs/graph.md says what
 each builds."""
+import math
 from array import array
 
 
@@ -120,7 +121,10 @@ def sample(E, P, cfg, tok, rng, temperature=0.5, prefix=""):
         if pos + 1 < len(context):
             continue  # the prefix's next character is given, not drawn
         probs = E.softmax(E.scale(logits, temperature**-1))
-        token = rng.choices(range(tok.vocab_size), weights=E.values(probs))[0]
+        weights = E.values(probs)
+        if not all(map(math.isfinite, weights)):  # the C engine refuses these where they are made
+            raise ArithmeticError(f"sampling made a non-finite probability at position {pos}")
+        token = rng.choices(range(tok.vocab_size), weights=weights)[0]
         if token == tok.bos:
             break
         context.append(token)

@@ -81,8 +81,8 @@ class Schedule(Settings):
     seed = Setting(42, "random seed")
     steps = Setting(1000, "training steps (the schedule's length)", 0)
     lr = Setting(0.01, "Adam's learning rate at step 0")
-    decay_steps = Setting(0, "steps over which the learning rate decays linearly (0: all the steps); after them "
-                             "it stays at its last value, lr / decay_steps (a run extended past its schedule)", 0)
+    decay_steps = Setting(0, "steps over which the learning rate decays linearly from lr (0: all the steps); "
+                             "past them it decays again from lr, as in a run extended past its schedule", 0)
 
     def decay(self):
         """The decay's length in steps (at least 1)."""

@@ -83,7 +83,7 @@ class Adam:
     def factors(self, step):
         """The step's learning rate and the moments' bias corrections, as the
         reference computes them (Python floats: ** is the C library's pow)."""
-        lr_t = self.lr * (1 - min(step, self.decay - 1) / self.decay)  # then held at its last value
+        lr_t = self.lr * (1 - step % self.decay / self.decay)  # past the decay, it starts again from lr
         return lr_t, 1 - self.beta1 ** (step + 1), 1 - self.beta2 ** (step + 1)
 
     def update(self, p, g, step, pow):

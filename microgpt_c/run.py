@@ -97,8 +97,9 @@ class Run:
     @one_thread
     def extend(self, steps):
         """Make the schedule `steps` long, to train on past its end. The
-        learning rate's decay keeps its length: past it the rate stays at its
-        last value, lr / decay, so a run extended in two pieces trains as one
+        learning rate's decay keeps its length and starts again from lr after
+        each (step k of the extension has step k % decay's rate: a warm
+        restart), so a run extended in two pieces trains as one
         extended in one, bit for bit."""
         if type(steps) is not int or steps <= self.step:
             raise ValueError(f"steps must be more than the {self.step} done, not {steps}")

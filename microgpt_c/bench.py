@@ -124,8 +124,7 @@ WIDTH = 100  # the table and its notes fit this many columns
 
 def parser():
     p = Parser(prog=PROG, description=__doc__)
-    g = add_settings(p, "the run to time")
-    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
+    add_settings(p, "the run to time")
     p.add_argument("--python-steps", type=int, default=30,
                    help="the pure-Python engine runs only the first N steps of the same schedule "
                         "(default: %(default)s)")

@@ -20,12 +20,6 @@ SAMPLE = re.compile(r"\s*sample\s+(\d+)\s*:(.*)$")
 LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
-def add_run_flags(p):
-    """The training run's flags (the main job's): its settings and --data."""
-    g = add_settings(p, "the run's settings (as given to the run being checked)")
-    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
-
-
 def reference_run(a):
     """The reference's run for the flags: the C engine in exact mode (bit for
     bit the reference's numbers), not yet trained."""
@@ -140,7 +134,7 @@ class Report:
 def parser():
     p = Parser(prog=f"{PROG} check", description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("file", metavar="FILE", help="what the port printed (its stdout, captured)")
-    add_run_flags(p)
+    add_settings(p, "the run's settings (as given to the run being checked)")
     p.add_argument("--temperature", type=float, default=0.5,
                    help="the sampling temperature the run used (default: %(default)s)")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="X",

@@ -62,13 +62,14 @@ def flag(name):
 
 
 def add_settings(p, title):
-    """A flag for every field of Config and Schedule. Left out, a flag is None
-    (so a command can tell it was not given); its default is in its help."""
+    """A run's flags (what new_run reads): one for every field of Config and
+    Schedule, left out unless given (so a command can tell it was; its
+    default is in its help), and --data."""
     g = p.add_argument_group(title)
     for f in (*fields(Config), *fields(Schedule)):
         g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
                        help=f"{f.help} (default: {f.default})")
-    return g
+    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
 
 
 # the Python API's parameter names that are flags in the CLI

@@ -1,8 +1,8 @@
 """python -m microgpt_c trace --step K --out PATH.npz [the run's flags]: the
 reference's numbers at training step K (from 1), for finding the first number
 a port gets wrong. docs/checking.md lists the names in the file."""
-from .check import add_run_flags, reference_run
-from .cli import PROG, Parser
+from .check import reference_run
+from .cli import PROG, Parser, add_settings
 from .files import atomic_write, check_writable
 from .model import doc_loss, param_shapes
 from .pyengine import PyEngine
@@ -72,7 +72,7 @@ def parser():
     p = Parser(prog=f"{PROG} trace", description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--step", type=int, required=True, metavar="K", help="the training step, from 1 (as printed)")
     p.add_argument("--out", required=True, metavar="PATH.npz", help="where to write the arrays (numpy's .npz)")
-    add_run_flags(p)
+    add_settings(p, "the run's settings (as given to the run being traced)")
     return p
 
 

@@ -19,35 +19,11 @@
 #include <string.h>
 #include "microgpt.h"
 #include "doc_fast.h"
-
-/* The kernels also in an AVX2 build, chosen at load time (GCC's
-   target_clones; no -march in the build). Without fast-math and with FP
-   contraction off the compiler never reassociates a sum nor fuses a multiply
-   and an add, so every build gives the same bits (the tests run whichever this
-   machine picks; the sanitizer run builds the plain one alone, -DMG_NO_CLONES). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
+#include "doc.h"
 
 enum { MAX_DIM = 1 << 16, MAX_VOCAB = 1 << 24, MAX_LAYER = 1 << 10 };
 
-typedef struct {
-    double *xin, *xn, *r1, *q, *k, *v, *att, *a, *xmid, *xn2, *r2, *h;
-} layer_acts;
-
-struct mg_doc {
-    int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
-    int64_t nparams, *offs;       /* the forward's parameter layout */
-    int32_t *tok;                 /* the forward's n + 1 tokens */
-    double *buf, *x0, *r0, *xl, *probs, *dyt, *panel, *grad_buf; /* one allocation */
-    layer_acts *layers;
-    int64_t cap;
-    char err[200];
-};
-
-static int32_t fail(mg_doc *d, int32_t code, const char *fmt, ...) {
+int32_t doc_fail(mg_doc *d, int32_t code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(d->err, sizeof d->err, fmt, ap);
@@ -59,7 +35,7 @@ static int32_t fail(mg_doc *d, int32_t code, const char *fmt, ...) {
 static int32_t all_finite(mg_doc *d, const char *what, const double *x, int32_t n, int64_t len) {
     for (int64_t i = 0; i < n * len; i++)
         if (!isfinite(x[i]))
-            return fail(d, MG_EMATH, "%s made a non-finite number (position %d: %g)", what, (int32_t)(i / len), x[i]);
+            return doc_fail(d, MG_EMATH, "%s made a non-finite number (position %d: %g)", what, (int32_t)(i / len), x[i]);
     return 0;
 }
 
@@ -111,7 +87,7 @@ INLINE void columns(double *restrict c, const double *restrict a, const double *
 
 /* c (m x nc) += a (m x K) b (K x nc, or with bt its transpose nc x K),
    row-major; bp: scratch for 8 K doubles */
-CLONES static void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+CLONES void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
                         int32_t m, int32_t K, int32_t nc, int bt) {
     int32_t o = 0;
     for (; o + 8 <= nc; o += 8) columns(c, a, b, bp, m, K, nc, bt, o, 8);
@@ -180,14 +156,15 @@ static void rmsnorm_backward(double *dx, const double *dy, const double *x, cons
    (q_h[p] . k_h[t]) * c, c = pow(pow(hd, 0.5), -1); out_h[p] = sum_t w_t v_h[t].
    att[(h * n + p) * n + t] keeps the weights. */
 
-CLONES static void attention_forward(double *out, double *att, const double *q, const double *k, const double *v,
-                                     int32_t n, int32_t d, int32_t H) {
+CLONES static void attention_forward(double *out, double *att, double *ex, const double *q, const double *k,
+                                     const double *v, int32_t n, int32_t d, int32_t H) {
     const int32_t hd = d / H;
     const double c = pow(pow(hd, 0.5), -1.0);
     for (int32_t h = 0; h < H; h++)
         for (int32_t p = 0; p < n; p++) {
             const double *qp = q + (int64_t)p * d + h * hd;
-            double *w = att + ((int64_t)h * n + p) * n, m = -INFINITY, total = 0.0;
+            double *w = att + ((int64_t)h * n + p) * n, *e = ex + ((int64_t)h * n + p) * n, m = -INFINITY;
+            double total = 0.0;
             for (int32_t t = 0; t <= p; t++) {
                 const double *kt = k + (int64_t)t * d + h * hd;
                 double dot = 0.0;
@@ -195,7 +172,7 @@ CLONES static void attention_forward(double *out, double *att, const double *q, 
                 w[t] = dot * c;
                 if (w[t] > m) m = w[t];
             }
-            for (int32_t t = 0; t <= p; t++) total += w[t] = exp(w[t] + -m);
+            for (int32_t t = 0; t <= p; t++) total += e[t] = w[t] = exp(w[t] + -m);
             const double inv = pow(total, -1.0);
             double *op = out + (int64_t)p * d + h * hd;
             for (int32_t j = 0; j < hd; j++) op[j] = 0.0;
@@ -241,16 +218,18 @@ CLONES static void attention_backward(double *dq, double *dk, double *dv, double
 }
 
 /* ------------------------------------------------------------------------ */
-/* softmax cross-entropy, mean over positions: probs keep each row's softmax */
+/* softmax cross-entropy, mean over positions: probs keep each row's softmax,
+   ex its exps before the division */
 
-static double nll_forward(double *probs, const double *logits, const int32_t *target, int32_t n, int32_t V) {
+static double nll_forward(double *probs, double *ex, const double *logits, const int32_t *target, int32_t n,
+                          int32_t V) {
     double sum = 0.0;
     for (int32_t p = 0; p < n; p++) {
         const double *l = logits + (int64_t)p * V;
         double *pr = probs + (int64_t)p * V, m = l[0], total = 0.0;
         for (int32_t i = 1; i < V; i++)
             if (l[i] > m) m = l[i];
-        for (int32_t i = 0; i < V; i++) total += pr[i] = exp(l[i] + -m);
+        for (int32_t i = 0; i < V; i++) total += ex[(int64_t)p * V + i] = pr[i] = exp(l[i] + -m);
         const double inv = pow(total, -1.0);
         for (int32_t i = 0; i < V; i++) pr[i] *= inv;
         sum += log(pr[target[p]]) * -1.0;
@@ -271,34 +250,31 @@ static void nll_backward(double *probs, const int32_t *target, int32_t n, int32_
 /* ------------------------------------------------------------------------ */
 /* the model (model.gpt over all positions): sizes, forward, backward */
 
-#define PARAM(i) (params + d->offs[i])
-#define GRAD(i) (grads + d->offs[i])
-enum { WTE, WPE, LM_HEAD, LAYER0 }; /* offs: then per layer these six */
-enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
 
 /* Carve the buffer: activations (kept for backward), then backward's scratch. */
 static int32_t layout(mg_doc *d) {
     const int64_t n = d->n, nd = n * d->d, nf = 4 * nd, att = (int64_t)d->H * n * n;
     const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d; /* the widest linear's nout */
     const int64_t panel = 8 * (wide > n ? wide : n);         /* gemm's K is nin, nout or n */
-    const int64_t need = nd + n + nd + n * d->V + n * wide + panel + d->L * (8 * nd + nf + 2 * n + att)
+    const int64_t need = nd + n + nd + 2 * n * d->V + n * wide + panel + d->L * (8 * nd + nf + 2 * n + 2 * att)
                          + 6 * nd + nf + n;
     layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
-    if (!l) return fail(d, MG_ENOMEM, "cannot allocate a document's layers");
+    if (!l) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's layers");
     d->layers = l;
     if (need > d->cap) {
         double *b = realloc(d->buf, (size_t)need * sizeof(double));
-        if (!b) return fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a document", (long long)need);
+        if (!b) return doc_fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a document", (long long)need);
         d->buf = b, d->cap = need;
     }
     double *b = d->buf;
 #define TAKE(ptr, size) (ptr = b, b += (size))
-    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->dyt, n * wide);
+    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->ex, n * d->V);
+    TAKE(d->dyt, n * wide);
     TAKE(d->panel, panel);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
         TAKE(a->xin, nd), TAKE(a->xn, nd), TAKE(a->r1, n), TAKE(a->q, nd), TAKE(a->k, nd), TAKE(a->v, nd);
-        TAKE(a->att, att), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
+        TAKE(a->att, att), TAKE(a->ex, att), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
     }
     TAKE(d->grad_buf, 6 * nd + nf + n); /* backward's dx, dxn, dq, dk, dv, da, dh, dw */
 #undef TAKE
@@ -307,7 +283,7 @@ static int32_t layout(mg_doc *d) {
 
 #define NORM(y, r, x) \
     if ((bad = rmsnorm_forward(y, r, x, n, D)) >= 0) \
-        return fail(d, MG_EMATH, "rmsnorm made a non-finite number (position %d: its sum of squares)", bad)
+        return doc_fail(d, MG_EMATH, "rmsnorm made a non-finite number (position %d: its sum of squares)", bad)
 
 CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
     const int32_t n = d->n, D = d->d, F = 4 * D;
@@ -329,7 +305,7 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
         linear_forward(a->q, a->xn, params + o[WQ], d->panel, n, D, D);
         linear_forward(a->k, a->xn, params + o[WK], d->panel, n, D, D);
         linear_forward(a->v, a->xn, params + o[WV], d->panel, n, D, D);
-        attention_forward(a->a, a->att, a->q, a->k, a->v, n, D, d->H);
+        attention_forward(a->a, a->att, a->ex, a->q, a->k, a->v, n, D, d->H);
         linear_forward(a->xmid, a->a, params + o[WO], d->panel, n, D, D);
         for (int64_t i = 0; i < nD; i++) a->xmid[i] += a->xin[i];
         NORM(a->xn2, a->r2, a->xmid);
@@ -341,8 +317,8 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
     }
     linear_forward(d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
     if ((r = all_finite(d, "lm_head", d->probs, n, d->V))) return r;
-    *loss = nll_forward(d->probs, d->probs, d->tok + 1, n, d->V);
-    return isfinite(*loss) ? 0 : fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
+    *loss = nll_forward(d->probs, d->ex, d->probs, d->tok + 1, n, d->V);
+    return isfinite(*loss) ? 0 : doc_fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
 }
 
 CLONES static void backward(mg_doc *d, const double *params, double *grads, double dloss) {
@@ -388,7 +364,7 @@ mg_doc *mg_doc_new(void) { return calloc(1, sizeof(mg_doc)); }
 
 void mg_doc_free(mg_doc *d) {
     if (!d) return;
-    free(d->buf), free(d->layers), free(d->offs), free(d->tok), free(d);
+    free(d->buf), free(d->xbuf), free(d->layers), free(d->offs), free(d->tok), free(d);
 }
 
 const char *mg_doc_error(mg_doc *d) { return d ? d->err : "no document kernel (NULL)"; }
@@ -398,33 +374,33 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
                        const int32_t *tokens, int32_t ntok, int32_t n, double *loss) {
     if (!d) return MG_EARG;
     d->ready = 0;
-    if (!params || !offs || !tokens || !loss) return fail(d, MG_EARG, "doc_forward: a NULL array");
+    if (!params || !offs || !tokens || !loss) return doc_fail(d, MG_EARG, "doc_forward: a NULL array");
     if (vocab < 1 || vocab > MAX_VOCAB || n_embd < 1 || n_embd > MAX_DIM || n_head < 1 || n_embd % n_head ||
         n_layer < 0 || n_layer > MAX_LAYER || block_size < 1 || block_size > MAX_DIM)
-        return fail(d, MG_EARG, "doc_forward: bad model size (vocab %d, n_embd %d, n_head %d, n_layer %d, "
+        return doc_fail(d, MG_EARG, "doc_forward: bad model size (vocab %d, n_embd %d, n_head %d, n_layer %d, "
                     "block_size %d)", vocab, n_embd, n_head, n_layer, block_size);
     if (n < 1 || n > block_size || ntok < n + 1)
-        return fail(d, MG_EARG, "doc_forward: %d positions need 1 to block_size (%d) and %d tokens, not %d",
+        return doc_fail(d, MG_EARG, "doc_forward: %d positions need 1 to block_size (%d) and %d tokens, not %d",
                     n, block_size, n + 1, ntok);
     if (noffs != LAYER0 + NLAYERW * n_layer)
-        return fail(d, MG_EARG, "doc_forward: %d offsets for %d layers, not %d", LAYER0 + NLAYERW * n_layer,
+        return doc_fail(d, MG_EARG, "doc_forward: %d offsets for %d layers, not %d", LAYER0 + NLAYERW * n_layer,
                     n_layer, noffs);
     const int64_t D = n_embd, size[] = {vocab * D, block_size * D, vocab * D, D * D, D * D, D * D, D * D,
                                         4 * D * D, 4 * D * D};
     for (int32_t i = 0; i < noffs; i++) {
         const int64_t sz = size[i < LAYER0 ? i : LAYER0 + (i - LAYER0) % NLAYERW];
         if (offs[i] < 0 || nparams < sz || offs[i] > nparams - sz)
-            return fail(d, MG_EARG, "doc_forward: parameter matrix %d (%lld doubles at %lld) is not in the %lld "
+            return doc_fail(d, MG_EARG, "doc_forward: parameter matrix %d (%lld doubles at %lld) is not in the %lld "
                         "parameters", i, (long long)sz, (long long)offs[i], (long long)nparams);
     }
     for (int32_t i = 0; i <= n; i++)
         if (tokens[i] < 0 || tokens[i] >= vocab)
-            return fail(d, MG_EARG, "doc_forward: token %d is %d, not in [0, %d)", i, tokens[i], vocab);
+            return doc_fail(d, MG_EARG, "doc_forward: token %d is %d, not in [0, %d)", i, tokens[i], vocab);
     int64_t *o = realloc(d->offs, (size_t)noffs * sizeof *o);
     if (o) d->offs = o;
     int32_t *t = realloc(d->tok, (size_t)(n + 1) * sizeof *t);
     if (t) d->tok = t;
-    if (!o || !t) return fail(d, MG_ENOMEM, "cannot allocate a document's tokens");
+    if (!o || !t) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's tokens");
     memcpy(d->offs, offs, (size_t)noffs * sizeof *o);
     memcpy(d->tok, tokens, (size_t)(n + 1) * sizeof *t);
     d->V = vocab, d->d = n_embd, d->H = n_head, d->L = n_layer, d->n = n, d->nparams = nparams;
@@ -435,14 +411,24 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
     return r;
 }
 
-int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss) {
+int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss,
+                        int32_t exact) {
     if (!d) return MG_EARG;
-    if (!params || !grads) return fail(d, MG_EARG, "doc_backward: a NULL array");
-    if (!d->ready) return fail(d, MG_EARG, "a whole-document loss's backward runs once per graph: reset first");
+    if (!params || !grads) return doc_fail(d, MG_EARG, "doc_backward: a NULL array");
+    if (!d->ready) return doc_fail(d, MG_EARG, "a whole-document loss's backward runs once per graph: reset first");
     if (nparams != d->nparams)
-        return fail(d, MG_EARG, "doc_backward: %lld parameters, not the forward's %lld", (long long)nparams,
+        return doc_fail(d, MG_EARG, "doc_backward: %lld parameters, not the forward's %lld", (long long)nparams,
                     (long long)d->nparams);
+    if (exact) {
+        const int64_t need = doc_exact_scratch(d);
+        if (need > d->xcap) {
+            double *b = realloc(d->xbuf, (size_t)need * sizeof(double));
+            if (!b) return doc_fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a backward", (long long)need);
+            d->xbuf = b, d->xcap = need;
+        }
+    }
     d->ready = 0;
-    backward(d, params, grads, dloss);
+    if (exact) doc_backward_exact(d, params, grads, dloss, d->xbuf);
+    else backward(d, params, grads, dloss);
     return 0;
 }

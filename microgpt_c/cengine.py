@@ -30,7 +30,7 @@ class CEngine(Engine):
         if doc == ffi.NULL:
             raise MemoryError("cannot allocate the document kernel")
         self.doc = ffi.gc(doc, lib.mg_doc_free)
-        self.whole_doc = mode == "fast"  # doc_loss by the whole-document kernel (doc_fast.c)
+        self.whole_doc = True  # doc_loss by the whole-document kernel (doc_fast.c, doc_exact.c)
         self._doc_loss = None  # the loss node of the kernel's forward since the reset
         self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
 
@@ -100,10 +100,13 @@ class CEngine(Engine):
         return params
 
     def doc_loss(self, P, cfg, tokens, n, build=None):
-        """In fast mode with whole_doc: the document's loss from doc_fast.c's
-        forward, as a leaf node; backward from it runs the kernel's backward.
-        Otherwise build's ops, recorded once per document length and replayed
-        after (exact mode's backward then takes its cached order)."""
+        """With whole_doc: the document's loss from the whole-document
+        kernel's forward, as a leaf node; backward from it runs the kernel's
+        backward (exact mode's: the reference's gradients, doc_exact.c). In
+        the verifying mode, exact mode also builds build's nodes, whose
+        backward then runs both ways and compares. Without whole_doc: build's
+        ops, recorded once per document length and replayed after (exact
+        mode's backward then takes its cached order)."""
         if not self.whole_doc:
             return self.run(build, tokens, key=("doc_loss", n), doc=True)
         if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
@@ -115,7 +118,13 @@ class CEngine(Engine):
         self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), P["wte"][1],
                                         cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n,
                                         loss))
-        self._doc_loss = self._ok(lib.mg_leaf(self.s, loss[0]))
+        if self.verify and self.mode == "exact":
+            self._doc_loss = self.run(build, tokens)
+            if self.value(self._doc_loss) != loss[0]:
+                raise ArithmeticError(f"verifying: the kernel's loss is {loss[0]!r}, the graph's "
+                                      f"{self.value(self._doc_loss)!r}")
+        else:
+            self._doc_loss = self._ok(lib.mg_leaf(self.s, loss[0]))
         return self._doc_loss
 
     def _doc_ok(self, r):
@@ -211,11 +220,31 @@ class CEngine(Engine):
     def backward(self, loss):
         if self._doc_loss is None:
             self._ok(lib.mg_backward(self.s, loss))
+        elif loss == self._doc_loss and self.verify and self.mode == "exact":
+            self._verify_backward(loss)
         elif loss == self._doc_loss:
-            self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0))
+            self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0, self.mode == "exact"))
         else:  # the kernel's loss is a leaf: a node built on it, or an earlier one, would pass nothing on
             raise ValueError("since the reset, doc_loss ran the whole-document kernel: backward runs from its "
                              "last loss only (whole_doc = False builds the ops instead)")
+
+    def _verify_backward(self, loss):
+        """The reference's backward through the graph's nodes (the full sort),
+        then the kernel's from the same gradients: every parameter's must be
+        the same double, or an error names the first that is not (the
+        reference's gradients are kept)."""
+        n = self.v.nparams
+        before = self._read(0, n, 1)
+        self._ok(lib.mg_backward(self.s, loss))
+        ref = self._read(0, n, 1)
+        self._ok(lib.mg_write_params(self.s, before, n, 1))
+        self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, n, 1.0, 1))
+        got = self._read(0, n, 1)
+        if ffi.buffer(got) != ffi.buffer(ref):
+            i = next(i for i in range(n) if ffi.buffer(got)[8 * i:8 * i + 8] != ffi.buffer(ref)[8 * i:8 * i + 8])
+            self._ok(lib.mg_write_params(self.s, ref, n, 1))
+            raise ArithmeticError(f"verifying: parameter {i}'s gradient is {got[i]!r} by the kernel, {ref[i]!r} "
+                                  "by the reference's backward")
 
     def value(self, x):
         return self.values((x, 1))[0]

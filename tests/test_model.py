@@ -72,6 +72,7 @@ def test_replay_equals_fresh_build():
     """A replayed program (recorded on one document) builds, for another
     document of the same length, the graph a fresh build does."""
     E, tok, cfg = make_engine("c"), Tokenizer(DOCS), DEFAULT
+    E.whole_doc = False  # the op path: recorded once, then replayed
     P = init_params(E, cfg, tok.vocab_size, random.Random(0))
     docs = ["anna", "emma", "zoey", "liam"]  # all length 4
     for replay in (False, True):

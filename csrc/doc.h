@@ -1,0 +1,48 @@
+/* doc.h: what the whole-document kernels share (not part of the cdef): the
+   saved activations of one forward (doc_fast.c), which exact mode's backward
+   (doc_exact.c) reads too, and the kernels both use. */
+#ifndef MG_DOC_H
+#define MG_DOC_H
+#include <stdint.h>
+
+/* The kernels also in an AVX2 build, chosen at load time (GCC's
+   target_clones; no -march in the build). Without fast-math and with FP
+   contraction off the compiler never reassociates a sum nor fuses a multiply
+   and an add, so every build gives the same bits (the tests run whichever this
+   machine picks; the sanitizer run builds the plain one alone, -DMG_NO_CLONES). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+typedef struct {
+    double *xin, *xn, *r1, *q, *k, *v, *att, *ex, *a, *xmid, *xn2, *r2, *h;
+} layer_acts; /* att: attention's weights, ex: their exps before the division */
+
+struct mg_doc {
+    int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
+    int64_t nparams, *offs;       /* the forward's parameter layout */
+    int32_t *tok;                 /* the forward's n + 1 tokens */
+    double *buf, *x0, *r0, *xl, *probs, *ex, *dyt, *panel, *grad_buf; /* one allocation */
+    layer_acts *layers;
+    int64_t cap;
+    double *xbuf; /* exact mode's backward scratch (doc_exact.c) */
+    int64_t xcap;
+    char err[200];
+};
+
+#define PARAM(i) (params + d->offs[i])
+#define GRAD(i) (grads + d->offs[i])
+enum { WTE, WPE, LM_HEAD, LAYER0 }; /* offs: then per layer these six */
+enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
+
+int32_t doc_fail(mg_doc *d, int32_t code, const char *fmt, ...);
+/* c (m x nc) += a (m x K) b (K x nc, or with bt its transpose nc x K),
+   row-major, each output's terms added in ascending k; bp: scratch for 8 K
+   doubles */
+void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp, int32_t m,
+          int32_t K, int32_t nc, int bt);
+void doc_backward_exact(mg_doc *d, const double *params, double *grads, double dloss, double *scratch);
+int64_t doc_exact_scratch(const mg_doc *d);
+#endif

@@ -17,14 +17,14 @@
 #endif
 
 typedef struct {
-    double *xin, *xn, *r1, *q, *k, *v, *att, *ex, *a, *xmid, *xn2, *r2, *h;
-} layer_acts; /* att: attention's weights, ex: their exps before the division */
+    double *xin, *xn, *r1, *q, *k, *v, *att, *ex, *inv, *a, *xmid, *xn2, *r2, *h;
+} layer_acts; /* att: attention's weights; ex: their exps, inv: pow(sum of exps, -1) per head and position */
 
 struct mg_doc {
     int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
     int64_t nparams, *offs;       /* the forward's parameter layout */
     int32_t *tok;                 /* the forward's n + 1 tokens */
-    double *buf, *x0, *r0, *xl, *probs, *ex, *dyt, *panel, *grad_buf; /* one allocation */
+    double *buf, *x0, *r0, *xl, *probs, *ex, *inv, *dyt, *panel, *grad_buf; /* one allocation; ex, inv: nll's */
     layer_acts *layers;
     int64_t cap;
     double *xbuf; /* exact mode's backward scratch (doc_exact.c) */
@@ -39,10 +39,10 @@ enum { WQ, WK, WV, WO, FC1, FC2, NLAYERW };
 
 int32_t doc_fail(mg_doc *d, int32_t code, const char *fmt, ...);
 /* c (m x nc) += a (m x K) b (K x nc, or with bt its transpose nc x K),
-   row-major, each output's terms added in ascending k; bp: scratch for 8 K
-   doubles */
+   row-major, each output's terms added in ascending k (descending with krev);
+   bp: scratch for 8 K doubles */
 void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp, int32_t m,
-          int32_t K, int32_t nc, int bt);
+          int32_t K, int32_t nc, int bt, int krev);
 void doc_backward_exact(mg_doc *d, const double *params, double *grads, double dloss, double *scratch);
 int64_t doc_exact_scratch(const mg_doc *d);
 #endif

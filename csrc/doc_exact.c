@@ -33,34 +33,22 @@
 /* linear: y_o = sum_i W[o][i] x_i. Each product's gradient is its row's G_o;
    it adds x_i G_o to W[o][i] and W[o][i] G_o to x_i. */
 
-/* a (m x K, row-major) with its columns, or its rows, in reverse order */
-static void flip_cols(double *restrict out, const double *restrict a, int32_t m, int32_t K) {
-    for (int32_t r = 0; r < m; r++)
-        for (int32_t k = 0; k < K; k++) out[(int64_t)r * K + k] = a[(int64_t)r * K + K - 1 - k];
-}
-static void flip_rows(double *restrict out, const double *restrict a, int32_t m, int32_t K) {
-    for (int32_t r = 0; r < m; r++) memcpy(out + (int64_t)r * K, a + (int64_t)(m - 1 - r) * K, (size_t)K * sizeof *a);
-}
-
 /* dW += the n positions' contributions, the last position first:
-   dW[o][i] += G[p][o] x[p][i] for p = n-1 .. 0 (gemm adds in ascending k:
-   k runs over the positions reversed). t1: n nout doubles, t2: n nin. */
+   dW[o][i] += G[p][o] x[p][i] for p = n-1 .. 0 (gemm with k, the position,
+   descending). gt: n nout doubles. */
 static void weight_back(double *dw, const double *G, const double *x, int32_t n, int32_t nin, int32_t nout,
-                        double *t1, double *t2, double *bp) {
-    for (int32_t o = 0; o < nout; o++)
-        for (int32_t k = 0; k < n; k++) t1[(int64_t)o * n + k] = G[(int64_t)(n - 1 - k) * nout + o];
-    flip_rows(t2, x, n, nin);
-    gemm(dw, t1, t2, bp, nout, n, nin, 0);
+                        double *gt, double *bp) {
+    for (int32_t p = 0; p < n; p++)
+        for (int32_t o = 0; o < nout; o++) gt[(int64_t)o * n + p] = G[(int64_t)p * nout + o];
+    gemm(dw, gt, x, bp, nout, n, nin, 0, 1);
 }
 
 /* dx (zero on entry) = 0.0 + W[nout-1][i] G[p][nout-1] + ... + W[0][i] G[p][0]:
    a linear whose rows the walk visits first to last receives their
-   contributions last row first. t1: n nout doubles, t2: nout nin. */
+   contributions last row first (gemm with k, the row, descending). */
 static void input_back(double *dx, const double *G, const double *w, int32_t n, int32_t nin, int32_t nout,
-                       double *t1, double *t2, double *bp) {
-    flip_cols(t1, G, n, nout);
-    flip_rows(t2, w, nout, nin);
-    gemm(dx, t1, t2, bp, n, nout, nin, 0);
+                       double *bp) {
+    gemm(dx, G, w, bp, n, nout, nin, 0, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -70,7 +58,7 @@ static void input_back(double *dx, const double *G, const double *w, int32_t n, 
    the chain passes r's gradient down unchanged but for its two products.
    gx holds x's earlier contributions (the residual add's, where there is
    one); then come y_i's (r g_i) and the square's two (x_i g_sq each). */
-static void rmsnorm_back(double *gx, const double *gy, const double *x, const double *r, int32_t n, int32_t len) {
+CLONES static void rmsnorm_back(double *gx, const double *gy, const double *x, const double *r, int32_t n, int32_t len) {
     const double inv = pow(len, -1.0);
     for (int32_t p = 0; p < n; p++) {
         const double *xp = x + (int64_t)p * len, *gp = gy + (int64_t)p * len;
@@ -99,7 +87,7 @@ static void rmsnorm_back(double *gx, const double *gy, const double *x, const do
    the dots, the last t first. Every key and value receives one contribution
    per position, the positions last first (p runs down). dk, dv: zero on
    entry; gw: scratch for n doubles. */
-static void attention_back(double *dq, double *dk, double *dv, double *gw, const double *gout, const layer_acts *a,
+CLONES static void attention_back(double *dq, double *dk, double *dv, double *gw, const double *gout, const layer_acts *a,
                            int32_t n, int32_t D, int32_t H) {
     const int32_t hd = D / H;
     const double c = pow(pow(hd, 0.5), -1.0);
@@ -108,9 +96,9 @@ static void attention_back(double *dq, double *dk, double *dv, double *gw, const
             const int64_t at = ((int64_t)h * n + p) * n, hs = h * hd;
             const double *w = a->att + at, *e = a->ex + at, *g = gout + (int64_t)p * D + hs;
             const double *qp = a->q + (int64_t)p * D + hs;
-            double total = 0.0;
+            double total = 0.0; /* the forward's sum again, and its pow(total, -1) */
             for (int32_t t = 0; t <= p; t++) total += e[t];
-            const double inv = pow(total, -1.0), dinv = -1.0 * pow(total, -2.0);
+            const double inv = a->inv[(int64_t)h * n + p], dinv = -1.0 * pow(total, -2.0);
             for (int32_t t = 0; t <= p; t++) {
                 const double *vt = a->v + (int64_t)t * D + hs;
                 double *dvt = dv + (int64_t)t * D + hs, s = 0.0;
@@ -166,14 +154,15 @@ static void qkv_order(double *t1, double *t2, const double *const G[3], const do
    pow node is reached. The walk visits e_t through p_t, then total's chain:
    e_t receives from p_t first. Each loss's gradient is (1/n) dloss, through
    the mean's mul and its chain of adds. G: the logits' gradients. */
-static void nll_back(double *G, const double *ex, const int32_t *target, int32_t n, int32_t V, double dloss) {
+static void nll_back(double *G, const double *ex, const double *invs, const int32_t *target, int32_t n, int32_t V,
+                     double dloss) {
     const double gl = 0.0 + 1.0 / n * dloss;
     for (int32_t p = 0; p < n; p++) {
         const double *e = ex + (int64_t)p * V;
         const int32_t t = target[p];
         double total = 0.0;
         for (int32_t i = 0; i < V; i++) total += e[i];
-        const double inv = pow(total, -1.0), dinv = -1.0 * pow(total, -2.0), prob = e[t] * inv;
+        const double inv = invs[p], dinv = -1.0 * pow(total, -2.0), prob = e[t] * inv;
         const double gprob = 0.0 + 1 / prob * (0.0 + -1.0 * gl); /* log's local gradient is 1 / p */
         const double gtotal = 0.0 + dinv * (0.0 + e[t] * gprob);
         for (int32_t i = 0; i < V; i++) {
@@ -191,10 +180,10 @@ int64_t doc_exact_scratch(const mg_doc *d) {
     int64_t wide = d->V > F ? d->V : F; /* the widest linear's nout (q, k, v together: 3D) */
     if (3 * D > wide) wide = 3 * D;
     const int64_t rows = wide > n ? wide : n;
-    return n * d->V + 7 * nD + 2 * n * F + n + n * wide + rows * F + 8 * rows;
+    return n * d->V + 7 * nD + 2 * n * F + n + n * wide + 3 * D * D + 8 * rows;
 }
 
-void doc_backward_exact(mg_doc *d, const double *params, double *grads, double dloss, double *b) {
+CLONES void doc_backward_exact(mg_doc *d, const double *params, double *grads, double dloss, double *b) {
     const int32_t n = d->n, D = d->d, F = 4 * D, V = d->V;
     const int64_t nD = (int64_t)n * D;
     double *G = b, *gx = G + (int64_t)n * V, *gmid = gx + nD, *dxn = gmid + nD, *datt = dxn + nD;
@@ -202,16 +191,16 @@ void doc_backward_exact(mg_doc *d, const double *params, double *grads, double d
     double *dhr = dh + (int64_t)n * F, *gw = dhr + (int64_t)n * F, *t1 = gw + n;
     int64_t wide = V > F ? V : F;
     if (3 * D > wide) wide = 3 * D;
-    double *t2 = t1 + n * wide, *bp = t2 + (wide > n ? wide : n) * F;
+    double *t2 = t1 + n * wide, *bp = t2 + 3 * D * D;
 
-    nll_back(G, d->ex, d->tok + 1, n, V, dloss);
+    nll_back(G, d->ex, d->inv, d->tok + 1, n, V, dloss);
     /* lm_head: its rows are visited from the target's, then 0, 1, ... without
        it: x receives the target row's contribution last */
-    weight_back(GRAD(LM_HEAD), G, d->xl, n, D, V, t1, t2, bp);
+    weight_back(GRAD(LM_HEAD), G, d->xl, n, D, V, t1, bp);
     double *gt = dh; /* each position's target gradient, set aside */
     for (int32_t p = 0; p < n; p++) gt[p] = G[(int64_t)p * V + d->tok[p + 1]], G[(int64_t)p * V + d->tok[p + 1]] = 0.0;
     memset(gx, 0, nD * sizeof(double)); /* adding the zeroed term's +-0 changes no sum: none is -0 */
-    input_back(gx, G, PARAM(LM_HEAD), n, D, V, t1, t2, bp);
+    input_back(gx, G, PARAM(LM_HEAD), n, D, V, bp);
     for (int32_t p = 0; p < n; p++)
         for (int32_t i = 0; i < D; i++) gx[(int64_t)p * D + i] += PARAM(LM_HEAD)[(int64_t)d->tok[p + 1] * D + i] * gt[p];
 
@@ -219,29 +208,29 @@ void doc_backward_exact(mg_doc *d, const double *params, double *grads, double d
         const layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         /* out = f + xmid: f and xmid each receive gx, xmid before its rmsnorm's */
-        weight_back(grads + o[FC2], gx, a->h, n, F, D, t1, t2, bp);
+        weight_back(grads + o[FC2], gx, a->h, n, F, D, t1, bp);
         memset(dhr, 0, (size_t)n * F * sizeof(double));
-        input_back(dhr, gx, params + o[FC2], n, F, D, t1, t2, bp);
+        input_back(dhr, gx, params + o[FC2], n, F, D, bp);
         for (int64_t i = 0; i < (int64_t)n * F; i++) dh[i] = a->h[i] > 0.0 ? dhr[i] : 0.0; /* 0.0 + relu' g */
-        weight_back(grads + o[FC1], dh, a->xn2, n, D, F, t1, t2, bp);
+        weight_back(grads + o[FC1], dh, a->xn2, n, D, F, t1, bp);
         memset(dxn, 0, nD * sizeof(double));
-        input_back(dxn, dh, params + o[FC1], n, D, F, t1, t2, bp);
+        input_back(dxn, dh, params + o[FC1], n, D, F, bp);
         memcpy(gmid, gx, nD * sizeof(double));
         rmsnorm_back(gmid, dxn, a->xmid, a->r2, n, D);
         /* xmid = o + x: o and x each receive gmid, x before its rmsnorm's */
-        weight_back(grads + o[WO], gmid, a->a, n, D, D, t1, t2, bp);
+        weight_back(grads + o[WO], gmid, a->a, n, D, D, t1, bp);
         memset(datt, 0, nD * sizeof(double));
-        input_back(datt, gmid, params + o[WO], n, D, D, t1, t2, bp);
+        input_back(datt, gmid, params + o[WO], n, D, D, bp);
         memset(dk, 0, 2 * nD * sizeof(double));
         attention_back(dq, dk, dv, gw, datt, a, n, D, d->H);
         const double *Gs[3] = {dq, dk, dv}, *Ws[3] = {params + o[WQ], params + o[WK], params + o[WV]};
-        for (int32_t m = 0; m < 3; m++) weight_back(grads + o[WQ + m], Gs[m], a->xn, n, D, D, t1, t2, bp);
+        for (int32_t m = 0; m < 3; m++) weight_back(grads + o[WQ + m], Gs[m], a->xn, n, D, D, t1, bp);
         memset(dxn, 0, nD * sizeof(double));
         qkv_order(t1, t2, Gs, Ws, 1, D, d->H, 1); /* position 0 */
-        gemm(dxn, t1, t2, bp, 1, 3 * D, D, 0);
+        gemm(dxn, t1, t2, bp, 1, 3 * D, D, 0, 0);
         if (n > 1) {
             qkv_order(t1, t2, Gs, Ws, n, D, d->H, 0);
-            gemm(dxn + D, t1 + 3 * D, t2, bp, n - 1, 3 * D, D, 0);
+            gemm(dxn + D, t1 + 3 * D, t2, bp, n - 1, 3 * D, D, 0, 0);
         }
         memcpy(gx, gmid, nD * sizeof(double));
         rmsnorm_back(gx, dxn, a->xin, a->r1, n, D);

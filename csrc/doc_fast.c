@@ -42,8 +42,8 @@ static int32_t all_finite(mg_doc *d, const char *what, const double *x, int32_t 
 /* ------------------------------------------------------------------------ */
 /* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major. All
    three of its products are one kernel, gemm: c += a b, each output's sum
-   taken over k in ascending order, so a vector of 4 outputs in a register
-   gets the same bits as one output at a time. */
+   taken over k in ascending (or, with krev, descending) order, so a vector of
+   4 outputs in a register gets the same bits as one output at a time. */
 
 typedef double v4 __attribute__((vector_size(32)));
 #define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4)) /* unaligned; macros: no v4 crosses a call */
@@ -56,14 +56,14 @@ typedef double v4 __attribute__((vector_size(32)));
    constants at each call, and the function is inlined there. */
 #define INLINE static inline __attribute__((always_inline))
 INLINE void block(double *restrict c, const double *restrict a, const double *restrict bp, int32_t K, int32_t nc,
-                  int32_t p, int32_t o, int R, int W) {
+                  int32_t p, int32_t o, int R, int W, int krev) {
     v4 acc[4][2], bk[2];
     for (int r = 0; r < R; r++)
         for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
     for (int32_t k = 0; k < K; k++) {
         for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
         for (int r = 0; r < R; r++) {
-            const double ar = a[(int64_t)(p + r) * K + k];
+            const double ar = a[(int64_t)(p + r) * K + (krev ? K - 1 - k : k)];
             const v4 av = {ar, ar, ar, ar};
             for (int h = 0; h < W / 4; h++) acc[r][h] += av * bk[h];
         }
@@ -75,31 +75,39 @@ INLINE void block(double *restrict c, const double *restrict a, const double *re
 /* b's element (k, o): b is K x nc, or with bt nc x K (its transpose is used) */
 #define B(k, o) (bt ? b[(int64_t)(o) * K + (k)] : b[(int64_t)(k) * nc + (o)])
 
-/* W columns of c from column o, every row: b's columns packed once */
+/* W columns of c from column o, every row: b's columns packed once, in the
+   order k is taken */
 INLINE void columns(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
-                    int32_t m, int32_t K, int32_t nc, int bt, int32_t o, int W) {
+                    int32_t m, int32_t K, int32_t nc, int bt, int32_t o, int W, int krev) {
     for (int32_t k = 0; k < K; k++)
-        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(k, o + j);
+        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(krev ? K - 1 - k : k, o + j);
     int32_t p = 0;
-    for (; p + 4 <= m; p += 4) block(c, a, bp, K, nc, p, o, 4, W);
-    for (; p < m; p++) block(c, a, bp, K, nc, p, o, 1, W);
+    for (; p + 4 <= m; p += 4) block(c, a, bp, K, nc, p, o, 4, W, krev);
+    for (; p < m; p++) block(c, a, bp, K, nc, p, o, 1, W, krev);
 }
 
-/* c (m x nc) += a (m x K) b (K x nc, or with bt its transpose nc x K),
-   row-major; bp: scratch for 8 K doubles */
-CLONES void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
-                        int32_t m, int32_t K, int32_t nc, int bt) {
+INLINE void gemm_in(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+                    int32_t m, int32_t K, int32_t nc, int bt, int krev) {
     int32_t o = 0;
-    for (; o + 8 <= nc; o += 8) columns(c, a, b, bp, m, K, nc, bt, o, 8);
-    for (; o + 4 <= nc; o += 4) columns(c, a, b, bp, m, K, nc, bt, o, 4);
+    for (; o + 8 <= nc; o += 8) columns(c, a, b, bp, m, K, nc, bt, o, 8, krev);
+    for (; o + 4 <= nc; o += 4) columns(c, a, b, bp, m, K, nc, bt, o, 4, krev);
     for (; o < nc; o++)
         for (int32_t p = 0; p < m; p++) {
             double acc = c[(int64_t)p * nc + o];
-            for (int32_t k = 0; k < K; k++) acc += a[(int64_t)p * K + k] * B(k, o);
+            for (int32_t i = 0; i < K; i++) {
+                const int32_t k = krev ? K - 1 - i : i;
+                acc += a[(int64_t)p * K + k] * B(k, o);
+            }
             c[(int64_t)p * nc + o] = acc;
         }
 }
 #undef B
+
+CLONES void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
+                 int32_t m, int32_t K, int32_t nc, int bt, int krev) {
+    if (krev) gemm_in(c, a, b, bp, m, K, nc, bt, 1); /* each a constant where it is inlined */
+    else gemm_in(c, a, b, bp, m, K, nc, bt, 0);
+}
 
 /* a (rows x cols) into t (cols x rows) */
 static void transpose(double *restrict t, const double *restrict a, int32_t rows, int32_t cols) {
@@ -111,15 +119,15 @@ static void transpose(double *restrict t, const double *restrict a, int32_t rows
 static void linear_forward(double *y, const double *x, const double *w, double *bp, int32_t n, int32_t nin,
                            int32_t nout) {
     memset(y, 0, (size_t)n * nout * sizeof(double));
-    gemm(y, x, w, bp, n, nin, nout, 1);
+    gemm(y, x, w, bp, n, nin, nout, 1, 0);
 }
 
 /* dx += dy W (dx may be NULL: not wanted); dW += dy^T x (dyt: scratch for dy^T) */
 static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *dyt,
                             double *bp, int32_t n, int32_t nin, int32_t nout) {
-    if (dx) gemm(dx, dy, w, bp, n, nout, nin, 0);
+    if (dx) gemm(dx, dy, w, bp, n, nout, nin, 0, 0);
     transpose(dyt, dy, n, nout);
-    gemm(dw, dyt, x, bp, nout, n, nin, 0);
+    gemm(dw, dyt, x, bp, nout, n, nin, 0, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -156,8 +164,8 @@ static void rmsnorm_backward(double *dx, const double *dy, const double *x, cons
    (q_h[p] . k_h[t]) * c, c = pow(pow(hd, 0.5), -1); out_h[p] = sum_t w_t v_h[t].
    att[(h * n + p) * n + t] keeps the weights. */
 
-CLONES static void attention_forward(double *out, double *att, double *ex, const double *q, const double *k,
-                                     const double *v, int32_t n, int32_t d, int32_t H) {
+CLONES static void attention_forward(double *out, double *att, double *ex, double *invs, const double *q,
+                                     const double *k, const double *v, int32_t n, int32_t d, int32_t H) {
     const int32_t hd = d / H;
     const double c = pow(pow(hd, 0.5), -1.0);
     for (int32_t h = 0; h < H; h++)
@@ -173,7 +181,7 @@ CLONES static void attention_forward(double *out, double *att, double *ex, const
                 if (w[t] > m) m = w[t];
             }
             for (int32_t t = 0; t <= p; t++) total += e[t] = w[t] = exp(w[t] + -m);
-            const double inv = pow(total, -1.0);
+            const double inv = invs[(int64_t)h * n + p] = pow(total, -1.0);
             double *op = out + (int64_t)p * d + h * hd;
             for (int32_t j = 0; j < hd; j++) op[j] = 0.0;
             for (int32_t t = 0; t <= p; t++) {
@@ -221,8 +229,8 @@ CLONES static void attention_backward(double *dq, double *dk, double *dv, double
 /* softmax cross-entropy, mean over positions: probs keep each row's softmax,
    ex its exps before the division */
 
-static double nll_forward(double *probs, double *ex, const double *logits, const int32_t *target, int32_t n,
-                          int32_t V) {
+static double nll_forward(double *probs, double *ex, double *invs, const double *logits, const int32_t *target,
+                          int32_t n, int32_t V) {
     double sum = 0.0;
     for (int32_t p = 0; p < n; p++) {
         const double *l = logits + (int64_t)p * V;
@@ -230,7 +238,7 @@ static double nll_forward(double *probs, double *ex, const double *logits, const
         for (int32_t i = 1; i < V; i++)
             if (l[i] > m) m = l[i];
         for (int32_t i = 0; i < V; i++) total += ex[(int64_t)p * V + i] = pr[i] = exp(l[i] + -m);
-        const double inv = pow(total, -1.0);
+        const double inv = invs[p] = pow(total, -1.0);
         for (int32_t i = 0; i < V; i++) pr[i] *= inv;
         sum += log(pr[target[p]]) * -1.0;
     }
@@ -256,8 +264,8 @@ static int32_t layout(mg_doc *d) {
     const int64_t n = d->n, nd = n * d->d, nf = 4 * nd, att = (int64_t)d->H * n * n;
     const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d; /* the widest linear's nout */
     const int64_t panel = 8 * (wide > n ? wide : n);         /* gemm's K is nin, nout or n */
-    const int64_t need = nd + n + nd + 2 * n * d->V + n * wide + panel + d->L * (8 * nd + nf + 2 * n + 2 * att)
-                         + 6 * nd + nf + n;
+    const int64_t need = nd + 2 * n + nd + 2 * n * d->V + n * wide + panel
+                         + d->L * (8 * nd + nf + 2 * n + 2 * att + d->H * n) + 6 * nd + nf + n;
     layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
     if (!l) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's layers");
     d->layers = l;
@@ -268,13 +276,13 @@ static int32_t layout(mg_doc *d) {
     }
     double *b = d->buf;
 #define TAKE(ptr, size) (ptr = b, b += (size))
-    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->ex, n * d->V);
+    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->ex, n * d->V), TAKE(d->inv, n);
     TAKE(d->dyt, n * wide);
     TAKE(d->panel, panel);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
         TAKE(a->xin, nd), TAKE(a->xn, nd), TAKE(a->r1, n), TAKE(a->q, nd), TAKE(a->k, nd), TAKE(a->v, nd);
-        TAKE(a->att, att), TAKE(a->ex, att), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
+        TAKE(a->att, att), TAKE(a->ex, att), TAKE(a->inv, d->H * n), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
     }
     TAKE(d->grad_buf, 6 * nd + nf + n); /* backward's dx, dxn, dq, dk, dv, da, dh, dw */
 #undef TAKE
@@ -305,7 +313,7 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
         linear_forward(a->q, a->xn, params + o[WQ], d->panel, n, D, D);
         linear_forward(a->k, a->xn, params + o[WK], d->panel, n, D, D);
         linear_forward(a->v, a->xn, params + o[WV], d->panel, n, D, D);
-        attention_forward(a->a, a->att, a->ex, a->q, a->k, a->v, n, D, d->H);
+        attention_forward(a->a, a->att, a->ex, a->inv, a->q, a->k, a->v, n, D, d->H);
         linear_forward(a->xmid, a->a, params + o[WO], d->panel, n, D, D);
         for (int64_t i = 0; i < nD; i++) a->xmid[i] += a->xin[i];
         NORM(a->xn2, a->r2, a->xmid);
@@ -317,7 +325,7 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
     }
     linear_forward(d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
     if ((r = all_finite(d, "lm_head", d->probs, n, d->V))) return r;
-    *loss = nll_forward(d->probs, d->ex, d->probs, d->tok + 1, n, d->V);
+    *loss = nll_forward(d->probs, d->ex, d->inv, d->probs, d->tok + 1, n, d->V);
     return isfinite(*loss) ? 0 : doc_fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
 }
 

@@ -10,6 +10,7 @@ the first call compares the two on a small list and, if they ever differ,
 leaves the work to random.shuffle from then on. verify=True compares every call
 (the tests)."""
 import functools
+import operator
 import random
 
 from ._engine import ffi, lib
@@ -22,7 +23,8 @@ def _c_shuffle(rng, x):
     if lib.mg_shuffle(mt, perm, len(x)):
         raise ValueError("not a state of Python's random generator")
     rng.setstate((version, tuple(mt), gauss_next))
-    x[:] = [x[i] for i in memoryview(ffi.buffer(perm)).cast("i")]  # the int32s read in place
+    if len(x) > 1:  # itemgetter of one index gives the item, not a tuple
+        x[:] = operator.itemgetter(*memoryview(ffi.buffer(perm)).cast("i"))(x)  # the int32s read in place
 
 
 def _same(rng, x):

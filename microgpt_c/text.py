@@ -58,6 +58,11 @@ def check_docs(docs, what="docs"):
     printable text (what load_docs gives), naming the first bad one."""
     if not isinstance(docs, list) or not docs:
         raise ValueError(f"{what} must be a non-empty list of documents")
+    try:  # all at once (two passes in C); the loop below names what is wrong
+        if all(docs) and not UNPRINTABLE.search("\n".join(docs)):
+            return
+    except TypeError:  # not all strings
+        pass
     for i, doc in enumerate(docs):
         if not isinstance(doc, str) or not doc:
             raise ValueError(f"{what}[{i}] must be a non-empty string, not {doc!r}")

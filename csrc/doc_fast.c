@@ -377,6 +377,8 @@ void mg_doc_free(mg_doc *d) {
 
 const char *mg_doc_error(mg_doc *d) { return d ? d->err : "no document kernel (NULL)"; }
 
+int64_t mg_doc_doubles(mg_doc *d) { return d ? d->cap + d->xcap : 0; }
+
 int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const int64_t *offs, int32_t noffs,
                        int32_t vocab, int32_t n_embd, int32_t n_head, int32_t n_layer, int32_t block_size,
                        const int32_t *tokens, int32_t ntok, int32_t n, double *loss) {

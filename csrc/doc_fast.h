@@ -13,6 +13,7 @@ typedef struct mg_doc mg_doc; /* opaque: the saved activations of one forward */
 mg_doc *mg_doc_new(void);
 void mg_doc_free(mg_doc *d);
 const char *mg_doc_error(mg_doc *d); /* the last failed call's message */
+int64_t mg_doc_doubles(mg_doc *d);   /* the doubles its buffers hold now (memory.py's estimate is checked on it) */
 
 /* The mean next-token loss over the first n positions of tokens[0..ntok) into
    *loss. MG_EARG for a bad size, offset or token, MG_ENOMEM, MG_EMATH for a

@@ -14,6 +14,16 @@ GRAPHS = {
                                     + L * (P * (24 * d * d + 22 * d + H + 12) + (4 * d + 9 * H) * P * (P + 1) // 2)),
     "fast": lambda d, V, L, H, P: P * (2 * d + 2 * V + 1) + L * (18 * d * P + H * P * (P + 1) // 2) + 1,
 }
+
+
+def kernel_doubles(d, V, L, H, P):
+    """Doubles the C engine's whole-document kernels (csrc/doc_fast.c,
+    doc_exact.c) hold for a document of P positions: the forward's saved
+    activations and the exact backward's scratch (an upper bound)."""
+    wide = max(V, 4 * d, P)
+    return P * (3 * V + 2 * wide + 40 * d + 8) + L * P * (12 * d + 4 + H + 2 * H * P) + 3 * d * d + 16 * wide
+
+
 # What may limit this process's allocations: (what, resource limit, the use it counts in /proc/self/status)
 LIMITS = (("the address-space limit (RLIMIT_AS)", resource.RLIMIT_AS, "VmSize"),
           ("the data-segment limit (RLIMIT_DATA)", resource.RLIMIT_DATA, "VmData"))
@@ -56,9 +66,12 @@ def check(cfg, docs, tok, engine, mode):
     info, vocab_size = ENGINES[engine], tok.vocab_size
     positions = min(cfg.block_size, max(map(len, docs)) + 1)
     params = sum(r * c for r, c in param_shapes(cfg, vocab_size).values())
-    nodes = GRAPHS[mode](cfg.n_embd, vocab_size, cfg.n_layer, cfg.n_head, positions) if mode in info.node_bytes else 0
-    what = f"{params:,} parameters with Adam's moments, {nodes:,} nodes for a step of {positions} positions"
-    need, have = params * info.param_bytes + nodes * info.node_bytes.get(mode, 0), available()
+    shape = cfg.n_embd, vocab_size, cfg.n_layer, cfg.n_head, positions
+    nodes = GRAPHS[mode](*shape) if mode in info.node_bytes else 0
+    doubles = kernel_doubles(*shape) if info.kernel else 0
+    what = f"{params:,} parameters with Adam's moments, " + (
+        f"{doubles:,} numbers" if info.kernel else f"{nodes:,} nodes") + f" for a step of {positions} positions"
+    need, have = params * info.param_bytes + nodes * info.node_bytes.get(mode, 0) + 8 * doubles, available()
     if have is not None and need > have[0]:
         raise MemoryError(f"the run needs about {size(need)} ({what}), more than the {size(have[0])} of {have[1]}")
     if info.max_nodes is not None and params + nodes > info.max_nodes:

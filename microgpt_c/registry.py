@@ -12,12 +12,13 @@ class EngineInfo:
     as peak RSS over a run's first steps: param_bytes per parameter (the
     initial values as Python floats, the engine's copy, Adam's moments and the
     update's temporaries) and node_bytes per node of one step's graph, by mode
-    (a mode not listed: its graph is not estimated). needs: an optional package
-    it needs; max_nodes: parameters and one step's nodes together."""
+    (a mode not listed: its graph is not estimated), or with kernel the
+    whole-document kernels' numbers (memory.kernel_doubles). needs: an optional
+    package it needs; max_nodes: parameters and one step's nodes together."""
 
-    def __init__(self, module, cls, modes, param_bytes, node_bytes, needs=None, max_nodes=None):
+    def __init__(self, module, cls, modes, param_bytes, node_bytes, needs=None, max_nodes=None, kernel=False):
         self.module, self.cls, self.modes, self.needs = module, cls, modes, needs
-        self.param_bytes, self.node_bytes, self.max_nodes = param_bytes, node_bytes, max_nodes
+        self.param_bytes, self.node_bytes, self.max_nodes, self.kernel = param_bytes, node_bytes, max_nodes, kernel
 
     def available(self):
         return self.needs is None or importlib.util.find_spec(self.needs) is not None
@@ -26,9 +27,8 @@ class EngineInfo:
 ENGINES = {  # in bench's order: the first is its baseline
     # a Value: the object, its two tuples, its floats
     "python": EngineInfo("pyengine", "PyEngine", ("exact",), 400, {"exact": 300}),
-    # a node: value and gradient, 2 int32 children, 2 local gradients (40 bytes), and backward's
-    # order and stack; fast mode's fused ops also keep their tape
-    "c": EngineInfo("cengine", "CEngine", ("exact", "fast"), 120, {"exact": 48, "fast": 80}, max_nodes=2**31 - 1),
+    # training builds no graph: a document runs through the whole-document kernels, in both modes
+    "c": EngineInfo("cengine", "CEngine", ("exact", "fast"), 120, {}, max_nodes=2**31 - 1, kernel=True),
     # the benchmark's outside anchor: the same model code on float64 tensors (eager), or the model
     # as a PyTorch user writes it (user) (not measured: the C engine's figure per parameter, and no
     # estimate of autograd's graph)

@@ -149,22 +149,21 @@ def test_a_model_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatc
     monkeypatch.setattr(microgpt_c.run, "Adam", lambda *a: allocated.append("moments"))
     msg = one_line_error(*run_main("--n-embd", 2**20, "--steps", 1))
     assert re.fullmatch(r"the run needs (about [\d,.]+ [KMGTP]iB|[\d,]+ nodes) \(13,194,\d{3},\d{3},\d{3} parameters "
-                        r"with Adam's moments, [\d,]+ nodes for a step of 16 positions\), more than the .+", msg), msg
+                        r"with Adam's moments, [\d,]+ numbers for a step of 16 positions\), more than the .+", msg), msg
     with pytest.raises(MemoryError, match="the run needs"):  # the Python API: before anything is allocated too
         Run(microgpt_c.Config(n_embd=2**20), steps=1)
     assert allocated == []
 
 
 def test_the_estimate_is_the_documented_node_count():
-    """memory.GRAPHS counts what the C engine builds, in both modes (fast
-    mode's per-op graph: its whole-document kernel makes one node, an
-    estimate above what it needs)."""
+    """memory.GRAPHS counts what the C engine's op path builds, in both modes
+    (exact: the reference's graph, which the pure-Python engine builds)."""
     from microgpt_c import Config
     from microgpt_c.memory import GRAPHS
     cfg = Config(n_layer=2, n_embd=8, n_head=2, block_size=6)
     docs = ["abcdefghij", "ab"]
-    for mode in GRAPHS:
-        run = Run(cfg, docs, steps=4, mode=mode)
+    for engine, mode in [("c", "exact"), ("c", "fast")]:
+        run = Run(cfg, docs, steps=4, engine=engine, mode=mode)
         run.E.whole_doc = False
         for _ in range(4):
             run.train_step()
@@ -172,14 +171,31 @@ def test_the_estimate_is_the_documented_node_count():
             assert run.E.nodes() == GRAPHS[mode](8, run.tok.vocab_size, 2, 2, P)
 
 
+def test_the_kernels_estimate_bounds_what_they_hold():
+    """memory.kernel_doubles is at least what the whole-document kernels
+    allocate (read back from the C side) for odd shapes."""
+    from microgpt_c.memory import kernel_doubles
+    from microgpt_c import Config, Tokenizer
+    from microgpt_c.cengine import CEngine, lib
+    from microgpt_c.model import doc_loss, init_params
+    import random
+    for cfg in (Config(), Config(n_layer=3, n_embd=12, n_head=3, block_size=9), Config(n_layer=0, n_embd=40)):
+        E, tok = CEngine(), Tokenizer(["abcdefghijklmnopqrstuvwxyz" * 3])
+        P = init_params(E, cfg, tok.vocab_size, random.Random(0))
+        tokens = tok.encode("abcdefghijklmnopqrstuvwxyz" * 3)
+        E.backward(doc_loss(E, P, cfg, tokens))
+        n = min(cfg.block_size, len(tokens) - 1)
+        assert lib.mg_doc_doubles(E.doc) <= kernel_doubles(cfg.n_embd, tok.vocab_size, cfg.n_layer, cfg.n_head, n)
+
+
 def test_under_an_address_space_limit_a_run_too_big_is_one_line(tmp_path):
     limit = 700 * 2**20
-    p = child("--n-embd", 256, "--steps", 1, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE,
+    p = child("--n-embd", 1024, "--steps", 1, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE,
               stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=600)
     assert (p.returncode, out) == (2, ""), err
-    assert re.fullmatch(r"python -m microgpt_c: error: the run needs about 1\.\d GiB \(804,352 parameters with "
-                        r"Adam's moments, 25,641,123 nodes for a step of 16 positions\), more than the [\d.]+ MiB "
+    assert re.fullmatch(r"python -m microgpt_c: error: the run needs about 1\.\d GiB \(12,654,592 parameters with "
+                        r"Adam's moments, 4,197,904 numbers for a step of 16 positions\), more than the [\d.]+ MiB "
                         r"of room under the address-space limit \(RLIMIT_AS\)\n", err), err
     p = child(*SMALL, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=600)  # a run that fits still runs under the limit

@@ -2,14 +2,23 @@
 says what to do; the wheel is one abi3 wheel that installs and runs the
 reference's default run where there is no C compiler; clang builds the engine
 to gcc's bits, with and without the CPU-specific clones (csrc/clones.h)."""
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+from conftest import REPO, package_built
 
 BUILT = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")  # left by an in-place (editable) build
+
+
+def run(cmd, **kw):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, **kw)
+    assert r.returncode == 0, f"{cmd}:\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
+    return r.stdout
 
 
 def test_a_checkout_without_an_install_says_to_install(tmp_path):
@@ -25,3 +34,40 @@ def test_a_checkout_without_an_install_says_to_install(tmp_path):
     r = subprocess.run([sys.executable, "-E", "-S", "-c", "import microgpt_c"], cwd=tmp_path, capture_output=True,
                        text=True)
     assert r.returncode == 1 and r.stderr.splitlines()[-1] == "ImportError: " + line.split(": error: ")[1]
+
+
+# Both modes' losses and final parameters after 30 steps, as float64 bits, and
+# the file of the engine that ran (fast mode runs the AVX2 clones, exact mode
+# Adam's FMA clone, where the build has them and the CPU can).
+TRAINED = """import json, numpy as np, microgpt_c._engine as e
+from microgpt_c import Run
+out = {"engine": e.__file__}
+for mode in ("exact", "fast"):
+    run = Run(steps=30, mode=mode)
+    out[mode] = np.asarray(run.train() + list(run.E.param_values()), dtype=np.float64).view(np.uint64).tolist()
+print(json.dumps(out))"""
+CLANG = shutil.which("clang")
+
+
+def clang_major():
+    return int(run([CLANG, "-dumpversion"]).split(".")[0])
+
+
+@pytest.mark.skipif(CLANG is None, reason="clang is not installed (.ci/run installs Debian's clang)")
+@pytest.mark.parametrize("clones", [True, False], ids=["clones", "no-clones"])
+def test_clang_builds_the_engine_to_the_installed_builds_bits(tmp_path, clones):
+    """The engine built by clang (no warning under -Wall, with the build's
+    flags: no FP contraction, which clang does by default, nor builtin pow),
+    with the clones or -DMG_NO_CLONES, trains both modes to the same bits as
+    the installed build (gcc's, with the clones where they exist)."""
+    flags = "-Wall -Werror" + ("" if clones else " -DMG_NO_CLONES")
+    root = package_built(tmp_path, CC=CLANG, MICROGPT_CFLAGS=flags)
+    [so] = (root / "microgpt_c").glob("_engine*.so")
+    binary = so.read_bytes()
+    assert b"clang version" in binary  # clang's mark in .comment: it compiled the engine
+    can_clone = platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc" and clang_major() >= 14
+    assert (b".avx2" in binary) == (clones and can_clone)  # clones.h: as asked, where they exist
+    ours = json.loads(run([sys.executable, "-c", TRAINED], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(root))))
+    installed = json.loads(run([sys.executable, "-c", TRAINED], cwd=tmp_path))
+    assert ours.pop("engine") == str(so) and installed.pop("engine") != str(so)
+    assert ours == installed

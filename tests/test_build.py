@@ -5,12 +5,15 @@ to gcc's bits, with and without the CPU-specific clones (csrc/clones.h)."""
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
+import zipfile
 
 import pytest
-from conftest import REPO, package_built
+from conftest import GOLDEN, REPO, package_built, result_lines
 
 BUILT = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")  # left by an in-place (editable) build
 
@@ -34,6 +37,35 @@ def test_a_checkout_without_an_install_says_to_install(tmp_path):
     r = subprocess.run([sys.executable, "-E", "-S", "-c", "import microgpt_c"], cwd=tmp_path, capture_output=True,
                        text=True)
     assert r.returncode == 1 and r.stderr.splitlines()[-1] == "ImportError: " + line.split(": error: ")[1]
+
+
+def test_the_wheel_installs_and_runs_without_a_compiler(tmp_path):
+    """pip wheel gives one wheel, tagged for CPython's stable ABI (3.9 on),
+    with the engine built for it; a fresh venv installs it (its dependencies
+    from the index, as wheels) with no C compiler on PATH, and the default run
+    prints the reference's lines."""
+    src = tmp_path / "src"  # the files a source distribution has, without an earlier build's
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(REPO, name), src / name)
+    for name in ("csrc", "microgpt_c"):
+        shutil.copytree(os.path.join(REPO, name), src / name, ignore=BUILT)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", src])
+    [wheel] = os.listdir(tmp_path / "dist")
+    plat = re.sub(r"[-.]", "_", sysconfig.get_platform())
+    assert re.fullmatch(rf"microgpt_c-[^-]+-cp39-abi3-{plat}\.whl", wheel), wheel
+    assert "microgpt_c/_engine.abi3.so" in zipfile.ZipFile(tmp_path / "dist" / wheel).namelist()
+
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PATH=str(venv / "bin"), CC="/nonexistent")  # the venv's python and pip, nothing else
+    assert not [cc for cc in ("cc", "gcc", "clang", "c99") if shutil.which(cc, path=env["PATH"])]
+    py = venv / "bin" / "python"
+    run([py, "-m", "pip", "install", "--only-binary", ":all:", tmp_path / "dist" / wheel], env=env)
+    out = run([py, "-m", "microgpt_c"], env=env, cwd=tmp_path)  # no microgpt_c folder here
+    with open(GOLDEN) as f:
+        assert result_lines(out.splitlines()) == f.read().splitlines()
 
 
 # Both modes' losses and final parameters after 30 steps, as float64 bits, and

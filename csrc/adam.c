@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "microgpt.h"
+#include "clones.h"
 #ifdef __GLIBC__
 #include <gnu/libc-version.h>
 #endif
@@ -140,21 +141,14 @@ static int disjoint(const double *a, const double *b, int64_t n) {
     return x + len <= y || y + len <= x;
 }
 
-/* On x86-64 a second build of the step for CPUs with FMA (and AVX), picked at
-   load time: fma() becomes one instruction and the blocks' divisions run 4
-   wide. The same IEEE operations either way: -ffp-contract=off still keeps
-   a*b+c two roundings. MG_NO_CLONES builds the default one alone (ThreadSanitizer
-   cannot run a program whose resolver runs before it starts). */
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && __GNUC__ >= 6 && !defined(MG_NO_CLONES)
-__attribute__((target_clones("fma", "default")))
-#endif
-int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
-                double b1, double b2, double bc1, double bc2, double eps, int32_t exact, int64_t *mismatch) {
-    if (!p || !g || !m || !v || n < 0 || n > INT64_MAX / 16 || bc1 == 0 || bc2 == 0 || !(eps > 0))
-        return MG_EARG;
-    if (!disjoint(p, g, n) || !disjoint(p, m, n) || !disjoint(p, v, n) ||
-        !disjoint(g, m, n) || !disjoint(g, v, n) || !disjoint(m, v, n))
-        return MG_EARG;
+/* mg_adam's step on valid arguments. On x86-64 a second build for CPUs with
+   FMA (and AVX), picked at load time: fma() becomes one instruction and the
+   blocks' divisions run 4 wide. The same IEEE operations either way:
+   -ffp-contract=off still keeps a*b+c two roundings. (A static function that
+   this file calls: clang 14 makes no resolver for an exported one it does not.) */
+MG_CLONES("fma", "default")
+static int64_t step(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
+                    double b1, double b2, double bc1, double bc2, double eps, int32_t exact, int64_t *mismatch) {
     int64_t cheap = mg_adam_cheap(), check = exact && mismatch;
     int64_t slow = 0, bad = 0, sure[256];
     double a[256], b[256], h[256]; /* per block: the powers apart, so the rest vectorizes */
@@ -185,4 +179,14 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
     }
     if (mismatch) *mismatch = bad;
     return slow;
+}
+
+int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
+                double b1, double b2, double bc1, double bc2, double eps, int32_t exact, int64_t *mismatch) {
+    if (!p || !g || !m || !v || n < 0 || n > INT64_MAX / 16 || bc1 == 0 || bc2 == 0 || !(eps > 0))
+        return MG_EARG;
+    if (!disjoint(p, g, n) || !disjoint(p, m, n) || !disjoint(p, v, n) ||
+        !disjoint(g, m, n) || !disjoint(g, v, n) || !disjoint(m, v, n))
+        return MG_EARG;
+    return step(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, exact, mismatch);
 }

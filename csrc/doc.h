@@ -4,17 +4,14 @@
 #ifndef MG_DOC_H
 #define MG_DOC_H
 #include <stdint.h>
+#include "clones.h"
 
-/* The kernels also in an AVX2 build, chosen at load time (GCC's
-   target_clones; no -march in the build). Without fast-math and with FP
-   contraction off the compiler never reassociates a sum nor fuses a multiply
-   and an add, so every build gives the same bits (the tests run whichever this
-   machine picks; the sanitizer run builds the plain one alone, -DMG_NO_CLONES). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
+/* The kernels also in an AVX2 build, chosen at load time (clones.h; no
+   -march in the build). Without fast-math and with FP contraction off the
+   compiler never reassociates a sum nor fuses a multiply and an add, so every
+   build gives the same bits (the tests run whichever this machine picks, and
+   builds without the clones). */
+#define CLONES MG_CLONES("avx2", "default")
 
 typedef struct {
     double *xin, *xn, *r1, *q, *k, *v, *att, *ex, *inv, *a, *xmid, *xn2, *r2, *h;

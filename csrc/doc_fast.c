@@ -103,10 +103,16 @@ INLINE void gemm_in(double *restrict c, const double *restrict a, const double *
 }
 #undef B
 
-CLONES void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
-                 int32_t m, int32_t K, int32_t nc, int bt, int krev) {
+CLONES static void gemm_clone(double *restrict c, const double *restrict a, const double *restrict b,
+                              double *restrict bp, int32_t m, int32_t K, int32_t nc, int bt, int krev) {
     if (krev) gemm_in(c, a, b, bp, m, K, nc, bt, 1); /* each a constant where it is inlined */
     else gemm_in(c, a, b, bp, m, K, nc, bt, 0);
+}
+
+/* (clang makes a clones' resolver only for a static function its file calls) */
+void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp, int32_t m,
+          int32_t K, int32_t nc, int bt, int krev) {
+    gemm_clone(c, a, b, bp, m, K, nc, bt, krev);
 }
 
 /* a (rows x cols) into t (cols x rows) */

@@ -3,6 +3,9 @@
    structs, and each file's functions for the others. */
 #ifndef MG_MACHINERY_H
 #define MG_MACHINERY_H
+#ifdef _MSC_VER /* say so rather than fail on the first pthread or vector type */
+#error "microgpt_c's engine builds with GCC or clang: it uses pthreads, __thread and GCC's vector types"
+#endif
 #include <pthread.h>
 #include "core.h"
 

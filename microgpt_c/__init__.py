@@ -1,4 +1,5 @@
 """microgpt_c: microgpt's scalar-autograd GPT with its engine in C."""
+import importlib.util
 import os
 import sys
 
@@ -7,6 +8,18 @@ import sys
 # pkgutil.extend_path does, without its import cost).
 __path__ += [d for d in (os.path.join(p or ".", __name__) for p in sys.path)
              if os.path.isdir(d) and os.path.realpath(d) not in map(os.path.realpath, __path__)]
+
+# Run from a checkout with a Python that has no install of the package, the
+# compiled engine is missing: say what to do, not a traceback from deep inside.
+if importlib.util.find_spec(__name__ + "._engine") is None:
+    from .cli import PROG
+
+    _why = ("the compiled engine (microgpt_c._engine) is not installed for this Python: "
+            "run `pip install .` in the checkout, or activate the venv it is installed in")
+    if sys.argv[:1] == ["-m"]:  # python -m microgpt_c: argv[0] is "-m" while the package is imported to find it
+        sys.stderr.write(f"{PROG}: error: {_why}\n")
+        raise SystemExit(2)
+    raise ImportError(_why)
 
 from .config import Config, Schedule  # noqa: E402
 from .registry import make_engine  # noqa: E402

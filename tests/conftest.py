@@ -6,12 +6,18 @@ puts this folder on sys.path when it loads this file."""
 import contextlib
 import gc
 import io
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from microgpt_c import Config, load_docs
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(REPO, "tests", "golden", "microgpt_seed42.txt")  # the reference's default run
 DOCS = load_docs()  # the packaged names, in file order
 DEFAULT = Config()  # the reference's sizes
 SMALL = Config(n_layer=2, n_embd=24, n_head=3, block_size=12)  # two layers, three heads
@@ -22,6 +28,28 @@ def bits(x):
     """The float64 bit patterns of a number or a sequence, as a list: equal
     lists are equal to the last bit and the sign of zero."""
     return np.asarray(x, dtype=np.float64).view(np.uint64).tolist()
+
+
+def result_lines(lines):
+    """The lines of a run's output that the reference's (GOLDEN) has: no timings."""
+    return [ln for ln in lines if ln.startswith(("num ", "vocab ", "step ", "sample "))]
+
+
+def package_built(tmp_path, **env):
+    """A copy of the package in tmp_path whose engine is built afresh from
+    csrc/ with these environment variables (CC, MICROGPT_CFLAGS,
+    MICROGPT_LDFLAGS): the folder to put first on PYTHONPATH."""
+    build = tmp_path / "build"
+    shutil.copytree(os.path.join(REPO, "csrc"), build / "csrc")
+    r = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('csrc/build_ffi.py')['ffibuilder']"
+                        ".compile(tmpdir='.')"], cwd=build, env=dict(os.environ, **env), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    root = tmp_path / "pkg"
+    shutil.copytree(os.path.join(REPO, "microgpt_c"), root / "microgpt_c",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    for so in (build / "microgpt_c").glob("_engine*.so"):
+        shutil.copy(so, root / "microgpt_c")
+    return root
 
 
 def run_main(*args):

@@ -11,11 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_main
+from conftest import GOLDEN, result_lines, run_main
 
 from microgpt_c import Run
-
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
 
 
 def cli(*args):
@@ -38,10 +36,6 @@ def subprocess_cli(*args, cwd):
     r = subprocess.run([sys.executable, "-m", "microgpt_c", *args], cwd=cwd, capture_output=True, text=True,
                        timeout=600)
     return r.returncode, r.stdout, r.stderr
-
-
-def result_lines(lines):
-    return [ln for ln in lines if ln.startswith(("num ", "vocab ", "step ", "sample "))]
 
 
 def test_default_run_matches_reference(tmp_path):

@@ -11,10 +11,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, package_built
 
 from microgpt_c.cengine import CEngine, ffi, lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ERRORS = {lib.MG_EARG, lib.MG_ENOMEM, lib.MG_EMATH}
 
 
@@ -214,33 +214,20 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_fast.py::test_training_stays_
              "test_threads.py::test_engine_calls_from_two_threads_raise_never_crash"]
 
 
-def sanitized_package(tmp_path):
-    """A copy of the package whose engine is built with -fsanitize=address,undefined
-    (at -O0: the quickest build, with nothing optimised out of the checks)."""
-    build = tmp_path / "build"
-    shutil.copytree(os.path.join(REPO, "csrc"), build / "csrc")
-    env = dict(os.environ, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -DMG_NO_CLONES "
-               "-fno-omit-frame-pointer -O0", MICROGPT_LDFLAGS="-fsanitize=address,undefined")
-    subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('csrc/build_ffi.py')['ffibuilder']"
-                    ".compile(tmpdir='.')"], cwd=build, env=env, check=True, capture_output=True)
-    pkg = tmp_path / "san" / "microgpt_c"
-    shutil.copytree(os.path.join(REPO, "microgpt_c"), pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    for so in (build / "microgpt_c").glob("_engine*.so"):
-        shutil.copy(so, pkg)
-    return tmp_path / "san"
-
-
 @pytest.mark.skipif(LIBASAN is None or gcc_runtime("libubsan.so") is None,
                     reason="gcc's AddressSanitizer and UBSan runtimes are not installed "
                            "(gcc -print-file-name=libasan.so or libubsan.so finds no file)")
 def test_suite_under_sanitizers(tmp_path):
     """The C-heavy tests with the engine built with ASan and UBSan (any error
     aborts the run). Locally: see README.md, "Robustness"."""
-    root = sanitized_package(tmp_path)
+    root = package_built(  # at -O0: the quickest build, with nothing optimised out of the checks
+        tmp_path, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -DMG_NO_CLONES "
+        "-fno-omit-frame-pointer -O0", MICROGPT_LDFLAGS="-fsanitize=address,undefined")
     env = dict(os.environ, PYTHONPATH=str(root), LD_PRELOAD=LIBASAN,
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1")
     check = "import microgpt_c._engine as e; print(e.__file__)"
-    where = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           check=True)  # not in the checkout, whose folder an editable install builds into
     assert where.stdout.startswith(str(root))  # the sanitized build is the one under test
     tests = [os.path.join(REPO, "tests", t) for t in SANITIZED]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests,

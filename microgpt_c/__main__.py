@@ -10,7 +10,8 @@ import signal
 import sys
 import time
 
-from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, new_run
+from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, memory_message, message, \
+    new_run
 from .files import check_paths, same
 from .run import Run, check_sampling
 
@@ -67,6 +68,9 @@ def main(argv=None):
         if argv[:1] == ["trace"]:
             from .trace import main as trace
             return trace(argv[1:])
+        if argv[:1] == ["attention"]:
+            from .attention import main as attention
+            return attention(argv[1:])
         if argv[:1] == ["sample"]:
             return sample_main(argv[1:])
         return train_main(argv)
@@ -83,17 +87,6 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.stderr.write(f"{PROG}: error: cannot write the output: {e.strerror or e}\n")
         sys.exit(2)
-
-
-def memory_message(e):
-    """A MemoryError's one line: what ran out, even when it says nothing."""
-    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
-
-
-def message(e):
-    """The one line for a ValueError or MemoryError from the Python API (the
-    memory estimate's says what the run needs)."""
-    return str(e) or memory_message(e)
 
 
 def check_sampling_flags(a):

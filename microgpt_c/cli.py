@@ -84,6 +84,17 @@ def flagged(message, names=PARAMETERS):
     return message
 
 
+def memory_message(e):
+    """A MemoryError's one line: what ran out, even when it says nothing."""
+    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
+
+
+def message(e):
+    """The one line for a ValueError or MemoryError from the Python API (the
+    memory estimate's says what the run needs)."""
+    return str(e) or memory_message(e)
+
+
 def given_settings(a):
     """The settings flags given, by field name."""
     return [f.name for f in (*fields(Config), *fields(Schedule)) if hasattr(a, f.name)]

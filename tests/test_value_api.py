@@ -443,6 +443,8 @@ def test_bench_value_prints_the_table():
     assert c.split()[0] == "c" and python.split()[0] == "python"
     assert f"{nodes:,}" in c and c.endswith("yes") and python.endswith("yes")
     assert floor.split()[0] == "floor" and floor.split()[-1] == "-"  # it computes nothing to compare
+    bound = r.stdout[r.stdout.index("What bounds the C Value: one C call per scalar op."):]
+    assert "through cffi" in bound and "ns/node)" in bound  # the share above the floor, measured
     bad = subprocess.run([sys.executable, "-m", "microgpt_c", "bench", "value", "--steps", "101"],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr

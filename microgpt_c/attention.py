@@ -28,14 +28,17 @@ def main(argv):
     a = p.parse_args(argv)
     try:
         check_paths(inputs=[("--load", a.load)], outputs=[("--out", a.out)])
-        check(a.out, "--out")
         run = Run.load(a.load)
     except (ValueError, MemoryError) as e:
         p.error(message(e))
     try:
-        layers = run.attention(a.text)
+        layers = run.attention(a.text)  # quick: a forward pass over the text
     except ValueError as e:
         p.error(flagged(str(e), ("text",)))  # block_size is the checkpoint's, not a flag given
+    try:
+        check(a.out, "--out")  # a PNG, matplotlib, writable: before drawing
+    except ValueError as e:
+        p.error(str(e))
     try:
         attention_maps(a.out, layers, labels(a.text),
                        f"what each position attends to: {run.cfg.title()}, after step {run.step}")

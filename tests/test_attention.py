@@ -82,7 +82,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_the_command_draws_one_map_per_layer_and_head(checkpoint, tmp_path):
-    from matplotlib.image import imread  # in the test extra
+    imread = pytest.importorskip("matplotlib.image").imread  # (without matplotlib: the test below)
 
     out = tmp_path / "attention.png"
     status, stdout, err = run_main("attention", "--load", checkpoint, "--text", "emma", "--out", out)

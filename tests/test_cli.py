@@ -325,7 +325,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_plot(tmp_path, monkeypatch):
-    from matplotlib.image import imread  # in the test extra
+    imread = pytest.importorskip("matplotlib.image").imread  # in the test extra
     monkeypatch.chdir(tmp_path)
     cli("--mode", "fast", "--steps", "200", "--num-samples", "1", "--plot", "loss.png")
     png = imread(tmp_path / "loss.png")[:, :, :3]

@@ -75,8 +75,9 @@ class Value(DerivedOperators, Described):
 
     Value(data, _children=(), _op='', label='') is micrograd's constructor:
     its lecture code runs as it is. A node made that way has no local
-    gradients, so backward passes nothing through it to its children (in
-    micrograd one would set its _backward by hand)."""
+    gradients, so backward and _backward pass nothing through it to its
+    children (micrograd's own Value class gives each op's node a _backward
+    closure; here every node has the method, from its local gradients)."""
 
     __slots__ = ("data", "grad", "_children", "_local_grads", "_symbol")
 

@@ -34,7 +34,9 @@ micrograd's graph attributes: v._prev, the set of v's children, and v._op,
 micrograd's symbol for the op that made v ('+', '*', '**2', 'ReLU', 'tanh',
 'exp', 'log'; '' for a leaf). Each Value holds its children, as micrograd's
 does, so walking _prev meets the same Python object for the same node. The
-number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
+number in a + 1 is a child too, the leaf Value(1) the reference makes for it.
+And v._backward(), micrograd's one level of backward: v's grad times each
+local gradient, added to its children's grads (the lecture's walk by hand)."""
 import abc
 import gc
 import numbers

@@ -140,6 +140,9 @@ mg_handle mg_value_tanh(mg_store *s, mg_handle a);
 double mg_value_get(mg_store *s, mg_handle a, int32_t grad);
 int32_t mg_value_set(mg_store *s, mg_handle a, int32_t grad, double v); /* finite v only */
 int32_t mg_value_backward(mg_store *s, mg_handle root);
+/* micrograd's _backward: a's gradient times each local gradient, added to
+   its children's gradients (one level; a leaf has none) */
+int32_t mg_value_back_one(mg_store *s, mg_handle a);
 /* drop every node but the parameters and the n Values keep[], which become
    leaves (value and gradient kept, graph dropped) with new handles kept[i] */
 int32_t mg_value_reset(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept);

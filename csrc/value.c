@@ -126,6 +126,14 @@ int32_t mg_value_backward(mg_store *s, mg_handle root) {
     return (int32_t)unlock(s, i < 0 ? stale(s) : backward(s, i));
 }
 
+/* micrograd's _backward: a's gradient passed to its children, one level. */
+int32_t mg_value_back_one(mg_store *s, mg_handle a) {
+    LOCK(MG_EARG);
+    int32_t i = node_of(s, a);
+    if (i >= 0) node_back(s, i);
+    return (int32_t)unlock(s, i < 0 ? stale(s) : 0);
+}
+
 /* Drop every node but the parameters and the n Values keep[]: each becomes a
    leaf with its value and gradient, its new handle in kept[i]. */
 static int32_t reset_keeping(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept) {

@@ -1,8 +1,14 @@
-"""python -m microgpt_c: train microgpt on the packaged names (or --data), then sample.
-python -m microgpt_c sample --load PATH: sample from a saved checkpoint.
-python -m microgpt_c bench: time the engines; bench value: each Value on micrograd's demo.
-python -m microgpt_c check FILE: compare a port's output with the reference's.
-python -m microgpt_c trace --step K --out PATH.npz: the reference's numbers at step K."""
+"""Train microgpt's GPT on the packaged names (or --data), then print samples,
+as the reference does. With a command first, something else:
+
+  sample       print samples from a checkpoint written by --save
+  attention    draw what each attention head looks at, reading a text
+  bench        time the same training on each engine and mode
+  bench value  time micrograd's demo on each Value engine
+  check        compare a port's printed output with the reference's
+  trace        write every number of one training step, for a port to check
+
+Each command's --help lists its flags."""
 import math
 import os
 import random
@@ -10,7 +16,8 @@ import signal
 import sys
 import time
 
-from .cli import PROG, Parser, add_engine, add_settings, flag, flagged, given_settings, new_run
+from .cli import PROG, Parser, add_engine, add_settings, as_written, flag, flagged, given_settings, memory_message, message, \
+    new_run
 from .files import check_paths, same
 from .run import Run, check_sampling
 
@@ -67,6 +74,9 @@ def main(argv=None):
         if argv[:1] == ["trace"]:
             from .trace import main as trace
             return trace(argv[1:])
+        if argv[:1] == ["attention"]:
+            from .attention import main as attention
+            return attention(argv[1:])
         if argv[:1] == ["sample"]:
             return sample_main(argv[1:])
         return train_main(argv)
@@ -83,17 +93,6 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.stderr.write(f"{PROG}: error: cannot write the output: {e.strerror or e}\n")
         sys.exit(2)
-
-
-def memory_message(e):
-    """A MemoryError's one line: what ran out, even when it says nothing."""
-    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
-
-
-def message(e):
-    """The one line for a ValueError or MemoryError from the Python API (the
-    memory estimate's says what the run needs)."""
-    return str(e) or memory_message(e)
 
 
 def check_sampling_flags(a):
@@ -213,6 +212,7 @@ def train(p, run, a):
 
 USAGE = f"""{PROG} [options]            (train, then sample)
        {PROG} sample --load PATH [options]
+       {PROG} attention --load PATH --text TEXT --out PATH.png
        {PROG} bench [options]
        {PROG} bench value [options]
        {PROG} check FILE [the run's options]
@@ -220,18 +220,25 @@ USAGE = f"""{PROG} [options]            (train, then sample)
 
 
 def train_parser():
-    p = Parser(prog=PROG, usage=USAGE, description=__doc__)
+    p = Parser(prog=PROG, usage=USAGE, description=__doc__, formatter_class=as_written)
     add_engine(p)
-    add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
-    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
-    p.add_argument("--log-every", type=int, metavar="K",
-                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
-    p.add_argument("--save", metavar="PATH",
+    model, schedule = add_settings(p, "the run")
+    model.description = "A checkpoint keeps these: not with --resume."
+    schedule.description = "A checkpoint keeps these: with --resume, only --steps (to train on)."  # one line: as_written keeps lines
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--save", metavar="PATH",
                    help="write a checkpoint here at the end of training and when stopped (default: none)")
-    p.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps (default: none)")
-    p.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint (default: none)")
-    p.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib) (default: none)")
+    g.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps (default: none)")
+    g.add_argument("--resume", metavar="PATH",
+                   help="go on with the run saved in this checkpoint, its settings and all (default: none)")
+    g = p.add_argument_group("output")
+    g.add_argument("--log-every", type=int, metavar="K",
+                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
+    g.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib) (default: none)")
+    g.add_argument("--num-samples", type=int, default=20, metavar="N",
+                   help="samples to print after training (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=0.5, metavar="T",
+                   help="sampling temperature (default: %(default)s)")
     return p
 
 

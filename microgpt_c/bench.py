@@ -4,6 +4,7 @@ exact mode and in fast mode), each in a fresh process; one table of per-step
 time, speedup over the first engine listed, graph size and memory."""
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -101,6 +102,19 @@ def check(a):
         memory.check(cfg, docs, Tokenizer(docs), engine, mode)
 
 
+def decimal(x, digits=4):
+    """x to this many significant digits, in plain decimals (36,020, not 3.602e+04)."""
+    return f"{x:,.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}" if x else "0"
+
+
+def nodes(r):
+    """The graph nodes/step cell: fast mode's kernel builds one node (the loss),
+    which says nothing of its work; torch's graph is its own."""
+    if r["mode"] == "fast":
+        return "kernel"
+    return "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}"
+
+
 def row(r, base):
     ms = statistics.median(r["step_seconds"]) * 1e3
     speedup = statistics.median(base["step_seconds"]) * 1e3 / ms
@@ -112,10 +126,9 @@ def row(r, base):
     else:
         diff = max(abs(x - y) for x, y in zip(r["losses"], base["losses"][:common]))
         same = f"no, by {diff:.1e}"
-    speedup = f"{speedup:.0f}x" if speedup >= 10 else f"{speedup:.2g}x"
-    return [f"{r['engine']}:{r['mode']}", f"{r['steps']}", f"{ms:.4g}", speedup,
-            "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}", f"{r['peak_rss_mb']:.0f}",
-            f"{r['losses'][-1]:.4f}", same]
+    speedup = f"{speedup:,.0f}x" if speedup >= 10 else f"{speedup:.2g}x"
+    return [f"{r['engine']}:{r['mode']}", f"{r['steps']}", decimal(ms), speedup, nodes(r), f"{r['peak_rss_mb']:.0f}",
+            f"{r['losses'][-1]:.4f} @ {r['steps']}", same]
 
 
 PROG = "python -m microgpt_c bench"
@@ -158,10 +171,11 @@ def main(argv):
             p.error(f"the {engine}:{mode} run failed: {reason(r.stderr)}")
         results.append(json.loads(r.stdout))
         ms = statistics.median(results[-1]["step_seconds"]) * 1e3
-        sys.stderr.write(f"{PROG}: {engine}:{mode} done, {results[-1]['steps']} steps, {ms:.4g} ms/step\n")
+        sys.stderr.write(f"{PROG}: {engine}:{mode} done, {results[-1]['steps']} steps, {decimal(ms)} ms/step\n")
     base = results[0]
     name = f"{base['engine']}:{base['mode']}"
-    rows = [["engine:mode", "steps", "ms/step", "speedup", "nodes/step", "RSS MB", "final loss", "same losses"]]
+    rows = [["engine:mode", "steps", "ms/step", "speedup", "graph nodes/step", "RSS MB", "loss @ step",
+             "same losses"]]
     rows += [row(r, base) for r in results]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -170,8 +184,11 @@ def main(argv):
     python = (f" The pure-Python engine runs the first {min(a.python_steps, steps)} steps of the same "
               f"{steps}-step schedule." if ("python", "exact") in a.engines else "")
     print(textwrap.fill(f"ms/step: the median over each engine's steps; speedup: {name}'s median over this one's; "
-                        f"RSS: the worker's peak; same losses: bit for bit equal to {name}'s over the steps both "
-                        f"ran, or the largest difference.{python}", WIDTH))
+                        f"graph nodes/step: the scalar nodes (values with a gradient) one training step builds, "
+                        f"where fast mode runs a whole-document kernel that builds one, the loss; RSS: the "
+                        f"worker's peak; loss @ step: the loss of the last step each engine ran; same losses: bit "
+                        f"for bit equal to {name}'s over the steps both ran, or the largest difference.{python}",
+                        WIDTH))
     if a.json:
         try:
             atomic_write(a.json, lambda f: f.write(json.dumps(results).encode()))

@@ -29,7 +29,7 @@ class Version(argparse.Action):
         parser.exit()
 
 
-def formatter(prog):
+def formatter(prog, layout=argparse.HelpFormatter):
     """argparse's help layout, at the terminal's width found as shutil finds it
     (COLUMNS if positive, else the terminal's, else 80) without importing
     shutil: argparse makes a formatter for every flag, and that import was 3%
@@ -41,12 +41,17 @@ def formatter(prog):
             columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
         except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
             columns = 0
-    return argparse.HelpFormatter(prog, width=(columns or 80) - 2)
+    return layout(prog, width=(columns or 80) - 2)
+
+
+def as_written(prog):
+    """formatter, keeping the description's lines as they are (a list)."""
+    return formatter(prog, argparse.RawDescriptionHelpFormatter)
 
 
 class Parser(argparse.ArgumentParser):
-    def __init__(self, **kwargs):
-        super().__init__(formatter_class=formatter, **kwargs)
+    def __init__(self, formatter_class=formatter, **kwargs):
+        super().__init__(formatter_class=formatter_class, **kwargs)
         self.add_argument("--version", action=Version)
         # a value that looks like a negative number is one, in scientific
         # notation too (argparse's own pattern takes -1e-3 for a flag)
@@ -61,15 +66,18 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
-def add_settings(p, title):
-    """A run's flags (what new_run reads): one for every field of Config and
-    Schedule, left out unless given (so a command can tell it was; its
-    default is in its help), and --data."""
-    g = p.add_argument_group(title)
-    for f in (*fields(Config), *fields(Schedule)):
-        g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
-                       help=f"{f.help} (default: {f.default})")
+def add_settings(p, title, model="model size"):
+    """A run's flags (what new_run reads): one for every field of Config (in
+    the group model) and of Schedule, and --data (in the group title), left
+    out unless given (so a command can tell it was; its default is in its
+    help). Returns the two groups."""
+    groups = p.add_argument_group(model), p.add_argument_group(title)
+    for g, settings in zip(groups, (Config, Schedule)):
+        for f in fields(settings):
+            g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
+                           help=f"{f.help} (default: {f.default})")
     g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
+    return groups
 
 
 # the Python API's parameter names that are flags in the CLI
@@ -82,6 +90,17 @@ def flagged(message, names=PARAMETERS):
     for name in names:
         message = re.sub(rf"(?<![-\w]){name}\b", flag(name), message)
     return message
+
+
+def memory_message(e):
+    """A MemoryError's one line: what ran out, even when it says nothing."""
+    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
+
+
+def message(e):
+    """The one line for a ValueError or MemoryError from the Python API (the
+    memory estimate's says what the run needs)."""
+    return str(e) or memory_message(e)
 
 
 def given_settings(a):
@@ -108,13 +127,21 @@ def new_run(a, engine, mode):
     return Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, engine, mode, schedule.decay_steps)
 
 
+MODE_HELP = {"exact": "the reference's graph, bit for bit", "fast": "fused nodes (C engine)",
+             "eager": "our model code on tensors (torch)",
+             "user": "whole-document layers, as a PyTorch user writes them (torch)"}
+
+
 def add_engine(p, modes=True):
-    p.add_argument("--engine", choices=list(ENGINES), default="c",
+    """--engine and (with modes) --mode, offering the modes of the engines
+    installed (found without importing them)."""
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=list(ENGINES), default="c",
                    help="c: the C node store; python: the pure-Python Value graph; torch: PyTorch, if installed "
                         "(default: %(default)s)")
     if modes:
-        p.add_argument("--mode", choices=MODES,
-                       help="exact: the reference's graph, bit for bit; fast: fused nodes (C engine); "
-                            "eager: our model code on tensors, user: whole-document layers, as a PyTorch user "
-                            "writes them (torch) (default: the engine's first mode; with --resume, the checkpoint's "
-                            "mode if the engine has it)")
+        offered = [m for m in MODES if any(m in info.modes for info in ENGINES.values() if info.available())]
+        g.add_argument("--mode", choices=offered,
+                       help="; ".join(f"{m}: {MODE_HELP[m]}" for m in offered) +
+                            " (default: the engine's first mode; with --resume, the checkpoint's mode if the "
+                            "engine has it)")

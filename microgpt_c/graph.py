@@ -1,7 +1,21 @@
 """draw_dot: a Value's graph as Graphviz draws it in micrograd's lecture: one
 record per Value (label, data, grad), a small node per op, edges from each
-operand through its op to the result. graphviz is an optional extra (pip
-install 'microgpt_c[graph]'); rendering also needs Graphviz's dot program."""
+operand through its op to the result. Drawing needs the graphviz Python
+package (an optional extra) and Graphviz's dot program (a system package);
+without either, rendering says in one line on stderr what to install, rather
+than raise: the lecture's code runs to its end either way."""
+import functools
+import sys
+
+PACKAGE = ("the graphviz Python package (pip install '.[graph]' from a checkout, or pip install "
+           "'microgpt_c[graph]') and Graphviz's dot program (the system package graphviz)")
+DOT = "Graphviz's dot program, which is not on PATH (the system package graphviz: apt-get install graphviz, " \
+      "brew install graphviz, ...)"
+
+
+def missing(what):
+    """The one line saying what to install, instead of a picture (None)."""
+    sys.stderr.write(f"draw_dot: no picture: it needs {what}\n")
 
 
 def trace(root):
@@ -19,14 +33,45 @@ def trace(root):
     return nodes, edges
 
 
+class Unavailable:
+    """What draw_dot gives without the graphviz package: rendering it, or
+    showing it, says what to install."""
+
+    def render(self, *args, **kwargs):
+        return missing(PACKAGE)
+
+    pipe = view = render
+
+    def __repr__(self):
+        return f"<no picture: draw_dot needs {PACKAGE}>"
+
+
+@functools.lru_cache(maxsize=None)
+def graph_class(graphviz):
+    """graphviz.Digraph whose render and pipe (view and Jupyter's display go
+    through them), without the dot program, say what to install."""
+
+    def without_traceback(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except graphviz.ExecutableNotFound:
+                return missing(DOT)
+        return call
+
+    return type("Digraph", (graphviz.Digraph,), {"render": without_traceback(graphviz.Digraph.render),
+                                                 "pipe": without_traceback(graphviz.Digraph.pipe)})
+
+
 def draw_dot(root, format="svg", rankdir="LR"):
-    """A graphviz.Digraph of root's graph (in Jupyter it renders itself)."""
+    """root's graph, a graphviz Digraph: .render(name) writes name.svg (in
+    Jupyter it shows itself)."""
     try:
-        from graphviz import Digraph
+        import graphviz
     except ImportError:
-        raise ImportError("draw_dot needs the graphviz package: pip install 'microgpt_c[graph]' "
-                          "(and Graphviz's dot program to render)") from None
-    dot = Digraph(format=format, graph_attr={"rankdir": rankdir})
+        return Unavailable()
+    dot = graph_class(graphviz)(format=format, graph_attr={"rankdir": rankdir})
     nodes, edges = trace(root)
     for v in nodes:
         uid = str(id(v))

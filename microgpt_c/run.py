@@ -114,17 +114,38 @@ class Run:
         """sample()'s samples one at a time, each made when it is asked for
         (the arguments are checked at once)."""
         check_sampling(num_samples, temperature)
-        unknown = sorted(set(prefix) - set(self.tok.chars))
-        if unknown:
-            raise ValueError(f"prefix has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
-        if len(prefix) >= self.cfg.block_size:
-            raise ValueError(f"prefix must be shorter than block_size ({self.cfg.block_size}), "
-                             f"not {len(prefix)} characters")
+        self._check_text(prefix, "prefix")
         return (self._sample(temperature, prefix) for _ in range(num_samples))
+
+    def _check_text(self, text, name):
+        """A ValueError unless the model can read text after BOS: characters
+        of its vocabulary, fewer than block_size."""
+        if not isinstance(text, str):
+            raise ValueError(f"{name} must be a string, not {type(text).__name__}")
+        unknown = sorted(set(text) - set(self.tok.chars))
+        if unknown:
+            raise ValueError(f"{name} has characters not in the vocabulary: {', '.join(map(repr, unknown))}")
+        if len(text) >= self.cfg.block_size:
+            raise ValueError(f"{name} must be shorter than block_size ({self.cfg.block_size}), "
+                             f"not {len(text)} characters")
 
     @one_thread
     def _sample(self, temperature, prefix):
         return sample(self.E, self.P, self.cfg, self.tok, self.rng, temperature, prefix)
+
+    @one_thread
+    def attention(self, text):
+        """What each head attends to, reading BOS and then text: a list, one
+        per layer, of (n_head, T, T) float64 arrays, T = len(text) + 1. Row t
+        is position t's softmax weights over positions 0..t (zeros after: the
+        model looks back only); position 0 is BOS. The model's own numbers
+        from its parameters now, as trace computes them (record.py)."""
+        from .record import attention
+
+        self._check_text(text, "text")
+        if not text:
+            raise ValueError("text must have at least one character")
+        return attention(self, text)
 
     def state(self):
         """The whole run: settings, documents, random state, step, parameters and moments."""

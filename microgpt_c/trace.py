@@ -4,32 +4,8 @@ a port gets wrong. docs/checking.md lists the names in the file."""
 from .check import reference_run
 from .cli import PROG, Parser, add_settings
 from .files import atomic_write, check_writable
-from .model import doc_loss, param_shapes
-from .pyengine import PyEngine
-
-
-class Recorder(PyEngine):
-    """The pure-Python engine, keeping every vector model.gpt shows it
-    (record) and every head's attention weights, as lists of floats."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen, self.heads = {}, []  # seen: name -> one vector per position
-
-    def record(self, name, x):
-        if name.endswith(".attn_out"):  # the weights of the heads of the attention just computed
-            layer = name.removesuffix("attn_out")
-            self.seen.setdefault(layer + "attn_weights", []).append(self.heads)
-            self.heads = []
-        self.seen.setdefault(name, []).append(self.values(x))
-        if name == "logits":  # the probabilities nll computes from them (the same op, so the same numbers)
-            self.seen.setdefault("probs", []).append(self.values(self.softmax(x)))
-        return x
-
-    def head_weights(self, q_h, k_h):
-        weights = super().head_weights(q_h, k_h)
-        self.heads.append(self.values(weights))
-        return weights
+from .model import param_shapes
+from .record import forward, weights
 
 
 def trace(run, step):
@@ -40,11 +16,9 @@ def trace(run, step):
     while run.step < step - 1:
         run.train_step()
     shapes = param_shapes(run.cfg, run.tok.vocab_size)
-    R = Recorder()
-    P = R.create_params(shapes, run.E.param_values())
     doc = run.docs[(step - 1) % len(run.docs)][:run.cfg.block_size]
     tokens = run.tok.encode(doc)
-    loss = doc_loss(R, P, run.cfg, tokens, replay=False, record=R.record)
+    R, loss = forward(run, tokens)
     R.backward(loss)
     c_loss = run.train_step()
     if R.value(loss) != c_loss:  # the two engines are bit-identical (tests say so): this would be a bug
@@ -58,13 +32,8 @@ def trace(run, step):
         arrays[name + ".grad"] = grads[at:at + rows * cols].reshape(rows, cols)
         at += rows * cols
     for name, rows in R.seen.items():
-        if name.endswith(".attn_weights"):  # (npos, n_head, npos): position t attends to 0..t, zeros after
-            w = np.zeros((npos, run.cfg.n_head, npos))
-            for t, heads in enumerate(rows):
-                w[t, :, :t + 1] = heads
-            arrays[name] = w
-        else:
-            arrays[name] = np.array(rows, dtype=np.float64)
+        arrays[name] = weights(rows, run.cfg.n_head) if name.endswith(".attn_weights") else \
+            np.array(rows, dtype=np.float64)
     return arrays
 
 

@@ -34,7 +34,9 @@ micrograd's graph attributes: v._prev, the set of v's children, and v._op,
 micrograd's symbol for the op that made v ('+', '*', '**2', 'ReLU', 'tanh',
 'exp', 'log'; '' for a leaf). Each Value holds its children, as micrograd's
 does, so walking _prev meets the same Python object for the same node. The
-number in a + 1 is a child too, the leaf Value(1) the reference makes for it."""
+number in a + 1 is a child too, the leaf Value(1) the reference makes for it.
+And v._backward(), micrograd's one level of backward: v's grad times each
+local gradient, added to its children's grads (the lecture's walk by hand)."""
 import abc
 import gc
 import numbers
@@ -44,7 +46,7 @@ import threading
 import weakref
 
 from .cengine import CEngine, ffi, lib
-from .pyengine import DerivedOperators, Labelled, real
+from .pyengine import DerivedOperators, Described, real
 
 _default = []
 _lock = threading.Lock()  # making the default store, or a store's Value class
@@ -62,7 +64,7 @@ def default_store():
     return _default[0]
 
 
-class Value(DerivedOperators, Labelled, metaclass=abc.ABCMeta):
+class Value(DerivedOperators, Described, metaclass=abc.ABCMeta):
     """Value(data, store=None): a leaf of the store (default_store() if None).
     Value(data, _children=(), _op='', label='') is micrograd's constructor, so
     its lecture code runs as it is: a node made with _children is a leaf of
@@ -82,7 +84,7 @@ class Value(DerivedOperators, Labelled, metaclass=abc.ABCMeta):
         return v
 
 
-class _Node(DerivedOperators, Labelled):
+class _Node(DerivedOperators, Described):
     """What the Values of every store share."""
 
     # _handle: the node's; _symbol: micrograd's for the op that made it ('' for
@@ -186,8 +188,12 @@ class _Node(DerivedOperators, Labelled):
         if self.store.v.n >= self.reclaim_at:
             _reclaim(type(self))
 
-    def __repr__(self):
-        return f"Value(data={self.data}, grad={self.grad})"
+    def _backward(self):
+        """micrograd's: this Value's grad passed to its children, one level
+        (child.grad += local gradient * self.grad), as backward does node by node."""
+        r = lib.mg_value_back_one(self._pointer, self._handle)
+        if r:
+            raise CEngine.value_error(r)
 
 
 Value.register(_Node)

@@ -192,3 +192,11 @@ def main(argv):
         f"{names[0]}: the medians' ratio; same losses: bit for bit {names[0]}'s (micrograd's own backward walks "
         f"children from a set, so its sums can round differently). floor: the loop on a Value that makes its node "
         f"object and nothing else, which any engine with one Python object per node pays.", 100))
+    if "c" in names and nodes:
+        ns = {name: statistics.median(results[name, True]["step_seconds"]) * 1e9 / nodes for name in names}
+        above = f" (here {ns['c'] - ns['floor']:,.0f} of its {ns['c']:,.0f} ns/node)" if "floor" in ns else ""
+        print(textwrap.fill(
+            f"What bounds the C Value: one C call per scalar op. Each +, * or tanh is a call through cffi (and "
+            f"the store's lock), which costs far more than the arithmetic it does; that call is most of what the C "
+            f"Value pays above the floor{above}. So it is a few times the pure-Python Value, not the >1000x of "
+            f"`bench`, whose engine makes a whole vector op's nodes in one call.", 100))

@@ -83,11 +83,16 @@ def test_bench_prints_the_table(tmp_path):
                                                  for e in ("python:exact", "c:exact", "c:fast")
                                                  for done in (" ...", " done")]  # progress, as each runs
     rows = [ln.split() for ln in out]
-    assert len(rows) == 7  # header, three engines, the note in three lines of at most 100 columns
-    assert max(map(len, out)) <= 100
+    assert rows[0] == ["engine:mode", "steps", "ms/step", "speedup", "graph", "nodes/step", "RSS", "MB", "loss", "@",
+                       "step", "same", "losses"]
+    assert max(map(len, out)) <= 100  # header, three engines, the notes
     assert [r[:2] for r in rows[1:4]] == [["python:exact", "2"], ["c:exact", "20"], ["c:fast", "20"]]
-    assert rows[2][7:] == ["yes,", "2", "steps"]  # C exact's losses equal the pure-Python engine's
-    assert "pure-Python engine runs the first 2 steps" in " ".join(out[4:])
+    assert [r[7:9] for r in rows[1:4]] == [["@", "2"], ["@", "20"], ["@", "20"]]  # the step each loss is from
+    assert rows[2][9:] == ["yes,", "2", "steps"]  # C exact's losses equal the pure-Python engine's
+    assert rows[3][4] == "kernel" and int(rows[2][4].replace(",", "")) > 10_000  # fast mode's one node is no count
+    assert all(re.fullmatch(r"[\d,]+(\.\d+)?", r[2]) for r in rows[1:4])  # plain decimals: no 3.602e+04
+    notes = " ".join(out[4:])
+    assert "pure-Python engine runs the first 2 steps" in notes and "whole-document kernel" in notes
     figures = json.loads((tmp_path / "b.json").read_text())
     assert [(f["engine"], f["mode"], len(f["step_seconds"])) for f in figures] == [
         ("python", "exact", 2), ("c", "exact", 20), ("c", "fast", 20)]
@@ -97,7 +102,7 @@ def test_bench_engines():
     out = cli("bench", "--engines", "c:fast,c:exact", "--steps", "12")
     rows = [ln.split() for ln in out[1:3]]
     assert [r[:2] for r in rows] == [["c:fast", "12"], ["c:exact", "12"]]
-    assert rows[0][3] == "1x" and rows[0][7:] == ["(baseline)"]
+    assert rows[0][3] == "1x" and rows[0][9:] == ["(baseline)"]
     notes = " ".join(out[3:])
     assert "c:fast's median over this one's" in notes and "pure-Python" not in notes
     out, err = cli_fails("bench", "--engines", "c:exact,python:fast")
@@ -314,7 +319,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_plot(tmp_path, monkeypatch):
-    from matplotlib.image import imread  # in the test extra
+    imread = pytest.importorskip("matplotlib.image").imread  # in the test extra
     monkeypatch.chdir(tmp_path)
     cli("--mode", "fast", "--steps", "200", "--num-samples", "1", "--plot", "loss.png")
     png = imread(tmp_path / "loss.png")[:, :, :3]
@@ -371,3 +376,10 @@ def test_terminal_shows_every_100th_step(tmp_path):
     assert [ln[:16] for ln in shown[3:6]] == ["step  100 /  250", "step  200 /  250", "step  250 /  250"]
     assert shown[6].startswith("training time: ") and len(step_lines(shown)) == 3
     assert "smoothed" in term and not any("smoothed" in ln for ln in shown)  # drawn, then cleared
+
+
+@pytest.mark.parametrize("x, shown", [(36020.4, "36,020"), (328.54, "328.5"), (0.23154, "0.2315"),
+                                      (0.038291, "0.03829"), (1.0, "1.000"), (0, "0")])
+def test_bench_times_are_plain_decimals(x, shown):
+    from microgpt_c.bench import decimal
+    assert decimal(x) == shown

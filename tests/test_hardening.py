@@ -317,6 +317,41 @@ def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
     assert "with --resume, the checkpoint's mode" in mode.help
 
 
+def test_help_lists_each_command_on_its_own_line():
+    status, out, err = run_main("--help")
+    described = out[out.index("\n\n") + 2:out.index("\noptions:")]
+    for command in ("sample", "attention", "bench", "bench value", "check", "trace"):
+        assert re.search(rf"^  {command} +\w", described, re.M), command
+        assert f"python -m microgpt_c {command.split()[0]}" in out[:out.index("\n\n")]  # and in the usage
+
+
+def test_help_groups_say_what_resume_takes():
+    """The model's sizes cannot be given with --resume; --steps can, and is
+    listed with the run's settings, whose group says so."""
+    groups = {g.title: g for g in parsers()["train"]._action_groups}
+    flags = {title: [s for a in g._group_actions for s in a.option_strings] for title, g in groups.items()}
+    assert {"engine", "model size", "the run", "checkpoints", "output"} <= set(groups)
+    assert flags["model size"] == ["--n-layer", "--n-embd", "--n-head", "--block-size"]
+    assert "not with --resume" in groups["model size"].description
+    assert "--steps" in flags["the run"] and "only --steps" in groups["the run"].description
+    assert {"--save", "--save-every", "--resume"} == set(flags["checkpoints"])
+    assert not set(flags["output"]) & set(flags["the run"] + flags["model size"])
+    status, out, err = run_main("--resume", "x.npz", "--n-embd", 8)  # what the groups say is what happens
+    assert "--n-embd cannot be given with it (only --steps" in one_line_error(status, out, err)
+
+
+@pytest.mark.parametrize("torch", [False, True])
+def test_mode_offers_the_torch_modes_only_with_torch(monkeypatch, torch):
+    """Found by find_spec, without importing torch (which, faked here, would fail)."""
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: (object() if torch else None) if name == "torch" else find_spec(name, *args))
+    mode = next(a for a in parsers()["train"]._actions if "--mode" in a.option_strings)
+    assert mode.choices == (["eager", "exact", "fast", "user"] if torch else ["exact", "fast"])
+    assert ("eager:" in mode.help and "user:" in mode.help) == torch
+
+
 @pytest.mark.parametrize("command", [[], ["sample"], ["bench"]])
 def test_version(capsys, command):
     from importlib.metadata import version

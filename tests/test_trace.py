@@ -112,14 +112,14 @@ def test_trace_equals_pytorch(tmp_path, capsys):
 def test_a_loss_not_the_c_engines_writes_nothing(tmp_path, monkeypatch):
     """The trace's pure-Python step is checked against the C engine's loss:
     rmsnorm's scale as 1 / sqrt (a last-bit difference) is refused."""
-    import microgpt_c.trace
+    import microgpt_c.record
 
     def rmsnorm(self, x):
         ms = sum(xi * xi for xi in x) / len(x)
         scale = 1 / (ms + 1e-5) ** 0.5
         return [xi * scale for xi in x]
 
-    monkeypatch.setattr(microgpt_c.trace.Recorder, "rmsnorm", rmsnorm)
+    monkeypatch.setattr(microgpt_c.record.Recorder, "rmsnorm", rmsnorm)
     out = tmp_path / "trace.npz"
     with pytest.raises(RuntimeError, match="not the C engine's"):
         main(["trace", "--step", "1", "--out", str(out)])

@@ -315,7 +315,7 @@ def test_fuzz_the_value_api():
         value = {h: x for h, x in live}
         n0 = E.v.n
         unknown = "an operand this test does not track"  # (a child that a compaction kept, say)
-        kind = rng.choice(["leaf", "add", "mul", "addc", "mulc", "pow", "unary", "get", "set", "backward", "reset",
+        kind = rng.choice(["leaf", "add", "mul", "addc", "mulc", "pow", "unary", "get", "set", "backward", "back_one", "reset",
                            "compact"])
         want = None
         if kind == "leaf":
@@ -366,6 +366,11 @@ def test_fuzz_the_value_api():
         elif kind == "backward":
             r = lib.mg_value_backward(s, handle())
             continue  # fast mode refuses a second backward per graph: either outcome is fine
+        elif kind == "back_one":  # micrograd's _backward: a live node's works, garbage is refused
+            a = handle()
+            r = lib.mg_value_back_one(s, a)
+            assert r == 0 if a in value else r in (0, lib.MG_EARG) and (r == 0 or ffi.string(lib.mg_value_error()))
+            continue
         elif kind == "compact":  # keeps what the roots reach; garbage handles stay as they are
             roots = rng.sample(live, min(len(live), rng.randrange(4)))
             garbage = [handle() for _ in range(rng.randrange(3))]
@@ -438,6 +443,8 @@ def test_bench_value_prints_the_table():
     assert c.split()[0] == "c" and python.split()[0] == "python"
     assert f"{nodes:,}" in c and c.endswith("yes") and python.endswith("yes")
     assert floor.split()[0] == "floor" and floor.split()[-1] == "-"  # it computes nothing to compare
+    bound = r.stdout[r.stdout.index("What bounds the C Value: one C call per scalar op."):]
+    assert "through cffi" in bound and "ns/node)" in bound  # the share above the floor, measured
     bad = subprocess.run([sys.executable, "-m", "microgpt_c", "bench", "value", "--steps", "101"],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr

@@ -1,6 +1,6 @@
 /* api.c: the public entry points (microgpt.h) around the core: a store's
    life, the one-thread rule and fork, and each mg_ call, which runs the
-   core's op through the op table (tape.c) so it can be recorded. */
+   core's op through the op table (tape.c). */
 #include "machinery.h"
 
 /* One thread at a time per store. The Value API's calls wait for the lock
@@ -59,7 +59,6 @@ mg_store *mg_new(int32_t mode) {
         store_free(s);
         return NULL;
     }
-    s->m->current = -1;
     s->v.generation = 1;
     track(s, 1);
     return s;
@@ -69,13 +68,7 @@ void mg_free(mg_store *s) {
     if (!s) return;
     track(s, 0);
     struct machinery *m = s->m;
-    for (int32_t i = 0; i < m->nprog; i++) {
-        free(m->progs[i].code);
-        doc_free(m->progs[i].doc);
-    }
-    free(m->progs);
-    free(m->pieces); free(m->head); free(m->code); free(m->plan); free(m->plan_target);
-    free(m->tape); free(m->g0); free(m->gref);
+    free(m->tape);
     pthread_mutex_destroy(&m->lock);
     free(m);
     store_free(s);
@@ -85,10 +78,7 @@ mg_view *mg_view_of(mg_store *s) { return s ? &s->v : NULL; }
 
 #define ENTRY(call) do { int32_t r_ = enter(s); return r_ ? r_ : leave(s, call); } while (0)
 
-int32_t mg_params(mg_store *s, const double *v, int32_t n) {
-    if (s && s->m->recording) ENTRY(fail(s, MG_EARG, "parameters must be created before any other node"));
-    ENTRY(store_params(s, v, n));
-}
+int32_t mg_params(mg_store *s, const double *v, int32_t n) { ENTRY(store_params(s, v, n)); }
 
 /* Drop every node but the parameters; every Value API handle made before is stale. */
 int32_t reset(mg_store *s) {
@@ -96,10 +86,7 @@ int32_t reset(mg_store *s) {
     if (r) return r;
     store_reset(s);
     s->m->ntape = 0;
-    s->m->recording = 0;
     s->m->backward_done = 0;
-    s->m->current = -1;
-    s->m->lean = 0;
     return 0;
 }
 int32_t mg_reset(mg_store *s) { ENTRY(reset(s)); }
@@ -159,21 +146,9 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
     return r;
 }
 
-int32_t mg_record_begin(mg_store *s) { ENTRY(record_begin(s)); }
-int32_t mg_record_end(mg_store *s) { ENTRY(record_end(s)); }
-int32_t mg_replay(mg_store *s, int32_t prog) { ENTRY(replay(s, prog)); }
-int32_t mg_doc_program(mg_store *s, int32_t prog) { ENTRY(doc_program(s, prog)); }
-
-/* Turn the verifying mode on or off. */
-static int32_t verifying(mg_store *s, int32_t on) {
-    s->m->verify = on != 0;
-    return 0;
-}
-int32_t mg_verify(mg_store *s, int32_t on) { ENTRY(verifying(s, on)); }
-
 int32_t backward(mg_store *s, int32_t root) {
     CHECK_ID(root);
-    return s->mode == MG_FAST ? backward_fast(s, root) : backward_exact(s, root);
+    return s->mode == MG_FAST ? backward_fast(s, root) : op_backward(s, root);
 }
 int32_t mg_backward(mg_store *s, int32_t root) { ENTRY(backward(s, root)); }
 

@@ -72,7 +72,7 @@ int32_t store_params(mg_store *s, const double *v, int32_t n) {
 /* Drop every node but the parameters. */
 void store_reset(mg_store *s) { s->v.n = s->v.nparams; }
 
-/* The tokens that embed and nll read by index (a replay reads new ones). */
+/* The tokens that embed and nll read by index. */
 int32_t store_tokens(mg_store *s, const int32_t *tok, int32_t n) {
     if (n < 0 || (n && !tok)) return fail(s, MG_EARG, "bad token count %d", n);
     if (grow(&s->tok, &s->tokcap, n, sizeof *s->tok, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate tokens");
@@ -309,7 +309,7 @@ int32_t op_mean(mg_store *s, const int32_t *x, int32_t n) {
 /* ------------------------------------------------------------------------ */
 /* backward */
 
-int32_t sort_buffers(mg_store *s) {
+static int32_t sort_buffers(mg_store *s) {
     int64_t c = s->scap;
     if (grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||
         (c = s->scap, grow(&s->topo, &c, s->v.n, sizeof *s->topo, INT32_MAX)) ||
@@ -319,19 +319,17 @@ int32_t sort_buffers(mg_store *s) {
     return 0;
 }
 /* The reference's depth-first post-order from root: children in order, each
-   node once, the nodes below id lo taken as visited already. Leaves are left
-   out: they have nothing to pass on. Returns its length, or -1 if it reaches
-   a node at hi or beyond. */
-int32_t topo_sort(mg_store *s, int32_t root, int32_t lo, int32_t hi) {
+   node once. Leaves are left out: they have nothing to pass on. Returns its
+   length. */
+static int32_t topo_sort(mg_store *s, int32_t root) {
     const int32_t (*child)[2] = (const int32_t (*)[2])s->child;
     uint8_t *seen = s->seen;
     int32_t *st = s->stack, *topo = s->topo, sp = 0, nt = 0, v = root, j = 0;
-    memset(seen + lo, 0, (size_t)(s->v.n - lo));
+    memset(seen, 0, (size_t)s->v.n);
     seen[root] = 1;
     for (;;) {
         int32_t c = -1;
-        while (j < 2 && (c = child[v][j]) >= 0 && c < hi && (c < lo || seen[c] || child[c][0] < 0)) j++;
-        if (j < 2 && c >= hi) return -1;
+        while (j < 2 && (c = child[v][j]) >= 0 && (seen[c] || child[c][0] < 0)) j++;
         if (j < 2 && c >= 0) { /* descend into the next unvisited child */
             st[sp++] = v; st[sp++] = j + 1;
             seen[c] = 1;
@@ -345,9 +343,9 @@ int32_t topo_sort(mg_store *s, int32_t root, int32_t lo, int32_t hi) {
 }
 /* Backward in the reference's order, the reverse of that post-order (after
    sort_buffers): the order of a shared child's contributions decides its bits. */
-void backward_full(mg_store *s, int32_t root) {
+static void backward_full(mg_store *s, int32_t root) {
     s->v.grad[root] = 1.0;
-    for (int32_t i = topo_sort(s, root, 0, s->v.n) - 1; i >= 0; i--) node_back(s, s->topo[i]);
+    for (int32_t i = topo_sort(s, root) - 1; i >= 0; i--) node_back(s, s->topo[i]);
 }
 /* Gradient 1 at root, accumulated into every node below it. */
 int32_t op_backward(mg_store *s, int32_t root) {

@@ -10,29 +10,9 @@
 #include "core.h"
 
 struct machinery {
-    int32_t backward_done;          /* fast mode, doc graphs: backward has run since the reset */
-    int32_t *tape;           /* op calls since reset: (op, nargs, out, args..., nargs) */
+    int32_t backward_done;   /* fast mode: backward has run since the reset */
+    int32_t *tape;           /* fast mode's op calls since reset: (op, nargs, out, args..., nargs) */
     int64_t ntape, tcap;
-    int64_t rec_tape;        /* recording: where its calls start on the tape */
-    int32_t rec_n, recording;
-    struct prog { int32_t *code; int64_t len; int32_t start; struct doc *doc; } *progs; /* recorded programs */
-    int32_t nprog;
-    int64_t pcap;
-    int32_t current;             /* the program whose run is the graph since the reset, or -1 */
-    int32_t lean;            /* the graph since the reset has linear rows without insides */
-    int32_t leaning;         /* the op being replayed leaves them out */
-    int32_t verify;           /* doc backward: also run the full sort and compare every gradient */
-    struct piece *pieces;    /* doc backward: the cached pieces of the order, chained by position */
-    int64_t npieces, piececap;
-    int64_t *head;           /* head[p]: the last cached piece of position p, or -1 */
-    int64_t nhead;
-    int32_t *code;           /* the pieces' backward code */
-    int64_t ncode, codecap;
-    int64_t *plan;           /* the current doc graph's piece for each position, or -1 */
-    int32_t *plan_target;    /* and its target token there */
-    int64_t plancap;
-    double *g0, *gref;       /* checking: the gradients before, and by the full sort */
-    int64_t gcap;
     int32_t handed;          /* a Value API handle was made in this generation */
     pthread_mutex_t lock;    /* held by the thread inside: Value API calls wait, others are refused */
     mg_store *prev, *next;   /* every live store, for fork */
@@ -44,9 +24,6 @@ int32_t attention_check(mg_store *s, int32_t q, int32_t n, int32_t n_head, const
                         const int32_t *values, int32_t t);
 int32_t nll_check(mg_store *s, int32_t x, int32_t n, int32_t target);
 double attention_scale(int32_t head_dim);
-int32_t sort_buffers(mg_store *s);
-int32_t topo_sort(mg_store *s, int32_t root, int32_t lo, int32_t hi);
-void backward_full(mg_store *s, int32_t root);
 
 /* An op call's arguments are int32 words, as on the tape; a double is two. */
 typedef struct { int32_t w[2]; } f64;
@@ -66,7 +43,7 @@ typedef struct { int32_t q, n, n_head, t; int32_t kv[]; } attention_args; /* t k
 typedef struct { int32_t x, n, target; } nll_args;
 typedef struct { int32_t n; int32_t x[]; } mean_args;
 
-/* tape.c: the op table, every op's one entry (recorded when asked), replay */
+/* tape.c: the op table, every op's one entry */
 /* The ops, one row each: name, argument count (FIXED(its struct), or
    VARIABLE(a checker)), exact forward, fast forward (NULL: the exact one),
    fast backward. The enum and the table are made from this one list, so a
@@ -93,9 +70,6 @@ typedef struct { int32_t n; int32_t x[]; } mean_args;
 #define ENUM_ROW(name, ...) OP_##name,
 enum { OP_LIST(ENUM_ROW) NOPS };
 int32_t call(mg_store *s, int32_t op, const void *args, int32_t na);
-int32_t record_begin(mg_store *s);
-int32_t record_end(mg_store *s);
-int32_t replay(mg_store *s, int32_t prog);
 int32_t backward_fast(mg_store *s, int32_t root);
 
 /* fast.c: fast mode's fused ops, each forward beside its backward */
@@ -120,15 +94,6 @@ void attention_back(mg_store *s, const void *args, int32_t out);
 void nll_back(mg_store *s, const void *args, int32_t out);
 void mean_back(mg_store *s, const void *args, int32_t out);
 void dot_rows(double *y, const double *x, const double *w, int32_t nin, int32_t nout);
-
-/* exact.c: doc_loss graphs' cached order, row kernels and lean replay */
-struct doc;
-int32_t linear_lean(mg_store *s, const linear_args *a);
-int32_t doc_program(mg_store *s, int32_t prog);
-int32_t plan(mg_store *s, const struct doc *d);
-int32_t doc_positions(const struct doc *d);
-void doc_free(struct doc *d);
-int32_t backward_exact(mg_store *s, int32_t root);
 
 /* api.c and value.c */
 int32_t reset(mg_store *s);

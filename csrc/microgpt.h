@@ -23,7 +23,6 @@ typedef struct {
     double *val, *grad;      /* node i: value and gradient (valid until the store grows) */
     int32_t n;               /* nodes in use */
     int32_t nparams;         /* the parameters are nodes [0, nparams), kept by reset */
-    int32_t pieces;          /* pieces of the reference's order cached for doc_loss graphs */
     uint32_t generation;     /* the Value API's handles carry it: 1 .. 2**22-1, never reused */
     char err[200];           /* the last error's message */
 } mg_view;
@@ -35,12 +34,6 @@ mg_view *mg_view_of(mg_store *s);
 int32_t mg_params(mg_store *s, const double *v, int32_t n);
 int32_t mg_reset(mg_store *s);
 int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n);
-
-/* recording: the op calls between begin and end become a program that
-   mg_replay runs again in one call, from the same node count */
-int32_t mg_record_begin(mg_store *s);
-int32_t mg_record_end(mg_store *s);
-int32_t mg_replay(mg_store *s, int32_t prog);
 
 /* scalar ops */
 int32_t mg_leaf(mg_store *s, double v);
@@ -70,17 +63,6 @@ int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n);
 
 /* backward: gradient of root is 1, accumulated into every node below it */
 int32_t mg_backward(mg_store *s, int32_t root);
-
-/* doc_loss graphs (model.doc_loss; CEngine.run declares the programs recorded
-   under a key ("doc_loss", ...)): exact mode's backward reuses the reference's
-   order by position, and a replay leaves out the insides of linear rows whose
-   order is cached (their values and gradients are then not written, and such
-   a graph has a backward from its loss only); exact.c says why that is
-   exact. mg_verify(s, 1) makes every doc backward build every node, also run
-   the full sort and compare every gradient (an error naming the first that
-   differs). */
-int32_t mg_doc_program(mg_store *s, int32_t prog);
-int32_t mg_verify(mg_store *s, int32_t on);
 
 /* Adam: one step of the reference's update over n parameters, in place, each
    operation as the reference orders it (lr_t = lr * (1 - step / num_steps),
@@ -148,7 +130,7 @@ int32_t mg_value_back_one(mg_store *s, mg_handle a);
 int32_t mg_value_reset(mg_store *s, const mg_handle *keep, int32_t n, mg_handle *kept);
 /* drop every node but the parameters and those the n Values handles[] reach,
    graphs kept whole; handles[i] becomes the new handle (a stale one stays).
-   Exact mode, no recorded programs. Only if the store still has `nodes`
+   Exact mode. Only if the store still has `nodes`
    nodes (the count when the Values were listed; -1: any): returns 1 if it
    compacted, 0 if a node was made since (a Value another thread holds may
    not be listed). */

@@ -1,12 +1,10 @@
-/* tape.c: the op table, the one entry to every op, recording and replay.
+/* tape.c: the op table and the one entry to every op.
 
    Every op is one row of OP_LIST: its argument struct's words, its exact
    forward (the core's op, core.c), its fast forward (fast.c; NULL: the exact
-   one) and its fast backward (fast.c). call() runs a row and, while
-   recording or in fast mode, appends the call to the tape: a recorded
-   program (one document's forward pass) is replayed by one mg_replay call,
-   which is what takes the per-op Python overhead out of training; fast
-   mode's backward walks the tape in reverse. */
+   one) and its fast backward (fast.c). call() runs a row and, in fast mode,
+   appends the call to the tape, which fast mode's backward walks in
+   reverse. */
 #include "machinery.h"
 
 /* exact forwards: the core's ops, on the words of their argument structs */
@@ -47,11 +45,9 @@ static int32_t rmsnorm_exact(mg_store *s, const void *args) {
     const vec_args *a = args;
     return op_rmsnorm(s, a->x, a->n);
 }
-/* a replayed doc position whose order is cached: its rows' insides left out (exact.c) */
 static int32_t linear_exact(mg_store *s, const void *args) {
     const linear_args *a = args;
-    int32_t r = s->m->leaning ? linear_check(s, a->x, a->nin, a->w, a->nout) : 0;
-    return r ? r : s->m->leaning ? linear_lean(s, a) : op_linear(s, a->x, a->nin, a->w, a->nout);
+    return op_linear(s, a->x, a->nin, a->w, a->nout);
 }
 static int32_t softmax_exact(mg_store *s, const void *args) {
     const vec_args *a = args;
@@ -96,8 +92,8 @@ static const struct op {
     OP_LIST(TABLE_ROW)
 };
 
-/* Run op with its na argument words a. In fast mode (for backward) and while
-   recording (for replay), also append (op, na, output, a..., na) to the tape:
+/* Run op with its na argument words a. In fast mode (for backward), also
+   append (op, na, output, a..., na) to the tape:
    the trailing na lets backward walk it from the end. An op whose nodes hold
    a non-finite value or local gradient (overflow, say) is undone: an error. */
 int32_t call(mg_store *s, int32_t op, const void *args, int32_t na) {
@@ -107,7 +103,7 @@ int32_t call(mg_store *s, int32_t op, const void *args, int32_t na) {
         return fail(s, MG_EARG, "%s given %d argument words", o->name, na);
     int64_t at = s->m->ntape;
     int32_t n0 = s->v.n;
-    int taping = s->m->recording || s->mode == MG_FAST;
+    int taping = s->mode == MG_FAST;
     if (taping) {
         if (grow(&s->m->tape, &s->m->tcap, at + 4 + (int64_t)na, sizeof *s->m->tape, INT64_MAX / 8))
             return fail(s, MG_ENOMEM, "cannot allocate the tape");
@@ -133,60 +129,6 @@ int32_t call(mg_store *s, int32_t op, const void *args, int32_t na) {
         s->m->ntape = at + 4 + na;
     }
     return r;
-}
-
-/* ------------------------------------------------------------------------ */
-/* recording and replay */
-
-int32_t record_begin(mg_store *s) {
-    if (s->m->recording) return fail(s, MG_EARG, "already recording");
-    s->m->recording = 1;
-    s->m->rec_tape = s->m->ntape;
-    s->m->rec_n = s->v.n;
-    return 0;
-}
-
-/* Save the calls since mg_record_begin as a program; returns its index. */
-int32_t record_end(mg_store *s) {
-    if (!s->m->recording) return fail(s, MG_EARG, "not recording");
-    s->m->recording = 0;
-    int64_t len = s->m->ntape - s->m->rec_tape, c = s->m->pcap;
-    if (s->mode == MG_EXACT) s->m->ntape = s->m->rec_tape; /* the tape was only for this */
-    if (grow(&s->m->progs, &c, s->m->nprog + 1, sizeof *s->m->progs, INT32_MAX)) return fail(s, MG_ENOMEM, "cannot allocate a program");
-    s->m->pcap = c;
-    int32_t *code = malloc((size_t)(len ? len : 1) * sizeof *code);
-    if (!code) return fail(s, MG_ENOMEM, "cannot allocate a program");
-    if (len) memcpy(code, s->m->tape + s->m->rec_tape, (size_t)len * sizeof *code);
-    s->m->progs[s->m->nprog] = (struct prog){code, len, s->m->rec_n, NULL};
-    s->m->current = s->m->nprog;
-    return s->m->nprog++;
-}
-
-/* Run a recorded program again: from the same node count, every call makes the
-   same node ids, reading the current tokens and parameter values. */
-int32_t replay(mg_store *s, int32_t prog) {
-    if (prog < 0 || prog >= s->m->nprog) return fail(s, MG_EARG, "no program %d", prog);
-    struct prog *p = &s->m->progs[prog];
-    if (s->v.n != p->start) return fail(s, MG_EARG, "program %d starts at node %d, the store is at %d", prog, p->start, s->v.n);
-    s->m->current = -1;
-    const struct doc *d = p->doc;
-    int32_t r = d ? plan(s, d) : 0, pos = 0;
-    if (r < 0) return r;
-    for (int64_t i = 0; i < p->len; ) {
-        int32_t op = p->code[i], na = p->code[i + 1];
-        if (op < 0 || op >= NOPS || na < 0 || i + 4 + na > p->len || p->code[i + 3 + na] != na)
-            return fail(s, MG_EARG, "corrupt program %d", prog);
-        /* a doc position whose piece is cached: lean */
-        s->m->leaning = d && pos < doc_positions(d) && s->m->plan[pos] >= 0 && !s->m->verify;
-        s->m->lean |= s->m->leaning;
-        r = call(s, op, p->code + i + 3, na);
-        s->m->leaning = 0;
-        if (r < 0) return r;
-        pos += op == OP_nll;
-        i += 4 + na;
-    }
-    s->m->current = prog;
-    return 0;
 }
 
 /* Fast mode: the tape's ops in reverse, each by its table row's backward:

@@ -178,12 +178,10 @@ int32_t mg_value_reset(mg_store *s, const mg_handle *keep, int32_t n, mg_handle 
 /* Keep only the parameters and the nodes the n Values handles[] reach (their
    graphs whole: same children, same order, so backward gives the same bits),
    moved down to consecutive ids; handles[i] becomes the new handle. A handle
-   that names no node (a stale Value) stays as it is. Exact mode only, with no
-   recorded programs (their ids would move). */
+   that names no node (a stale Value) stays as it is. Exact mode only. */
 static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
     if (n < 0 || (n && !handles)) return fail(s, MG_EARG, "compact %d Values", n);
-    if (s->mode != MG_EXACT || s->m->recording || s->m->nprog)
-        return fail(s, MG_EARG, "only an exact-mode store with no recorded programs can be compacted");
+    if (s->mode != MG_EXACT) return fail(s, MG_EARG, "only an exact-mode store can be compacted");
     int64_t c = s->scap;
     int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids); /* each handle's node, -1 if none */
     if (!ids || grow(&s->seen, &c, s->v.n, sizeof *s->seen, INT32_MAX) ||

@@ -108,9 +108,10 @@ def decimal(x, digits=4):
 
 
 def nodes(r):
-    """The graph nodes/step cell: fast mode's kernel builds one node (the loss),
-    which says nothing of its work; torch's graph is its own."""
-    if r["mode"] == "fast":
+    """The graph nodes/step cell: the C engine's whole-document kernel builds
+    one node (the loss), which says nothing of its work; torch's graph is its
+    own."""
+    if r["engine"] == "c":
         return "kernel"
     return "-" if r["nodes_per_step"] is None else f"{r['nodes_per_step']:,.0f}"
 
@@ -185,7 +186,7 @@ def main(argv):
               f"{steps}-step schedule." if ("python", "exact") in a.engines else "")
     print(textwrap.fill(f"ms/step: the median over each engine's steps; speedup: {name}'s median over this one's; "
                         f"graph nodes/step: the scalar nodes (values with a gradient) one training step builds, "
-                        f"where fast mode runs a whole-document kernel that builds one, the loss; RSS: the "
+                        f"where the C engine runs a whole-document kernel that builds one, the loss; RSS: the "
                         f"worker's peak; loss @ step: the loss of the last step each engine ran; same losses: bit "
                         f"for bit equal to {name}'s over the steps both ran, or the largest difference.{python}",
                         WIDTH))

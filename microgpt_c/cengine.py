@@ -24,27 +24,13 @@ class CEngine(Engine):
             raise MemoryError("cannot allocate the node store")
         self.s = ffi.gc(s, lib.mg_free)
         self.v = lib.mg_view_of(self.s)  # values, gradients, counts, error message
-        self._programs = {}  # run() key -> (program index, fn's result)
         self.verify = False
         doc = lib.mg_doc_new()
         if doc == ffi.NULL:
             raise MemoryError("cannot allocate the document kernel")
         self.doc = ffi.gc(doc, lib.mg_doc_free)
-        self.whole_doc = True  # doc_loss by the whole-document kernel (doc_fast.c, doc_exact.c)
         self._doc_loss = None  # the loss node of the kernel's forward since the reset
         self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
-
-    @property
-    def verify(self):
-        """The verifying mode: every shortcut (doc_loss's cached order, row
-        kernels and lean replay; Adam's cheap powers) is also done the plain
-        way and compared; a difference is an error."""
-        return self._verify
-
-    @verify.setter
-    def verify(self, on):
-        self._verify = bool(on)
-        self._ok(lib.mg_verify(self.s, self._verify))
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -100,15 +86,11 @@ class CEngine(Engine):
         return params
 
     def doc_loss(self, P, cfg, tokens, n, build=None):
-        """With whole_doc: the document's loss from the whole-document
-        kernel's forward, as a leaf node; backward from it runs the kernel's
-        backward (exact mode's: the reference's gradients, doc_exact.c). In
-        the verifying mode, exact mode also builds build's nodes, whose
-        backward then runs both ways and compares. Without whole_doc: build's
-        ops, recorded once per document length and replayed after (exact
-        mode's backward then takes its cached order)."""
-        if not self.whole_doc:
-            return self.run(build, tokens, key=("doc_loss", n), doc=True)
+        """The document's loss from the whole-document kernel's forward, as a
+        leaf node; backward from it runs the kernel's backward (exact mode's:
+        the reference's gradients, doc_exact.c). In the verifying mode, exact
+        mode also builds build's nodes, whose backward then runs both ways
+        and compares (`E.verify = True`: also Adam's cheap powers)."""
         if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
             shapes = param_shapes(cfg, P["wte"][1])
             if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
@@ -152,35 +134,11 @@ class CEngine(Engine):
             v._handle = h
             v._as_leaf()
 
-    def recorded(self):
-        """Whether this store has recorded programs (whose node ids must not move)."""
-        return bool(self._programs)
-
-    def run(self, fn, tokens, key=None, doc=False):
+    def run(self, fn, tokens):
         """fn(token refs): the ops fn calls see tokens through indices into the
-        store's token list. With a key, the first run records the op calls and
-        later runs with that key replay them in one C call (so the key must
-        determine which ops fn makes), from a store just reset. doc says fn
-        is model.loss_over's graph, whose backward exact mode may take by its
-        cached order (mg_doc_program checks its shape)."""
+        store's token list."""
         self._ok(lib.mg_tokens(self.s, tokens, len(tokens)))
-        refs = range(len(tokens))
-        if key is None:
-            return fn(refs)
-        if key in self._programs:
-            prog, out = self._programs[key]
-            self._ok(lib.mg_replay(self.s, prog))
-            return out
-        self._ok(lib.mg_record_begin(self.s))
-        try:
-            out = fn(refs)
-        finally:
-            prog = lib.mg_record_end(self.s)
-        self._ok(prog)
-        if doc:
-            self._ok(lib.mg_doc_program(self.s, prog))
-        self._programs[key] = prog, out
-        return out
+        return fn(range(len(tokens)))
 
     def embed(self, wte, wpe, token, pos):
         n = wte[2]
@@ -226,7 +184,7 @@ class CEngine(Engine):
             self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0, self.mode == "exact"))
         else:  # the kernel's loss is a leaf: a node built on it, or an earlier one, would pass nothing on
             raise ValueError("since the reset, doc_loss ran the whole-document kernel: backward runs from its "
-                             "last loss only (whole_doc = False builds the ops instead)")
+                             "last loss only (doc_loss(..., replay=False) builds the ops instead)")
 
     def _verify_backward(self, loss):
         """The reference's backward through the graph's nodes (the full sort),

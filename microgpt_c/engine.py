@@ -54,7 +54,7 @@ class Engine(ABC):
     def doc_loss(self, P, cfg, tokens, n, build):
         """model.doc_loss's loss node over the document's first n positions:
         build(tokens) makes it op by op (model.loss_over); an engine may take
-        its shortcuts instead (a recording, a kernel for the whole document).
+        its shortcuts instead (a kernel for the whole document).
         Here: build."""
         return self.run(build, tokens)
 
@@ -63,10 +63,8 @@ class Engine(ABC):
         """Drop the last step's graph."""
 
     @abstractmethod
-    def run(self, fn, tokens, key=None):
-        """fn(tokens) with the tokens as the engine's ops want them; with a key,
-        an engine may record the ops fn makes and replay them for a later call
-        with the same key (so the key must determine the ops)."""
+    def run(self, fn, tokens):
+        """fn(tokens) with the tokens as the engine's ops want them."""
 
     @abstractmethod
     def embed(self, wte, wpe, token, pos): ...

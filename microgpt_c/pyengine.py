@@ -183,7 +183,7 @@ class PyEngine(Engine):
     def reset(self):
         pass  # the graph of the last step is garbage-collected
 
-    def run(self, fn, tokens, key=None):
+    def run(self, fn, tokens):
         return fn(tokens)
 
     def embed(self, wte, wpe, token, pos):

@@ -73,7 +73,7 @@ class TorchEngine(Engine):
     def reset(self):
         pass  # the last step's graph is freed with its tensors
 
-    def run(self, fn, tokens, key=None):
+    def run(self, fn, tokens):
         return fn(tokens)
 
     def embed(self, wte, wpe, token, pos):

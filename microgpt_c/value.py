@@ -210,7 +210,7 @@ def _reclaim(cls):
     compacts only if no node was made since the Values were listed (a thread
     that started after that look could hold one that is not listed)."""
     store = cls.store
-    if len(sys._current_frames()) == 1 and store.mode == "exact" and not store.recorded():
+    if len(sys._current_frames()) == 1 and store.mode == "exact":
         nodes = store.v.n
         live = [v for v in gc.get_referrers(cls) if type(v) is cls]
         handles = ffi.new("mg_handle[]", [v._handle for v in live])

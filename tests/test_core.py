@@ -108,7 +108,7 @@ class CoreEngine(Engine):
     def reset(self):
         self.lib.store_reset(self.s)
 
-    def run(self, fn, tokens, key=None):
+    def run(self, fn, tokens):
         self.ok(self.lib.store_tokens(self.s, tokens, len(tokens)))
         return fn(range(len(tokens)))
 

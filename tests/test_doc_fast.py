@@ -18,9 +18,8 @@ CONFIGS = {"default": Config(), "2layer": SMALL, "1head": Config(n_head=1), "blo
 
 def loss_and_grads(cfg, doc, seed, whole_doc):
     E, tok = CEngine("fast"), Tokenizer(DOCS)
-    E.whole_doc = whole_doc
     P = init_params(E, cfg, tok.vocab_size, random.Random(seed))
-    loss = doc_loss(E, P, cfg, tok.encode(doc))
+    loss = doc_loss(E, P, cfg, tok.encode(doc), replay=whole_doc)
     assert (E.nodes() == 1) == whole_doc  # the kernel makes one node: the loss
     E.backward(loss)
     return E.value(loss), grads(E)

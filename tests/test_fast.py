@@ -50,11 +50,10 @@ def test_backward_once_per_graph():
     """The tape's reverse walk (per-op fast mode; the whole-document kernel's
     own refusal is tested in test_doc_fast.py)."""
     E, tok, cfg = make_engine("c", "fast"), Tokenizer(DOCS), DEFAULT
-    E.whole_doc = False
     P = init_params(E, cfg, tok.vocab_size, random.Random(0))
-    loss = doc_loss(E, P, cfg, tok.encode("emma"))
+    loss = doc_loss(E, P, cfg, tok.encode("emma"), replay=False)
     E.backward(loss)
     with pytest.raises(ValueError, match="once per graph"):
         E.backward(loss)
     E.reset()
-    E.backward(doc_loss(E, P, cfg, tok.encode("emma")))  # fine after a reset
+    E.backward(doc_loss(E, P, cfg, tok.encode("emma"), replay=False))  # fine after a reset

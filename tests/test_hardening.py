@@ -160,14 +160,16 @@ def test_the_estimate_is_the_documented_node_count():
     (exact: the reference's graph, which the pure-Python engine builds)."""
     from microgpt_c import Config
     from microgpt_c.memory import GRAPHS
+    from microgpt_c.model import doc_loss
     cfg = Config(n_layer=2, n_embd=8, n_head=2, block_size=6)
     docs = ["abcdefghij", "ab"]
     for engine, mode in [("c", "exact"), ("c", "fast")]:
         run = Run(cfg, docs, steps=4, engine=engine, mode=mode)
-        run.E.whole_doc = False
-        for _ in range(4):
-            run.train_step()
-            P = min(cfg.block_size, len(run.docs[(run.step - 1) % 2]) + 1)
+        for i in range(4):
+            run.E.reset()
+            tokens = run.tok.encode(run.docs[i % 2])
+            doc_loss(run.E, run.P, cfg, tokens, replay=False)  # the op path: every node
+            P = min(cfg.block_size, len(tokens) - 1)
             assert run.E.nodes() == GRAPHS[mode](8, run.tok.vocab_size, 2, 2, P)
 
 

@@ -1,9 +1,10 @@
 """--plot: the loss curve as a PNG, with matplotlib (an optional extra)."""
-from .files import atomic_write, check_writable
+from .files import atomic_write
 
 
 def check(path):
-    """A ValueError before training if the plot could not be written after it."""
+    """A ValueError before training if the plot could not be written after it
+    (the path itself is checked with the command's other outputs)."""
     if not path.lower().endswith(".png"):
         raise ValueError(f"--plot writes a PNG: the file name must end in .png, not {path!r}")
     try:
@@ -11,7 +12,6 @@ def check(path):
     except ImportError:
         raise ValueError("--plot needs matplotlib: pip install '.[plot]' from a checkout, "
                          "or pip install matplotlib") from None
-    check_writable(path)
 
 
 def loss_curve(path, steps, losses, smoothed, title):

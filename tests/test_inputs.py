@@ -58,25 +58,53 @@ def test_a_hard_link_to_the_data_is_the_data(tmp_path, capsys):
     assert "is the file --data names" in msg and data.read_text() == "anna\nbob\n"
 
 
-def test_a_killed_saves_leftover_is_removed_by_the_next_save(tmp_path):
+def test_a_killed_saves_leftover_is_removed_by_the_next_save_and_nothing_else(tmp_path):
+    """Only a temporary file this program names (its mark, a pid that is gone)
+    is removed: a user's ck.npz.20240101.tmp stays, and a pid too large for
+    the system is no error."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()  # a pid that is gone
-    leftover = tmp_path / f"run.npz.{dead}.tmp"
-    leftover.write_bytes(b"half a checkpoint")
+    (tmp_path / f"run.npz.microgpt_c-{dead}.tmp").write_bytes(b"half a checkpoint")
+    users = ["run.npz.20240101.tmp", f"run.npz.{dead}.tmp", "run.npz.99999999999999999999999.tmp",
+             "run.npz.microgpt_c-99999999999999999999999.tmp", "run.npz.microgpt_c-007.tmp"]
+    for name in users:
+        (tmp_path / name).write_bytes(b"the user's")
     Run(steps=1).save(tmp_path / "run.npz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.npz", *users])
 
 
 # -- inputs: regular files only, bounded, checked by name and size before inflating --
 
 @pytest.mark.parametrize("args", [["--data", "/dev/zero"], ["--resume", "/dev/zero"],
-                                  ["sample", "--load", "/dev/zero"], ["--data", "FIFO"]])
+                                  ["sample", "--load", "/dev/zero"], ["--data", "."]])
 def test_special_files_are_refused_without_reading(tmp_path, capsys, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
-    os.mkfifo("FIFO")  # nobody writes to it: reading would wait forever
     status, out, err = run_main(*args)
     msg = one_line_error(status, out, err, prog=f"{PROG} sample" if args[0] == "sample" else PROG)
-    assert "not a regular file" in msg
+    assert "not a regular file or a pipe" in msg
+
+
+def pipe(data):
+    """The path of a pipe holding data, its writer closed (as --data <(grep ...) gives one)."""
+    r, w = os.pipe()
+    os.write(w, data)  # under a pipe's buffer: no reader needed yet
+    os.close(w)
+    return f"/dev/fd/{r}"
+
+
+def test_pipes_are_read_under_the_same_bound(tmp_path, capsys, monkeypatch):
+    """--data <(...) and --data - (standard input) are read, in chunks, under
+    the data file's bound; a pipe over it and a FIFO nobody writes to are one
+    line, not a hang."""
+    status, out, err = run_main("--data", pipe(b"anna\nbob\n"), *TINY)
+    assert status == 0 and "num docs: 2" in out, err
+    r = subprocess.run([sys.executable, "-m", "microgpt_c", "--data", "-", *TINY], input="anna\nbob\ncyd\n",
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "num docs: 3" in r.stdout, r.stderr
+    monkeypatch.setattr("microgpt_c.text.TEXT_LIMIT", 100)
+    assert "larger than the 100 bytes" in one_line_error(*run_main("--data", pipe(b"anna\n" * 100), *TINY))
+    os.mkfifo(tmp_path / "FIFO")
+    assert "no documents" in one_line_error(*run_main("--data", tmp_path / "FIFO", *TINY))
 
 
 def test_a_file_over_the_bound_is_refused(tmp_path, monkeypatch):

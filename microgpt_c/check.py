@@ -62,18 +62,31 @@ def number(text):
     return float(text) if DECIMAL.fullmatch(text) or text.lower().lstrip("+-") in ("nan", "inf") else math.nan
 
 
-def compare(theirs, ref):
+def digits(text):
+    """The significant digits of a printed number; None if printf would not print it so."""
+    m = DECIMAL.fullmatch(text)
+    return len(re.sub(r"\D", "", m[1]).lstrip("0")) if m else None
+
+
+def in_full(texts):
+    """Whether printed losses are their doubles' shortest reprs (Python's repr,
+    JavaScript's toString): each reads back as itself and some need 16
+    digits or more (a fixed number of decimals does neither)."""
+    return (bool(texts) and all(digits(t) and repr(float(t)) == t for t in texts)
+            and any(digits(t) >= 16 for t in texts))
+
+
+def compare(theirs, ref, full):
     """How a printed loss compares with the reference's loss ref: (equal, ref
     as compared, decimals compared or None when compared as doubles). The
-    digits pin down a double when there are 17 significant ones, or 16 that
-    are the double's shortest repr: then the doubles are compared; otherwise
-    ref rounded as theirs is printed (decimals, or an exponent), 4 decimals
-    if theirs is not a number."""
+    digits pin down a double when there are 17 significant ones, or when
+    the losses are printed in full (in_full): then the doubles are compared;
+    otherwise ref rounded as theirs is printed (decimals, or an exponent), 4
+    decimals if theirs is not a number."""
     m = DECIMAL.fullmatch(theirs)
     if not m:
         return False, f"{ref:.4f}", 4
-    significant = len(re.sub(r"\D", "", m[1]).lstrip("0"))
-    if significant >= 17 or (significant == 16 and repr(float(theirs)) == theirs):
+    if full or digits(theirs) >= 17:
         return float(theirs) == ref, repr(ref), None
     decimals = len(m[2] or m[3] or "")
     printed = f"{ref:.{decimals}{'e' if m[4] else 'f'}}"
@@ -87,6 +100,7 @@ class Report:
         self.decimals = []  # of each loss line compared to its printed decimals (the others: as doubles)
         self.tolerated = 0  # loss lines that differ in the printed digits, by no more than the tolerance
         self.totals = sorted({line[2] for line in lines if line[0] == "loss"})
+        full = in_full([line[3] for line in lines if line[0] == "loss"])
         for kind, key, *rest in lines:
             if kind == "header":
                 theirs, ref = rest[0], HEADERS[key](run)
@@ -94,7 +108,7 @@ class Report:
             elif kind == "loss":
                 theirs, where, ref, equal = rest[1], f"step {key}", "no such step", False
                 if 1 <= key <= len(losses):
-                    equal, ref, decimals = compare(theirs, losses[key - 1])
+                    equal, ref, decimals = compare(theirs, losses[key - 1], full)
                     if decimals is not None:
                         self.decimals.append(decimals)
                     diff = abs(number(theirs) - losses[key - 1])  # up to half the last printed digit when equal

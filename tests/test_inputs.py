@@ -263,3 +263,87 @@ def test_samples_stream_as_they_are_made():
     names = run.samples(10**9)
     first = [next(names) for _ in range(3)]
     assert len(first) == 3 and all(isinstance(n, str) for n in first)
+
+
+# -- every command that takes the run's flags checks them, and reports what they make, in one line --
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
+OVERFLOW = ["--steps", "3", "--lr", "1e308"]  # the weights overflow at step 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["check", GOLDEN, "--temperature", "1e-310"], "--temperature must be a positive number whose reciprocal"),
+    (["check", GOLDEN, "--temperature", "1e-308"], "cannot sample from this model: "),  # on the trained model
+    (["check", "RUN", *OVERFLOW], "training stopped at step 2, document "),
+    (["trace", "--step", "3", "--out", "t.npz", *OVERFLOW], "training stopped at step 2, document "),
+    ([*OVERFLOW], "training stopped at step 2, document "),
+])
+def test_every_command_reports_what_the_runs_flags_make_in_one_line(tmp_path, capsys, monkeypatch, args, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RUN").write_text("step 1 / 3 | loss 3.3660\n")
+    status, out, err = run_main(*args)
+    if args[0] not in ("check", "trace"):  # the train command prints its lines before training
+        out = ""
+    prog = f"{PROG} {args[0]}" if args[0] in ("check", "trace") else PROG
+    assert one_line_error(status, out, err, prog).startswith(says)
+    assert not (tmp_path / "t.npz").exists()
+
+
+@pytest.mark.parametrize("out, says", [("data.txt", "--out data.txt is the file --data names"),
+                                       ("link.txt", "--out link.txt is the file --data names"),
+                                       ("newdir/", "--out newdir/: names a directory")])
+def test_traces_output_is_checked_as_saves_is(tmp_path, capsys, monkeypatch, out, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("anna\nbob\n")
+    os.symlink("data.txt", tmp_path / "link.txt")
+    status, stdout, err = run_main("trace", "--step", "1", "--out", out, "--data", "data.txt", "--steps", "1")
+    assert one_line_error(status, stdout, err, f"{PROG} trace").startswith(says)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "link.txt"]
+    assert (tmp_path / "data.txt").read_text() == "anna\nbob\n"
+
+
+# -- what saving and loading need is there before the work starts --
+
+NO_NUMPY = "import sys; sys.modules['numpy'] = None; from microgpt_c.__main__ import main; main(sys.argv[1:])"
+
+
+def without_numpy(*args, cwd):
+    """The CLI in a process where importing numpy fails, as under a tight memory limit."""
+    return subprocess.run([sys.executable, "-c", NO_NUMPY, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_without_numpy_a_checkpoint_is_one_line_before_training(tmp_path):
+    Run(steps=1).save(tmp_path / "ck.npz")
+    for args in (["sample", "--load", "ck.npz"], ["--save", "new.npz", *TINY], ["--resume", "ck.npz", *TINY[:2]],
+                 ["trace", "--step", "1", "--out", "t.npz", "--steps", "1"]):
+        r = without_numpy(*args, cwd=tmp_path)
+        prog = PROG + (f" {args[0]}" if args[0] in ("sample", "trace") else "")
+        assert "needs numpy, which cannot be imported here" in one_line_error(r.returncode, r.stdout, r.stderr, prog)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
+
+
+@pytest.mark.parametrize("member", ["wte.npy", "config.npy", "step.npy"])
+def test_a_member_that_is_not_npy_data_is_one_line(tmp_path, capsys, member):
+    ck = tmp_path / "ck.npz"
+    Run(steps=1).save(ck)
+    rewrite(ck, **{member: b"" if member == "wte.npy" else b"some text"})
+    with pytest.raises(ValueError, match=f"member '{member}' is not numpy array data"):
+        Run.load(ck)
+    assert "is not numpy array data" in one_line_error(*run_main("sample", "--load", ck), prog=f"{PROG} sample")
+
+
+def test_a_step_count_past_what_a_checkpoint_holds_is_refused(tmp_path, capsys):
+    """Steps are at most 2**63 - 1 (a checkpoint's 64-bit step): 1 and 400
+    zeros is one line (not the progress line's OverflowError on a terminal),
+    and a run at the last step saves a checkpoint that reads back."""
+    with pytest.raises(ValueError, match="steps must be at most 9223372036854775807"):
+        Run(steps=10**400)  # (first: before the bound, the command below trained without end)
+    assert "--steps must be at most 9223372036854775807" in one_line_error(*run_main("--steps", "1" + "0" * 400))
+    run = Run(steps=1)
+    run.train_step()
+    state = {**run.state(), "step": 2**63 - 1}
+    state["schedule"] = type(run.schedule)(run.schedule.seed, 2**63 - 1, run.schedule.lr, 1)
+    Run.from_state(state).save(tmp_path / "last.npz")
+    assert Run.load(tmp_path / "last.npz").step == 2**63 - 1
+    with pytest.raises(ValueError):
+        run.extend(2**64 - 1)

@@ -69,3 +69,26 @@ def test_draw_dot_without_graphviz_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "graphviz", None)
     with pytest.raises(ImportError, match=r"pip install 'microgpt_c\[graph\]'"):
         draw_dot(PyValue(1.0))
+
+
+def test_draw_dot_escapes_what_a_record_reads_as_its_own(monkeypatch):
+    """A label with '|', braces, '<p>' (a port) or a backslash shows as
+    itself: escaped in the record, so the record keeps its three fields.
+    (A stand-in for graphviz records what draw_dot gives it.)"""
+    import sys
+    import types
+
+    class Digraph:
+        def __init__(self, **kwargs):
+            self.labels = []
+
+        def node(self, name, label, **kwargs):
+            self.labels.append(label)
+
+        def edge(self, *args):
+            pass
+
+    monkeypatch.setitem(sys.modules, "graphviz", types.SimpleNamespace(Digraph=Digraph))
+    from microgpt_c import draw_dot
+    v = CValue(1.0, label=r"a|{b}<p>\c")
+    assert draw_dot(v).labels == [r"{ a\|\{b\}\<p\>\\c | data 1.0000 | grad 0.0000 }"]

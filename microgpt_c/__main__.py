@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 
+from . import memory
 from .cli import (PROG, Parser, add_engine, add_sampling, add_settings, check_sampling_flags, flag, flagged,
                   given_settings, handling, memory_message, message, new_run, require_numpy, samples, train_step)
 from .files import check_paths, same
@@ -57,6 +58,7 @@ class Progress:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    memory.limit_blas_threads()
     try:
         if argv[:1] == ["bench"]:
             from .bench import main as bench

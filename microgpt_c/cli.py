@@ -146,8 +146,9 @@ def memory_message(e):
 
 
 def message(e):
-    """The one line for a ValueError or MemoryError (a MemoryError may say nothing: this line still does)."""
-    return memory_message(e) if isinstance(e, MemoryError) else str(e) or type(e).__name__
+    """The one line for a ValueError or MemoryError: its own words (the memory
+    estimate's say what the run needs), or what ran out when it says nothing."""
+    return str(e) or (memory_message(e) if isinstance(e, MemoryError) else type(e).__name__)
 
 
 def train_step(run):
@@ -181,8 +182,9 @@ def require_numpy(what):
     imported (under a tight memory limit, say): what needs it."""
     try:
         import numpy  # noqa: F401
-    except (ImportError, MemoryError) as e:
-        raise ValueError(f"{what} needs numpy, which cannot be imported here: {message(e)}") from None
+    except (ImportError, MemoryError) as e:  # numpy's ImportError is a page of advice: its last line says why
+        why = (str(e).strip().splitlines() or [""])[-1] if isinstance(e, ImportError) else ""
+        raise ValueError(f"{what} needs numpy, which cannot be imported here: {why or message(e)}") from None
 
 
 @contextlib.contextmanager

@@ -240,9 +240,11 @@ def test_an_error_names_what_failed_even_when_python_does_not(tmp_path, monkeypa
     """A MemoryError that says nothing (as under a memory limit) is still a line that says what."""
     import microgpt_c.check
 
-    def parse(*args):
+    def fail(*args):
         raise MemoryError()
 
-    monkeypatch.setattr(microgpt_c.check, "parse", parse)
-    status, out, err = run_main("check", GOLDEN)
-    assert status == 2 and err.count("\n") == 1 and "error: out of memory (" in err, err
+    for name, says in (("parse", f"out of memory reading {GOLDEN}"), ("reference_run", "out of memory (")):
+        with monkeypatch.context() as m:
+            m.setattr(microgpt_c.check, name, fail)
+            status, out, err = run_main("check", GOLDEN)
+        assert status == 2 and err.count("\n") == 1 and f"error: {says}" in err, err

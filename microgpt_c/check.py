@@ -151,6 +151,8 @@ class Report:
         return "\n".join(out)
 
     def verdict(self, tolerance):
+        """One line that says what is equal, and to what: the printed digits, or the last bit."""
+        digits = f"to the printed digits ({min(self.decimals)} decimals)" if self.decimals else "to the last bit"
         if self.first is None:
             if self.tolerated:
                 return (f"equal within --tolerance {tolerance:g}: {self.tolerated} loss lines differ in the printed "
@@ -165,12 +167,12 @@ class Report:
         if kind == "header":
             return f"differs before training: {key} (the documents or the model's sizes)"
         if kind == "sample":
-            return (f"every loss line equal; names differ from sample {key} "
-                    "(the sampler: temperature, softmax, random draws)")
+            losses = f"every loss line equal {digits}; " if self.counts["loss"][1] else ""
+            return f"{losses}names differ from sample {key} (the sampler: temperature, softmax, random draws)"
         if self.last_equal == 0:
             return (f"differs from the first printed step ({key}): the random generator, the documents' order "
                     f"or the initial weights (trace --step {key} has the reference's numbers)")
-        return (f"equal to the printed digits up to step {self.last_equal}, differs from step {key} "
+        return (f"equal {digits} up to step {self.last_equal}, differs from step {key} "
                 f"(trace --step {key} has the reference's numbers)")
 
 

@@ -181,7 +181,7 @@ def test_a_full_output_device_is_one_line():
 def test_bench_json_is_checked_before_the_benchmark(tmp_path, capsys, monkeypatch):
     from microgpt_c import bench
     workers = []
-    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **kw: workers.append(a))
+    monkeypatch.setattr(bench, "run_worker", lambda *a: workers.append(a))
     for path, says in ((tmp_path, "names a directory" if str(tmp_path).endswith("/") else "not a regular file"),
                        (tmp_path / "no" / "x.json", "No such file or directory"), ("/dev/full", "not a regular file")):
         status, out, err = run_main("bench", "--json", path, "--engines", "c:fast", "--steps", "1")

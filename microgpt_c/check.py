@@ -43,18 +43,21 @@ def parse(text, path):
     A ValueError names the line of a number too long to be a run's."""
     lines = []
     for n, line in enumerate(LINE_BREAK.split(text), 1):
-        def whole(digits):
-            if len(digits) > MAX_DIGITS:
-                raise ValueError(f"{path}: line {n}: a number of {len(digits):,} digits ({digits[:8]}...): no run's")
-            return int(digits)
-
         if m := HEADER.match(line):
-            lines.append(("header", m[1], whole(m[2])))
+            lines.append(("header", m[1], whole(m[2], path, n)))
         elif m := LOSS.match(line):
-            lines.append(("loss", whole(m[1]), whole(m[2]), m[3].rstrip(",;")))
+            lines.append(("loss", whole(m[1], path, n), whole(m[2], path, n), m[3].rstrip(",;")))
         elif m := SAMPLE.match(line):
-            lines.append(("sample", whole(m[1]), m[2]))
+            lines.append(("sample", whole(m[1], path, n), m[2]))
     return lines
+
+
+def whole(digits, path, n):
+    """The count or number on line n; one too long for any run is a ValueError
+    naming the line (int() would refuse it with a message naming none)."""
+    if len(digits) > MAX_DIGITS:
+        raise ValueError(f"{path}: line {n}: a number of {len(digits):,} digits ({digits[:8]}...): no run's")
+    return int(digits)
 
 
 def number(text):

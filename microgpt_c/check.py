@@ -199,8 +199,8 @@ def main(argv):
             raise ValueError(f"--tolerance must be 0 or more, not {a.tolerance}")
         try:
             lines = parse(read_text(a.file), a.file)
-        except MemoryError:
-            raise MemoryError(f"out of memory reading {a.file}") from None  # not the run, which is estimated before it starts
+        except MemoryError:  # the file, not the run (whose memory is estimated before it starts)
+            raise MemoryError(f"out of memory reading {a.file}") from None
         if not any(kind in ("loss", "sample") for kind, *_ in lines):
             raise ValueError(f"{a.file} holds no run (no 'step k / N | loss x' line and no 'sample i: name' line)")
         num_samples = max((line[1] for line in lines if line[0] == "sample"), default=0)

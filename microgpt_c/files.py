@@ -28,14 +28,13 @@ def read_bounded(path, limit, what="file"):
     bytes, an empty path)."""
     if not path:
         raise ValueError(f"the {what}'s path is empty")
-    fd = None
+    name, fd = "standard input" if path == "-" else path, None
     try:
         # a named FIFO without a writer would block the open: opened without waiting, then read waiting
         fd = os.dup(0) if path == "-" else os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise ValueError(f"{'standard input' if path == '-' else path}: {kind(mode)}, not a regular file "
-                             f"or a pipe")
+            raise ValueError(f"{name}: {kind(mode)}, not a regular file or a pipe")
         os.set_blocking(fd, True)
         with open(fd, "rb") as f:
             fd = None  # f closes it
@@ -48,12 +47,12 @@ def read_bounded(path, limit, what="file"):
                 size += len(chunk)
             data = b"".join(chunks)
     except OSError as e:
-        raise ValueError(f"{path}: {e.strerror or e}") from None
+        raise ValueError(f"{name}: {e.strerror or e}") from None
     finally:
         if fd is not None:
             os.close(fd)
     if len(data) > limit:
-        raise ValueError(f"{path}: larger than the {limit:,} bytes a {what} may have")
+        raise ValueError(f"{name}: larger than the {limit:,} bytes a {what} may have")
     return data
 
 

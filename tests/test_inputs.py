@@ -322,6 +322,22 @@ def test_without_numpy_a_checkpoint_is_one_line_before_training(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
 
 
+def test_numpys_page_of_advice_is_one_line(monkeypatch):
+    """numpy's ImportError (as under ulimit -v 61000) is a page of advice: the line is its last, the reason."""
+    from microgpt_c.cli import require_numpy
+
+    class Refuse:
+        def find_spec(self, name, *args):
+            if name == "numpy":
+                raise ImportError("\nIMPORTANT: PLEASE READ THIS\n\nOriginal error was: failed to map segment\n")
+
+    monkeypatch.delitem(sys.modules, "numpy")
+    monkeypatch.setattr(sys, "meta_path", [Refuse(), *sys.meta_path])
+    with pytest.raises(ValueError) as e:
+        require_numpy("trace")
+    assert str(e.value) == "trace needs numpy, which cannot be imported here: Original error was: failed to map segment"
+
+
 @pytest.mark.parametrize("member", ["wte.npy", "config.npy", "step.npy"])
 def test_a_member_that_is_not_npy_data_is_one_line(tmp_path, capsys, member):
     ck = tmp_path / "ck.npz"

@@ -9,17 +9,18 @@ as the reference does. With a command first, something else:
   trace        write every number of one training step, for a port to check
 
 Each command's --help lists its flags."""
-import math
 import os
 import random
 import signal
 import sys
 import time
 
-from .cli import PROG, Parser, add_engine, add_settings, as_written, flag, flagged, given_settings, memory_message, message, \
-    new_run
+from . import memory
+from .cli import (PROG, Parser, add_engine, add_sampling, add_settings, as_written, check_sampling_flags, flag,
+                  flagged, given_settings, handling, memory_message, message, new_run, require_numpy, samples,
+                  train_step)
 from .files import check_paths, same
-from .run import Run, check_sampling
+from .run import Run
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops training after the step in progress
 
@@ -64,6 +65,7 @@ class Progress:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    memory.limit_blas_threads()
     try:
         if argv[:1] == ["bench"]:
             from .bench import main as bench
@@ -95,29 +97,21 @@ def main(argv=None):
         sys.exit(2)
 
 
-def check_sampling_flags(a):
-    try:
-        check_sampling(a.num_samples, a.temperature)
-    except ValueError as e:
-        raise ValueError(flagged(str(e), ("num_samples", "temperature"))) from None
-
-
 def print_samples(p, run, a, prefix=""):
     """Each sample as it is made. A model whose numbers overflow (weights
     trained with a huge learning rate, say) is one line."""
     try:
-        for i, name in enumerate(run.samples(a.num_samples, a.temperature, prefix)):
+        for i, name in enumerate(samples(run, a.num_samples, a.temperature, prefix)):
             print(f"sample {i + 1:2d}: {name}", flush=True)
-    except ArithmeticError as e:
-        p.error(f"cannot sample from this model: {e}")
+    except ValueError as e:
+        p.error(str(e))
 
 
 def sample_parser():
     p = Parser(prog=f"{PROG} sample",
                description="Sample documents (names, for the packaged data) from a checkpoint written by --save.")
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
-    p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
+    add_sampling(p)
     p.add_argument("--seed", type=int, help="start a new random stream from this seed "
                                             "(default: go on with the checkpoint's random generator)")
     p.add_argument("--prefix", default="", metavar="TEXT", help="start every sample with TEXT (default: none)")
@@ -131,6 +125,7 @@ def sample_main(argv):
     try:
         check_paths(inputs=[("--load", a.load)])
         check_sampling_flags(a)
+        require_numpy("reading a checkpoint")
         run = Run.load(a.load, a.engine)
         if a.seed is not None:
             run.rng = random.Random(a.seed)
@@ -157,10 +152,6 @@ def train(p, run, a):
             progress.clear()  # or it would run into the message, and its clearing erase it
         p.error(message)
 
-    def stopped(step, why):
-        kept = f" ({a.save} holds step {saved[-1]})" if saved else ""
-        fail(f"training stopped at step {step}, document {run.docs[(step - 1) % len(run.docs)]!r}: {why}{kept}")
-
     def save():
         try:
             run.save(a.save)
@@ -168,40 +159,34 @@ def train(p, run, a):
             fail(f"cannot write {a.save}: {e.strerror}")
         saved.append(run.step)
 
-    # a signal whose inherited handling is to ignore it (nohup) stays ignored
-    handlers = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
-                for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
-        while run.step < run.steps and not stop:
-            t0 = time.perf_counter()
-            try:
-                loss = run.train_step()
-            except (ArithmeticError, ValueError) as e:  # the C engine refuses non-finite numbers
-                stopped(run.step + 1, e)
-            elapsed += time.perf_counter() - t0
-            if not math.isfinite(loss):
-                stopped(run.step, f"the loss is {loss}")
-            losses.append(loss)
-            smoothed.append(ema(loss))
-            if run.step % log_every == 0 or run.step == run.steps:
-                if shared:
-                    progress.clear()
-                print(f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
-            if progress:
-                progress.update(run.step, loss, smoothed[-1])
-            if a.save_every and run.step % a.save_every == 0:
-                save()
-        if a.save:
-            save()
-            if not stop:
+    with handling(STOP_SIGNALS, lambda signum, frame: stop.append(signum)):
+        try:
+            while run.step < run.steps and not stop:
+                t0 = time.perf_counter()
+                try:
+                    loss = train_step(run)
+                except ValueError as e:
+                    fail(f"{e} ({a.save} holds step {saved[-1]})" if saved else str(e))
+                elapsed += time.perf_counter() - t0
+                losses.append(loss)
+                smoothed.append(ema(loss))
+                if run.step % log_every == 0 or run.step == run.steps:
+                    if shared:
+                        progress.clear()
+                    print(f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
                 if progress:
-                    progress.clear()
-                sys.stderr.write(f"{PROG}: wrote the checkpoint {a.save} (step {run.step} of {run.steps})\n")
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        if progress:
-            progress.clear()
+                    progress.update(run.step, loss, smoothed[-1])
+                if a.save_every and run.step % a.save_every == 0:
+                    save()
+            if a.save:
+                save()
+                if not stop:
+                    if progress:
+                        progress.clear()
+                    sys.stderr.write(f"{PROG}: wrote the checkpoint {a.save} (step {run.step} of {run.steps})\n")
+        finally:
+            if progress:
+                progress.clear()
     if stop:
         saved = f"saved step {run.step} to {a.save} (go on with --resume {a.save})" if a.save else "nothing saved"
         name = signal.Signals(stop[0]).name
@@ -235,10 +220,7 @@ def train_parser():
     g.add_argument("--log-every", type=int, metavar="K",
                    help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
     g.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib) (default: none)")
-    g.add_argument("--num-samples", type=int, default=20, metavar="N",
-                   help="samples to print after training (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=0.5, metavar="T",
-                   help="sampling temperature (default: %(default)s)")
+    add_sampling(g)
     return p
 
 
@@ -258,6 +240,9 @@ def train_main(argv):
         if a.plot:
             from .plot import check
             check(a.plot)
+        if a.save or a.resume:  # loaded now: under a memory limit its import could fail after training
+            require_numpy("a checkpoint (--save, --resume)")
+            from . import checkpoint  # noqa: F401
         given = [flag(name) for name in given_settings(a)] + (["--data"] if a.data is not None else [])
         if a.resume is not None:
             fixed = [g for g in given if g != "--steps"]  # --steps extends the run

@@ -3,7 +3,7 @@ heat map per layer and head of what each position of TEXT attends to (the
 model's softmax weights, as trace computes them), from a checkpoint."""
 import sys
 
-from .cli import PROG, Parser, flagged, message
+from .cli import PROG, Parser, flagged, message, require_numpy
 from .files import check_paths
 from .plot import attention_maps, check
 from .run import Run
@@ -28,6 +28,7 @@ def main(argv):
     a = p.parse_args(argv)
     try:
         check_paths(inputs=[("--load", a.load)], outputs=[("--out", a.out)])
+        require_numpy("reading a checkpoint")
         run = Run.load(a.load)
     except (ValueError, MemoryError) as e:
         p.error(message(e))
@@ -36,7 +37,7 @@ def main(argv):
     except ValueError as e:
         p.error(flagged(str(e), ("text",)))  # block_size is the checkpoint's, not a flag given
     try:
-        check(a.out, "--out")  # a PNG, matplotlib, writable: before drawing
+        check(a.out, "--out")  # a PNG, and matplotlib: before drawing
     except ValueError as e:
         p.error(str(e))
     try:

@@ -3,17 +3,21 @@ on each engine and mode (by default the pure-Python engine, the C engine in
 exact mode and in fast mode), each in a fresh process; one table of per-step
 time, speedup over the first engine listed, graph size and memory."""
 import argparse
+import ctypes
 import json
 import math
+import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from . import memory
-from .cli import Parser, add_settings, new_run, settings
+from .cli import Parser, add_settings, handling, message, new_run, settings
 from .files import atomic_write, check_paths
 from .registry import ENGINES, PAIRS, require
 from .text import Tokenizer, load_docs
@@ -71,14 +75,59 @@ def count_python_nodes(steps, a):
     return counts
 
 
+def die_with(parent):
+    """End this worker when its parent process ends, however it ends (even
+    SIGKILL): the kernel's parent-death signal on Linux, a thread watching
+    the parent elsewhere; and at once if the parent is already gone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):  # not Linux
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os._exit(1)
+
+
 def worker(p, a):
     """One engine's figures as JSON on stdout; a failure as the CLI's one line on stderr."""
-    engine, mode = a.worker.split(":")
+    engine, mode, parent = a.worker.split(":")
+    die_with(int(parent))
     steps = settings(a)[1].steps
     try:
         print(json.dumps(measure(engine, mode, min(a.python_steps, steps) if engine == "python" else steps, a)))
     except (ValueError, ArithmeticError, MemoryError) as e:
-        p.error(str(e) or type(e).__name__)
+        p.error(message(e))
+
+
+def run_worker(worker, argv):
+    """(exit status, stdout, stderr) of a worker process; ended with this
+    process's own end (an exception, a signal turned into SystemExit)."""
+    cmd = [sys.executable, "-m", "microgpt_c", "bench", "--worker", worker] + argv
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def result(p, engine, mode, argv):
+    """One engine's figures, from a worker process, with progress lines on stderr (stdout is the table)."""
+    sys.stderr.write(f"{PROG}: {engine}:{mode} ...\n")
+    status, out, err = run_worker(f"{engine}:{mode}:{os.getpid()}", argv)
+    if status:
+        p.error(f"the {engine}:{mode} run failed: {reason(err)}")
+    r = json.loads(out)
+    sys.stderr.write(f"{PROG}: {engine}:{mode} done, {r['steps']} steps, "
+                     f"{decimal(statistics.median(r['step_seconds']) * 1e3)} ms/step\n")
+    return r
 
 
 def reason(stderr):
@@ -161,18 +210,11 @@ def main(argv):
     try:
         check(a)
     except (ValueError, MemoryError) as e:
-        p.error(str(e))
+        p.error(message(e))
 
-    results = []
-    for engine, mode in a.engines:
-        sys.stderr.write(f"{PROG}: {engine}:{mode} ...\n")  # progress, on stderr: stdout is the table
-        cmd = [sys.executable, "-m", "microgpt_c", "bench", "--worker", f"{engine}:{mode}"] + argv
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            p.error(f"the {engine}:{mode} run failed: {reason(r.stderr)}")
-        results.append(json.loads(r.stdout))
-        ms = statistics.median(results[-1]["step_seconds"]) * 1e3
-        sys.stderr.write(f"{PROG}: {engine}:{mode} done, {results[-1]['steps']} steps, {decimal(ms)} ms/step\n")
+    # a stop signal ends this process through SystemExit, so that run_worker ends the worker too
+    with handling((signal.SIGTERM, signal.SIGHUP), lambda signum, frame: sys.exit(128 + signum)):
+        results = [result(p, engine, mode, argv) for engine, mode in a.engines]
     base = results[0]
     name = f"{base['engine']}:{base['mode']}"
     rows = [["engine:mode", "steps", "ms/step", "speedup", "graph nodes/step", "RSS MB", "loss @ step",

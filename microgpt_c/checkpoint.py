@@ -39,7 +39,7 @@ def save(state, path):
     for key, value in zip(TEXT[1:], (settings, tok.chars, state["docs"], state["rng"])):
         arrays[key] = np.array(json.dumps(value))
     arrays.update({"format": np.array(FORMAT), "adam.m": np.asarray(state["m"]), "adam.v": np.asarray(state["v"]),
-                   "step": np.array(state["step"])})
+                   "step": np.array(state["step"], dtype=np.int64)})  # Schedule's MAX_STEPS fits
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
@@ -71,9 +71,13 @@ def members(data):
         raise ValueError(f"its members would inflate to {total:,} bytes")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except UNREADABLE as e:
         raise unreadable(e) from None
+    for k, a in arrays.items():
+        if not isinstance(a, np.ndarray):  # numpy hands back the bytes of a member that is not .npy data
+            raise ValueError(f"member {k + '.npy'!r} is not numpy array data")
+    return arrays
 
 
 def load(path):

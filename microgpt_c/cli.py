@@ -1,8 +1,11 @@
 """What the commands share: the parser, the run's settings as flags (derived
 from config.py), the engine choices (from registry.py)."""
 import argparse
+import contextlib
+import math
 import os
 import re
+import signal
 import sys
 
 from .config import Config, Schedule, fields
@@ -92,17 +95,6 @@ def flagged(message, names=PARAMETERS):
     return message
 
 
-def memory_message(e):
-    """A MemoryError's one line: what ran out, even when it says nothing."""
-    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
-
-
-def message(e):
-    """The one line for a ValueError or MemoryError from the Python API (the
-    memory estimate's says what the run needs)."""
-    return str(e) or memory_message(e)
-
-
 def given_settings(a):
     """The settings flags given, by field name."""
     return [f.name for f in (*fields(Config), *fields(Schedule)) if hasattr(a, f.name)]
@@ -145,3 +137,79 @@ def add_engine(p, modes=True):
                        help="; ".join(f"{m}: {MODE_HELP[m]}" for m in offered) +
                             " (default: the engine's first mode; with --resume, the checkpoint's mode if the "
                             "engine has it)")
+
+
+def add_sampling(p, num_samples=True):
+    """--temperature (and --num-samples): the flags every command that samples
+    takes, checked by check_sampling_flags."""
+    if num_samples:
+        p.add_argument("--num-samples", type=int, default=20, metavar="N", help="samples to draw (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.5, metavar="T", help="sampling temperature (default: %(default)s)")
+
+
+def check_sampling_flags(a):
+    """The sampling flags given (add_sampling) checked as the API checks them: a ValueError naming the flag."""
+    from .run import check_sampling
+    try:
+        check_sampling(getattr(a, "num_samples", 0), a.temperature)
+    except ValueError as e:
+        raise ValueError(flagged(str(e), ("num_samples", "temperature"))) from None
+
+
+def memory_message(e):
+    """A MemoryError's one line: what ran out, even when it says nothing."""
+    return f"out of memory{f': {e}' if str(e) else ' (the run needs more than the machine or its limits give)'}"
+
+
+def message(e):
+    """The one line for a ValueError or MemoryError: its own words (the memory
+    estimate's say what the run needs), or what ran out when it says nothing."""
+    return str(e) or (memory_message(e) if isinstance(e, MemoryError) else type(e).__name__)
+
+
+def train_step(run):
+    """run.train_step(); numbers that overflow (a learning rate far too high)
+    are a ValueError naming the step and its document, on every engine and
+    in every command."""
+    step = run.step + 1
+    try:
+        loss = run.train_step()
+        why = None if math.isfinite(loss) else f"the loss is {loss}"
+    except (ArithmeticError, ValueError) as e:  # the C engine refuses non-finite numbers
+        why = e
+    if why is not None:
+        raise ValueError(f"training stopped at step {step}, document {run.docs[(step - 1) % len(run.docs)]!r}: "
+                         f"{why}")
+    return loss
+
+
+def samples(run, num_samples, temperature, prefix=""):
+    """run.samples(...), one at a time; a model whose numbers overflow when
+    it samples (weights trained with a huge learning rate, a temperature
+    near 0) is a ValueError."""
+    try:
+        yield from run.samples(num_samples, temperature, prefix)
+    except ArithmeticError as e:
+        raise ValueError(f"cannot sample from this model: {e}") from None
+
+
+def require_numpy(what):
+    """A ValueError now, rather than after the work, if numpy cannot be
+    imported (under a tight memory limit, say): what needs it."""
+    try:
+        import numpy  # noqa: F401
+    except (ImportError, MemoryError) as e:  # numpy's ImportError is a page of advice: its last line says why
+        why = (str(e).strip().splitlines() or [""])[-1] if isinstance(e, ImportError) else ""
+        raise ValueError(f"{what} needs numpy, which cannot be imported here: {why or message(e)}") from None
+
+
+@contextlib.contextmanager
+def handling(signals, handler):
+    """handler(signum, frame) for each of signals while inside, the old
+    handlers after; a signal inherited as ignored (nohup) stays ignored."""
+    old = {sig: signal.signal(sig, handler) for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

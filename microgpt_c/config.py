@@ -6,10 +6,11 @@ import math
 
 
 class Setting:
-    """One setting: default (its type is the setting's), help, least value."""
+    """One setting: default (its type is the setting's), help, least and greatest value."""
 
-    def __init__(self, default, help, minimum=None):
-        self.default, self.help, self.minimum, self.type = default, help, minimum, type(default)
+    def __init__(self, default, help, minimum=None, maximum=None):
+        self.default, self.help, self.type = default, help, type(default)
+        self.minimum, self.maximum = minimum, maximum
 
     def __set_name__(self, owner, name):
         self.name = name
@@ -41,6 +42,8 @@ class Settings:
                 raise ValueError(f"{s.name} must be {s.type.__name__}, not {x!r}")
             if s.minimum is not None and x < s.minimum:
                 raise ValueError(f"{s.name} must be {s.minimum} or more, not {x}")
+            if s.maximum is not None and x > s.maximum:
+                raise ValueError(f"{s.name} must be at most {s.maximum}, not {x if x < 10**30 else 'a larger number'}")
             object.__setattr__(self, s.name, x)
 
     def __setattr__(self, name, value):
@@ -73,16 +76,19 @@ class Config(Settings):
         return ", ".join(f"{k} {v}" for k, v in asdict(self).items())
 
 
+MAX_STEPS = 2**63 - 1  # a checkpoint stores the step as a 64-bit integer: what it can hold, it can read back
+
+
 class Schedule(Settings):
     """How a run trains: one random stream from the seed shuffles the documents,
     draws the initial weights and then the samples; the learning rate decays
     linearly to 0 over the steps."""
 
     seed = Setting(42, "random seed")
-    steps = Setting(1000, "training steps (the schedule's length)", 0)
+    steps = Setting(1000, "training steps (the schedule's length)", 0, MAX_STEPS)
     lr = Setting(0.01, "Adam's learning rate at step 0")
     decay_steps = Setting(0, "steps over which the learning rate decays linearly from lr (0: all the steps); "
-                             "past them it decays again from lr, as in a run extended past its schedule", 0)
+                             "past them it decays again from lr, as in a run extended past its schedule", 0, MAX_STEPS)
 
     def decay(self):
         """The decay's length in steps (at least 1)."""

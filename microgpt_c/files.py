@@ -1,12 +1,13 @@
-"""Files in and out. Inputs: regular files only, read with a bound, so that a
-device, a FIFO or an endless file is an error rather than a hang or all the
-memory. Outputs: every path a command will write is checked before anything
+"""Files in and out. Inputs: regular files and pipes ('-' is standard input),
+read with a bound, so that a device or an endless pipe is an error rather
+than a hang or all the memory. Outputs: every path a command will write is checked before anything
 runs (not empty, not a directory, not one of its inputs or another output),
 and written atomically, replacing nothing but a regular file."""
 import contextlib
 import errno
 import glob
 import os
+import re
 import stat
 
 KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
@@ -21,17 +22,20 @@ def kind(mode):
 
 
 def read_bounded(path, limit, what="file"):
-    """The bytes of the regular file at path, at most limit of them; a
-    ValueError naming the path for anything else (a missing file, a device,
-    a FIFO, a file over the limit, an empty path)."""
+    """The bytes of the regular file or pipe at path ('-': standard input), at
+    most limit of them, read in chunks; a ValueError naming the path for
+    anything else (a missing file, a device, a directory, more than limit
+    bytes, an empty path)."""
     if not path:
         raise ValueError(f"the {what}'s path is empty")
-    fd = None
+    name, fd = "standard input" if path == "-" else path, None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO would wait for a writer
+        # a named FIFO without a writer would block the open: opened without waiting, then read waiting
+        fd = os.dup(0) if path == "-" else os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{path}: {kind(mode)}, not a regular file")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ValueError(f"{name}: {kind(mode)}, not a regular file or a pipe")
+        os.set_blocking(fd, True)
         with open(fd, "rb") as f:
             fd = None  # f closes it
             chunks, size = [], 0
@@ -43,12 +47,12 @@ def read_bounded(path, limit, what="file"):
                 size += len(chunk)
             data = b"".join(chunks)
     except OSError as e:
-        raise ValueError(f"{path}: {e.strerror or e}") from None
+        raise ValueError(f"{name}: {e.strerror or e}") from None
     finally:
         if fd is not None:
             os.close(fd)
     if len(data) > limit:
-        raise ValueError(f"{path}: larger than the {limit:,} bytes a {what} may have")
+        raise ValueError(f"{name}: larger than the {limit:,} bytes a {what} may have")
     return data
 
 
@@ -66,16 +70,23 @@ def target(path):
     return real
 
 
+# A temporary file's name: the target's, this program's mark and the writer's pid. Only names of
+# exactly this form are ever removed (a user's ck.npz.20240101.tmp is not one).
+TEMPORARY = "{}.microgpt_c-{}.tmp"
+PID = re.compile(r"[1-9][0-9]{0,8}")  # a pid os.kill takes (under 10**9 < 2**31)
+
+
 def temporary(path):
-    return f"{path}.{os.getpid()}.tmp"
+    return TEMPORARY.format(path, os.getpid())
 
 
 def remove_leftovers(real):
     """Temporary files of earlier writes to real whose process is gone (a
     save killed mid-write): removed by the next write to the same path."""
-    for tmp in glob.glob(glob.escape(real) + ".*.tmp"):
-        pid = tmp[len(real) + 1:-4]
-        if not pid.isdigit() or int(pid) == os.getpid():
+    prefix, suffix = TEMPORARY.format(real, "|").split("|")
+    for tmp in glob.glob(glob.escape(prefix) + "*" + glob.escape(suffix)):
+        pid = tmp[len(prefix):-len(suffix)]
+        if not PID.fullmatch(pid) or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)

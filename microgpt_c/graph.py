@@ -17,6 +17,16 @@ def missing(what):
     """The one line saying what to install, instead of a picture (None)."""
     sys.stderr.write(f"draw_dot: no picture: it needs {what}\n")
 
+import re
+
+# Characters a Graphviz record label reads as its own syntax (fields, their
+# ports, line ends), escaped with a backslash to stand for themselves.
+RECORD_SYNTAX = re.compile(r'([\\{}|<>"])')
+
+
+def record_text(text):
+    return RECORD_SYNTAX.sub(r"\\\1", text)
+
 
 def trace(root):
     """The Values below root (root included) and the (child, parent) edges
@@ -75,7 +85,7 @@ def draw_dot(root, format="svg", rankdir="LR"):
     nodes, edges = trace(root)
     for v in nodes:
         uid = str(id(v))
-        dot.node(uid, label=f"{{ {v.label} | data {v.data:.4f} | grad {v.grad:.4f} }}", shape="record")
+        dot.node(uid, label=f"{{ {record_text(v.label)} | data {v.data:.4f} | grad {v.grad:.4f} }}", shape="record")
         if v._op:
             dot.node(uid + v._op, label=v._op)
             dot.edge(uid + v._op, uid)

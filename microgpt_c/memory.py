@@ -1,6 +1,7 @@
 """What a run needs in memory, checked before it allocates anything: a run
 that cannot fit is refused with both figures, rather than left to grow until
 the kernel kills it (and whatever else it chooses)."""
+import os
 import resource
 
 from .model import param_shapes
@@ -77,3 +78,12 @@ def check(cfg, docs, tok, engine, mode):
     if info.max_nodes is not None and params + nodes > info.max_nodes:
         raise MemoryError(f"the run needs {params + nodes:,} nodes ({what}), more than the {engine} engine's "
                           f"{info.max_nodes:,}")
+
+
+def limit_blas_threads():
+    """Under an address-space limit, one BLAS thread unless the user chose:
+    numpy's OpenBLAS reserves a buffer per thread when it is imported, and
+    ends the process (no exception) when it cannot. This program does no
+    BLAS work."""
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -32,11 +32,13 @@ class Recorder(PyEngine):
         return weights
 
 
-def forward(run, tokens):
-    """A Recorder that ran run's model (its parameters now) over tokens, as a
-    training step does (model.doc_loss), and the loss node."""
+def forward(run, tokens, values=None):
+    """A Recorder that ran run's model (with its parameters now, or these
+    values) over tokens, as a training step does (model.doc_loss), and the
+    loss node."""
     R = Recorder()
-    P = R.create_params(param_shapes(run.cfg, run.tok.vocab_size), run.E.param_values())
+    values = run.E.param_values() if values is None else values
+    P = R.create_params(param_shapes(run.cfg, run.tok.vocab_size), values)
     return R, doc_loss(R, P, run.cfg, tokens, replay=False, record=R.record)
 
 

@@ -148,10 +148,11 @@ class Run:
         return attention(self, text)
 
     def state(self):
-        """The whole run: settings, documents, random state, step, parameters and moments."""
-        return {"cfg": self.cfg, "schedule": self.schedule, "mode": self.E.mode, "docs": self.docs,
+        """The whole run: settings, documents, random state, step, parameters and
+        moments; a snapshot (copies), which training on does not change."""
+        return {"cfg": self.cfg, "schedule": self.schedule, "mode": self.E.mode, "docs": list(self.docs),
                 "rng": self.rng.getstate(), "step": self.step, "params": self.E.param_values(),
-                "m": self.adam.m, "v": self.adam.v}
+                "m": array("d", self.adam.m), "v": array("d", self.adam.v)}
 
     @classmethod
     def from_state(cls, state, engine="c", mode=None):

@@ -2,8 +2,8 @@
 reference's numbers at training step K (from 1), for finding the first number
 a port gets wrong. docs/checking.md lists the names in the file."""
 from .check import reference_run
-from .cli import PROG, Parser, add_settings
-from .files import atomic_write, check_writable
+from .cli import PROG, Parser, add_settings, message, require_numpy, train_step
+from .files import atomic_write, check_paths
 from .model import param_shapes
 from .record import forward, weights
 
@@ -14,13 +14,14 @@ def trace(run, step):
     import numpy as np
 
     while run.step < step - 1:
-        run.train_step()
+        train_step(run)
     shapes = param_shapes(run.cfg, run.tok.vocab_size)
+    values = run.E.param_values()  # the step's parameters, before its update
+    c_loss = train_step(run)  # first: numbers that overflow are its one line, not the Recorder's traceback
     doc = run.docs[(step - 1) % len(run.docs)][:run.cfg.block_size]
     tokens = run.tok.encode(doc)
-    R, loss = forward(run, tokens)
+    R, loss = forward(run, tokens, values)
     R.backward(loss)
-    c_loss = run.train_step()
     if R.value(loss) != c_loss:  # the two engines are bit-identical (tests say so): this would be a bug
         raise RuntimeError(f"step {step}: the pure-Python engine's loss {R.value(loss)!r} is not "
                            f"the C engine's {c_loss!r}")
@@ -46,18 +47,19 @@ def parser():
 
 
 def main(argv):
-    import numpy as np
-
     p = parser()
     a = p.parse_args(argv)
     try:
-        check_writable(a.out)
+        check_paths(inputs=[("--data", a.data)], outputs=[("--out", a.out)])
+        require_numpy("trace")
         run = reference_run(a)
         if not 1 <= a.step <= run.steps:
             raise ValueError(f"--step must be from 1 to --steps ({run.steps}), not {a.step}")
+        arrays = trace(run, a.step)
     except (ValueError, MemoryError) as e:
-        p.error(str(e))
-    arrays = trace(run, a.step)
+        p.error(message(e))
+    import numpy as np
+
     try:
         atomic_write(a.out, lambda f: np.savez(f, **arrays))
     except OSError as e:

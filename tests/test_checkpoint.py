@@ -11,6 +11,7 @@ import pytest
 from conftest import DEFAULT, DOCS, TINY, bits
 from microgpt_c import Run
 from microgpt_c.model import param_shapes
+from microgpt_c.registry import ENGINES
 
 
 def state(run):
@@ -161,6 +162,9 @@ def damaged_files(good_path, a):
         "rng gauss": (npz(rng=text([3, list(random.Random(1).getstate()[1]), "x"])), "'rng' is not a state"),
         "step": (npz(step=np.array(6)), "'step' must be an integer from 0 to the schedule's 5 steps"),
         "step type": (npz(step=np.array(1.0)), "'step' must be an integer"),
+        # a step the saver could not write back (it writes 64-bit integers): refused rather than resumed
+        "step 2**64 - 1": (npz(config=config(steps=2**64 - 1), step=np.array(2**64 - 1, dtype=np.uint64)),
+                           "'config': steps must be at most 9223372036854775807"),
     }
 
 
@@ -189,3 +193,16 @@ def test_python_engine_has_exact_mode_only(good):
     assert Run.load(good[0], mode="fast").E.mode == "fast"
     with pytest.raises(ValueError, match="exact mode only"):
         Run.load(good[0], engine="python", mode="fast")
+
+
+@pytest.mark.parametrize("engine", [name for name, info in ENGINES.items() if info.available()])
+def test_state_is_a_snapshot(engine):
+    """Training on after state() changes nothing in it: from_state resumes
+    as the run itself went on, on every engine."""
+    run = Run(TINY, DOCS[:50], steps=6, engine=engine)
+    run.train_step()
+    st = run.state()
+    before = {k: bits(st[k]) for k in ("params", "m", "v")}
+    loss = run.train_step()
+    assert {k: bits(st[k]) for k in ("params", "m", "v")} == before
+    assert bits(Run.from_state(st, engine).train_step()) == bits(loss)

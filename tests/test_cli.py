@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import GOLDEN, result_lines, run_main
@@ -231,6 +232,51 @@ def test_save_every_leaves_a_checkpoint_when_killed(tmp_path, monkeypatch, long_
     resumed = cli("--resume", "ck.npz", "--num-samples", "5")
     assert step_lines(resumed) == step_lines(long_run)[k:]
     assert sample_lines(resumed) == sample_lines(long_run)
+
+
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command's name (state, ppid, ...); None once it is reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def wait_for(condition, seconds=30):
+    """Poll condition until it is true, for at most seconds (a bound, not a timing the test relies on)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the worker in /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_bench_worker_ends_with_its_parent(tmp_path, sig):
+    """bench's worker ends when bench does, killed by a signal it can handle
+    (it ends the worker) or by SIGKILL (the worker learns of it)."""
+    parent = subprocess.Popen([sys.executable, "-m", "microgpt_c", "bench", "--steps", "1000000", "--engines",
+                               "c:exact"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+
+    def started():
+        workers[:] = [int(d) for d in os.listdir("/proc") if d.isdigit() and (proc_stat(d) or [0, 0])[1] ==
+                      str(parent.pid)]
+        return workers
+
+    try:
+        assert wait_for(started), "no worker started"
+        parent.send_signal(sig)
+        parent.wait()
+        assert wait_for(lambda: (proc_stat(workers[0]) or ["X"])[0] in "ZX"), "the worker goes on"
+    finally:
+        parent.kill()
+        for pid in workers:
+            if (proc_stat(pid) or ["X"])[0] not in "ZX":
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_sample_from_a_checkpoint(tmp_path, monkeypatch):

@@ -256,7 +256,7 @@ def test_bench_errors_are_one_line_before_any_worker(capsys, monkeypatch, args, 
     find_spec = importlib.util.find_spec  # torch as if not installed, whether it is or not
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
     workers = []
-    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **kw: workers.append(a))
+    monkeypatch.setattr(bench, "run_worker", lambda *a: workers.append(a))
     msg = one_line_error(*run_main("bench", *args), prog=BENCH)
     assert msg.startswith(says), msg
     assert workers == []

@@ -58,25 +58,53 @@ def test_a_hard_link_to_the_data_is_the_data(tmp_path, capsys):
     assert "is the file --data names" in msg and data.read_text() == "anna\nbob\n"
 
 
-def test_a_killed_saves_leftover_is_removed_by_the_next_save(tmp_path):
+def test_a_killed_saves_leftover_is_removed_by_the_next_save_and_nothing_else(tmp_path):
+    """Only a temporary file this program names (its mark, a pid that is gone)
+    is removed: a user's ck.npz.20240101.tmp stays, and a pid too large for
+    the system is no error."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()  # a pid that is gone
-    leftover = tmp_path / f"run.npz.{dead}.tmp"
-    leftover.write_bytes(b"half a checkpoint")
+    (tmp_path / f"run.npz.microgpt_c-{dead}.tmp").write_bytes(b"half a checkpoint")
+    users = ["run.npz.20240101.tmp", f"run.npz.{dead}.tmp", "run.npz.99999999999999999999999.tmp",
+             "run.npz.microgpt_c-99999999999999999999999.tmp", "run.npz.microgpt_c-007.tmp"]
+    for name in users:
+        (tmp_path / name).write_bytes(b"the user's")
     Run(steps=1).save(tmp_path / "run.npz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.npz", *users])
 
 
 # -- inputs: regular files only, bounded, checked by name and size before inflating --
 
 @pytest.mark.parametrize("args", [["--data", "/dev/zero"], ["--resume", "/dev/zero"],
-                                  ["sample", "--load", "/dev/zero"], ["--data", "FIFO"]])
+                                  ["sample", "--load", "/dev/zero"], ["--data", "."]])
 def test_special_files_are_refused_without_reading(tmp_path, capsys, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
-    os.mkfifo("FIFO")  # nobody writes to it: reading would wait forever
     status, out, err = run_main(*args)
     msg = one_line_error(status, out, err, prog=f"{PROG} sample" if args[0] == "sample" else PROG)
-    assert "not a regular file" in msg
+    assert "not a regular file or a pipe" in msg
+
+
+def pipe(data):
+    """The path of a pipe holding data, its writer closed (as --data <(grep ...) gives one)."""
+    r, w = os.pipe()
+    os.write(w, data)  # under a pipe's buffer: no reader needed yet
+    os.close(w)
+    return f"/dev/fd/{r}"
+
+
+def test_pipes_are_read_under_the_same_bound(tmp_path, capsys, monkeypatch):
+    """--data <(...) and --data - (standard input) are read, in chunks, under
+    the data file's bound; a pipe over it and a FIFO nobody writes to are one
+    line, not a hang."""
+    status, out, err = run_main("--data", pipe(b"anna\nbob\n"), *TINY)
+    assert status == 0 and "num docs: 2" in out, err
+    r = subprocess.run([sys.executable, "-m", "microgpt_c", "--data", "-", *TINY], input="anna\nbob\ncyd\n",
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "num docs: 3" in r.stdout, r.stderr
+    monkeypatch.setattr("microgpt_c.text.TEXT_LIMIT", 100)
+    assert "larger than the 100 bytes" in one_line_error(*run_main("--data", pipe(b"anna\n" * 100), *TINY))
+    os.mkfifo(tmp_path / "FIFO")
+    assert "no documents" in one_line_error(*run_main("--data", tmp_path / "FIFO", *TINY))
 
 
 def test_a_file_over_the_bound_is_refused(tmp_path, monkeypatch):
@@ -153,7 +181,7 @@ def test_a_full_output_device_is_one_line():
 def test_bench_json_is_checked_before_the_benchmark(tmp_path, capsys, monkeypatch):
     from microgpt_c import bench
     workers = []
-    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **kw: workers.append(a))
+    monkeypatch.setattr(bench, "run_worker", lambda *a: workers.append(a))
     for path, says in ((tmp_path, "names a directory" if str(tmp_path).endswith("/") else "not a regular file"),
                        (tmp_path / "no" / "x.json", "No such file or directory"), ("/dev/full", "not a regular file")):
         status, out, err = run_main("bench", "--json", path, "--engines", "c:fast", "--steps", "1")
@@ -235,3 +263,103 @@ def test_samples_stream_as_they_are_made():
     names = run.samples(10**9)
     first = [next(names) for _ in range(3)]
     assert len(first) == 3 and all(isinstance(n, str) for n in first)
+
+
+# -- every command that takes the run's flags checks them, and reports what they make, in one line --
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "microgpt_seed42.txt")
+OVERFLOW = ["--steps", "3", "--lr", "1e308"]  # the weights overflow at step 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["check", GOLDEN, "--temperature", "1e-310"], "--temperature must be a positive number whose reciprocal"),
+    (["check", GOLDEN, "--temperature", "1e-308"], "cannot sample from this model: "),  # on the trained model
+    (["check", "RUN", *OVERFLOW], "training stopped at step 2, document "),
+    (["trace", "--step", "3", "--out", "t.npz", *OVERFLOW], "training stopped at step 2, document "),
+    ([*OVERFLOW], "training stopped at step 2, document "),
+])
+def test_every_command_reports_what_the_runs_flags_make_in_one_line(tmp_path, capsys, monkeypatch, args, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RUN").write_text("step 1 / 3 | loss 3.3660\n")
+    status, out, err = run_main(*args)
+    if args[0] not in ("check", "trace"):  # the train command prints its lines before training
+        out = ""
+    prog = f"{PROG} {args[0]}" if args[0] in ("check", "trace") else PROG
+    assert one_line_error(status, out, err, prog).startswith(says)
+    assert not (tmp_path / "t.npz").exists()
+
+
+@pytest.mark.parametrize("out, says", [("data.txt", "--out data.txt is the file --data names"),
+                                       ("link.txt", "--out link.txt is the file --data names"),
+                                       ("newdir/", "--out newdir/: names a directory")])
+def test_traces_output_is_checked_as_saves_is(tmp_path, capsys, monkeypatch, out, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("anna\nbob\n")
+    os.symlink("data.txt", tmp_path / "link.txt")
+    status, stdout, err = run_main("trace", "--step", "1", "--out", out, "--data", "data.txt", "--steps", "1")
+    assert one_line_error(status, stdout, err, f"{PROG} trace").startswith(says)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "link.txt"]
+    assert (tmp_path / "data.txt").read_text() == "anna\nbob\n"
+
+
+# -- what saving and loading need is there before the work starts --
+
+NO_NUMPY = "import sys; sys.modules['numpy'] = None; from microgpt_c.__main__ import main; main(sys.argv[1:])"
+
+
+def without_numpy(*args, cwd):
+    """The CLI in a process where importing numpy fails, as under a tight memory limit."""
+    return subprocess.run([sys.executable, "-c", NO_NUMPY, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_without_numpy_a_checkpoint_is_one_line_before_training(tmp_path):
+    Run(steps=1).save(tmp_path / "ck.npz")
+    for args in (["sample", "--load", "ck.npz"], ["--save", "new.npz", *TINY], ["--resume", "ck.npz", *TINY[:2]],
+                 ["trace", "--step", "1", "--out", "t.npz", "--steps", "1"]):
+        r = without_numpy(*args, cwd=tmp_path)
+        prog = PROG + (f" {args[0]}" if args[0] in ("sample", "trace") else "")
+        assert "needs numpy, which cannot be imported here" in one_line_error(r.returncode, r.stdout, r.stderr, prog)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
+
+
+def test_numpys_page_of_advice_is_one_line(monkeypatch):
+    """numpy's ImportError (as under ulimit -v 61000) is a page of advice: the line is its last, the reason."""
+    from microgpt_c.cli import require_numpy
+
+    class Refuse:
+        def find_spec(self, name, *args):
+            if name == "numpy":
+                raise ImportError("\nIMPORTANT: PLEASE READ THIS\n\nOriginal error was: failed to map segment\n")
+
+    monkeypatch.delitem(sys.modules, "numpy")
+    monkeypatch.setattr(sys, "meta_path", [Refuse(), *sys.meta_path])
+    with pytest.raises(ValueError) as e:
+        require_numpy("trace")
+    assert str(e.value) == "trace needs numpy, which cannot be imported here: Original error was: failed to map segment"
+
+
+@pytest.mark.parametrize("member", ["wte.npy", "config.npy", "step.npy"])
+def test_a_member_that_is_not_npy_data_is_one_line(tmp_path, capsys, member):
+    ck = tmp_path / "ck.npz"
+    Run(steps=1).save(ck)
+    rewrite(ck, **{member: b"" if member == "wte.npy" else b"some text"})
+    with pytest.raises(ValueError, match=f"member '{member}' is not numpy array data"):
+        Run.load(ck)
+    assert "is not numpy array data" in one_line_error(*run_main("sample", "--load", ck), prog=f"{PROG} sample")
+
+
+def test_a_step_count_past_what_a_checkpoint_holds_is_refused(tmp_path, capsys):
+    """Steps are at most 2**63 - 1 (a checkpoint's 64-bit step): 1 and 400
+    zeros is one line (not the progress line's OverflowError on a terminal),
+    and a run at the last step saves a checkpoint that reads back."""
+    with pytest.raises(ValueError, match="steps must be at most 9223372036854775807"):
+        Run(steps=10**400)  # (first: before the bound, the command below trained without end)
+    assert "--steps must be at most 9223372036854775807" in one_line_error(*run_main("--steps", "1" + "0" * 400))
+    run = Run(steps=1)
+    run.train_step()
+    state = {**run.state(), "step": 2**63 - 1}
+    state["schedule"] = type(run.schedule)(run.schedule.seed, 2**63 - 1, run.schedule.lr, 1)
+    Run.from_state(state).save(tmp_path / "last.npz")
+    assert Run.load(tmp_path / "last.npz").step == 2**63 - 1
+    with pytest.raises(ValueError):
+        run.extend(2**64 - 1)

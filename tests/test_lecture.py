@@ -306,3 +306,30 @@ def test_the_readme_snippet_prints_what_its_comments_say(tmp_path, monkeypatch):
     written = (tmp_path / f"{picture[1]}.{picture[2]}").exists()
     lines = err.getvalue().splitlines()
     assert (written and not lines) or (not written and len(lines) == 1 and "install" in lines[0])
+
+
+def test_draw_dot_escapes_what_a_record_reads_as_its_own(monkeypatch):
+    """A label with '|', braces, '<p>' (a port) or a backslash shows as
+    itself: escaped in the record, so the record keeps its three fields.
+    (A stand-in for graphviz records what draw_dot gives it.)"""
+    import sys
+    import types
+
+    class Digraph:
+        def __init__(self, **kwargs):
+            self.labels = []
+
+        def node(self, name, label, **kwargs):
+            self.labels.append(label)
+
+        def edge(self, *args):
+            pass
+
+        render = pipe = edge
+
+    graphviz = types.ModuleType("graphviz")
+    graphviz.Digraph, graphviz.ExecutableNotFound = Digraph, RuntimeError
+    monkeypatch.setitem(sys.modules, "graphviz", graphviz)
+    from microgpt_c import draw_dot
+    v = CValue(1.0, label=r"a|{b}<p>\c")
+    assert draw_dot(v).labels == [r"{ a\|\{b\}\<p\>\\c | data 1.0000 | grad 0.0000 }"]

@@ -7,6 +7,7 @@ import sys
 
 from .config import Config, Schedule, fields
 from .registry import ENGINES, MODES
+from .text import data_path
 
 PROG = "python -m microgpt_c"
 NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
@@ -69,7 +70,9 @@ def add_settings(p, title):
     for f in (*fields(Config), *fields(Schedule)):
         g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
                        help=f"{f.help} (default: {f.default})")
-    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
+    g.add_argument("--data", metavar="PATH", type=data_path,
+                   help="a file of one document per line, or a packaged text: names, or austen (Pride and "
+                        "Prejudice's lines) (default: names)")
 
 
 # the Python API's parameter names that are flags in the CLI

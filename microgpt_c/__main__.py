@@ -146,12 +146,17 @@ def sample_main(argv):
 def train(p, run, a):
     """Train to the end of the schedule: the loss lines, a progress line on a
     terminal, checkpoints. A stop signal takes effect after the step in
-    progress, so what --save writes then is a completed step. Returns the
-    losses, their smoothed values and the seconds spent in training steps."""
-    log_every = a.log_every or (100 if sys.stdout.isatty() else 1)
+    progress, so what --save writes then is a completed step. With held-out
+    documents, each loss line has their loss too. Returns the losses, their
+    smoothed values, the seconds spent in training steps, and the last
+    held-out loss with the seconds spent evaluating."""
+    # a held-out document's forward costs up to half a training step (measured in fast mode, where the
+    # ratio is highest): lines every 5 steps per document keep evaluating under a tenth of training
+    log_every = a.log_every or (max(100, 5 * len(run.held_out)) if run.held_out else
+                                100 if sys.stdout.isatty() else 1)
     progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
     shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
-    ema, losses, smoothed, stop, elapsed, saved = EMA(), [], [], [], 0.0, []
+    ema, losses, smoothed, stop, elapsed, saved, held = EMA(), [], [], [], 0.0, [], [None, 0.0]
 
     def fail(message):
         if progress:
@@ -187,7 +192,13 @@ def train(p, run, a):
             if run.step % log_every == 0 or run.step == run.steps:
                 if shared:
                     progress.clear()
-                print(f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
+                line = f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}"
+                if run.held_out:
+                    t0 = time.perf_counter()
+                    held[0] = run.val_loss()
+                    held[1] += time.perf_counter() - t0
+                    line += f" | held-out loss {held[0]:.4f}"
+                print(line, flush=True)
             if progress:
                 progress.update(run.step, loss, smoothed[-1])
             if a.save_every and run.step % a.save_every == 0:
@@ -208,7 +219,7 @@ def train(p, run, a):
         name = signal.Signals(stop[0]).name
         sys.stderr.write(f"{PROG}: interrupted by {name} after step {run.step} of {run.steps}: {saved}\n")
         sys.exit(128 + stop[0])
-    return losses, smoothed, elapsed
+    return losses, smoothed, elapsed, held
 
 
 USAGE = f"""{PROG} [options]            (train, then sample)
@@ -226,7 +237,8 @@ def train_parser():
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
     p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",
-                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
+                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal; with "
+                        "--val-docs N, 100 or 5 N if more)")
     p.add_argument("--save", metavar="PATH",
                    help="write a checkpoint here at the end of training and when stopped (default: none)")
     p.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps (default: none)")
@@ -277,14 +289,16 @@ def train_main(argv):
     if cut:  # on stderr: stdout stays the reference's lines
         sys.stderr.write(f"{PROG}: {cut:,} of {len(run.docs):,} documents have {run.cfg.block_size} characters or "
                          f"more (--block-size): training reads their first {run.cfg.block_size} only\n")
-    print(f"num docs: {len(run.docs)}")
+    print(f"num docs: {len(run.docs)}" + (f" (and {len(run.held_out)} held out)" if run.held_out else ""))
     print(f"vocab size: {run.tok.vocab_size}")
     print(f"num params: {run.num_params}")
     if a.resume:
         print(f"resumed from {a.resume} at step {run.step} / {run.steps}")
     first = run.step
-    losses, smoothed, elapsed = train(p, run, a)
+    losses, smoothed, elapsed, held = train(p, run, a)
     print(f"training time: {elapsed:.2f}s ({elapsed / max(run.steps - first, 1) * 1000:.2f}ms/step)")
+    if held[0] is not None:
+        print(f"held-out loss: {held[0]:.4f} (evaluating took {held[1]:.2f}s)")
     if a.plot:
         from .plot import loss_curve
         try:

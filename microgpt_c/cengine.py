@@ -106,7 +106,18 @@ class CEngine(Engine):
         after (exact mode's backward then takes its cached order)."""
         if not self.whole_doc:
             return self.run(build, tokens, key=("doc_loss", n), doc=True)
-        if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
+        self._doc_loss = self._ok(lib.mg_leaf(self.s, self._doc_forward(P, cfg, tokens, n)))
+        return self._doc_loss
+
+    def forward_loss(self, P, cfg, tokens, n, build=None):
+        """By doc_fast.c's forward in either mode: its values are the
+        reference's, operation for operation, and it builds no node."""
+        self.reset()  # the kernel's saved activations are this document's now: no backward from an earlier loss
+        return self._doc_forward(P, cfg, tokens, n)
+
+    def _doc_forward(self, P, cfg, tokens, n):
+        """The whole-document kernel's forward: the loss, a float."""
+        if self._doc_layout[0] is not P or self._doc_layout[1] is not cfg:  # checked once per parameters and config
             shapes = param_shapes(cfg, P["wte"][1])
             if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
                 raise ValueError("doc_loss: the parameters are not this config's")
@@ -115,8 +126,7 @@ class CEngine(Engine):
         self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), P["wte"][1],
                                         cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n,
                                         loss))
-        self._doc_loss = self._ok(lib.mg_leaf(self.s, loss[0]))
-        return self._doc_loss
+        return loss[0]
 
     def _doc_ok(self, r):
         if r < 0:

@@ -5,7 +5,7 @@ import os
 import re
 import sys
 
-from .config import Config, Schedule, fields
+from .config import Config, Schedule, asdict, fields
 from .registry import ENGINES, MODES
 from .text import data_path
 
@@ -108,7 +108,11 @@ def new_run(a, engine, mode):
     from .text import load_docs
 
     cfg, schedule = settings(a)
-    return Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, engine, mode, schedule.decay_steps)
+    docs = load_docs(a.data)
+    try:
+        return Run(cfg, docs, engine=engine, mode=mode, **asdict(schedule))
+    except ValueError as e:  # val_docs against the documents' count
+        raise ValueError(flagged(str(e))) from None
 
 
 def add_engine(p, modes=True):

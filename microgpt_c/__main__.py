@@ -233,7 +233,7 @@ USAGE = f"""{PROG} [options]            (train, then sample)
 def train_parser():
     p = Parser(prog=PROG, usage=USAGE, description=__doc__)
     add_engine(p)
-    add_settings(p, "the run's settings (kept in a checkpoint, so not with --resume)")
+    add_settings(p, "the run's settings (in a checkpoint; --resume takes --steps, --decay-steps)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (default: %(default)s)")
     p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",
@@ -265,19 +265,20 @@ def train_main(argv):
             check(a.plot)
         given = [flag(name) for name in given_settings(a)] + (["--data"] if a.data is not None else [])
         if a.resume is not None:
-            fixed = [g for g in given if g != "--steps"]  # --steps extends the run
+            fixed = [g for g in given if g not in ("--steps", "--decay-steps")]  # these extend the run
             if fixed:
                 raise ValueError(f"--resume continues the checkpoint's run with its own settings: "
-                                 f"{', '.join(fixed)} cannot be given with it (only --steps, to train on)")
+                                 f"{', '.join(fixed)} cannot be given with it (only --steps and --decay-steps, "
+                                 f"to train on)")
             run = Run.load(a.resume, a.engine, a.mode)
-            if hasattr(a, "steps"):
-                try:
-                    run.extend(a.steps)
-                except ValueError as e:
-                    raise ValueError(flagged(str(e), ("steps",))) from None
-            elif run.step == run.steps:
+            if not hasattr(a, "steps") and run.step == run.steps:
                 raise ValueError(f"{a.resume} is a finished run (step {run.step} of {run.steps}): to train on, "
                                  f"give --steps N with N above {run.step}")
+            if hasattr(a, "steps") or hasattr(a, "decay_steps"):
+                try:
+                    run.extend(getattr(a, "steps", run.steps), getattr(a, "decay_steps", None))
+                except ValueError as e:
+                    raise ValueError(flagged(str(e), ("steps", "decay_steps"))) from None
         else:
             run = new_run(a, a.engine, a.mode)
         if a.plot and run.step == run.steps:

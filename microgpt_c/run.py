@@ -115,16 +115,18 @@ class Run:
         return losses
 
     @one_thread
-    def extend(self, steps):
-        """Make the schedule `steps` long, to train on past its end. The
-        learning rate's decay keeps its length and starts again from lr after
-        each (step k of the extension has step k % decay's rate: a warm
-        restart), so a run extended in two pieces trains as one
-        extended in one, bit for bit."""
+    def extend(self, steps, decay_steps=None):
+        """Make the schedule `steps` long, to train on past its end. A decay
+        over all the steps (decay_steps 0) is planned again over the new
+        length, so from here the learning rate is a fresh `steps`-step run's
+        (an extension trains about as well as a run that started long);
+        decay_steps, if given, replaces the decay's length."""
         if type(steps) is not int or steps <= self.step:
             raise ValueError(f"steps must be more than the {self.step} done, not {steps}")
         s = self.schedule
-        self.schedule = Schedule(s.seed, steps, s.lr, s.decay(), s.val_docs)
+        self.schedule = Schedule(s.seed, steps, s.lr, s.decay_steps if decay_steps is None else decay_steps,
+                                 s.val_docs)
+        self.adam.decay = self.schedule.decay()
 
     def sample(self, num_samples=20, temperature=0.5, prefix=""):
         """Names drawn from the model, each starting with prefix."""

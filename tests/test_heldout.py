@@ -105,3 +105,22 @@ def test_resume_keeps_the_checkpoints_split(tmp_path):
     assert msg.startswith("--resume continues the checkpoint's run with its own settings: --val-docs cannot")
     status, out, err = run_main("--resume", ck, "--num-samples", 1)
     assert status == 0 and out.startswith("num docs: 290 (and 10 held out)\n") and "| held-out loss " in out
+
+
+def test_the_readmes_own_text_example_runs_and_starts_as_shown(capsys):
+    """The command of README.md's "Train on your own text", shortened to 100
+    steps: its first lines, on stdout and stderr, are the ones shown."""
+    import os
+    import shlex
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Train on your own text"):readme.index("## Checkpoints")]
+    command = next(ln.strip() for ln in section.splitlines() if ln.strip().startswith("python -m microgpt_c --data"))
+    args = shlex.split(command)[3:]
+    args[args.index("--steps") + 1] = "100"
+    status, out, err = run_main(*args)
+    shown = section[section.index("printed, as run"):].split("\n\n")[1].splitlines()
+    shown = [ln.strip() for ln in shown]
+    assert status == 0 and err.splitlines() == shown[:1] and out.splitlines()[:3] == shown[1:4]
+    assert out.count("sample ") == 5 and "held-out loss: " in out

@@ -151,8 +151,8 @@ def train(p, run, a):
     smoothed values, the seconds spent in training steps, and the last
     held-out loss with the seconds spent evaluating."""
     # a held-out document's forward costs up to half a training step (measured in fast mode, where the
-    # ratio is highest): lines every 5 steps per document keep evaluating under a tenth of training
-    log_every = a.log_every or (max(100, 5 * len(run.held_out)) if run.held_out else
+    # ratio is highest): lines every 10 steps per document keep evaluating near a twentieth of training
+    log_every = a.log_every or (max(100, 10 * len(run.held_out)) if run.held_out else
                                 100 if sys.stdout.isatty() else 1)
     progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
     shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
@@ -238,7 +238,7 @@ def train_parser():
     p.add_argument("--num-samples", type=int, default=20, help="samples to draw (default: %(default)s)")
     p.add_argument("--log-every", type=int, metavar="K",
                    help="print the loss every K steps (default: 1, or 100 when the output is a terminal; with "
-                        "--val-docs N, 100 or 5 N if more)")
+                        "--val-docs N, 100 or 10 N if more)")
     p.add_argument("--save", metavar="PATH",
                    help="write a checkpoint here at the end of training and when stopped (default: none)")
     p.add_argument("--save-every", type=int, metavar="K", help="with --save: also every K steps (default: none)")

@@ -76,12 +76,12 @@ def test_the_cli_reports_the_held_out_loss_on_each_line_and_at_the_end(tmp_path)
     data = tmp_path / "few.txt"
     data.write_text("\n".join(FEW) + "\n")
     args = ("--data", data, "--n-embd", 8, "--n-head", 2, "--block-size", 6, "--steps", 250, "--num-samples", 2)
-    status, out, err = run_main(*args, "--val-docs", 30)
+    status, out, err = run_main(*args, "--val-docs", 15)
     lines = out.splitlines()
-    assert status == 0 and lines[0] == "num docs: 270 (and 30 held out)"
-    steps = [ln for ln in lines if ln.startswith("step ")]  # every 5 steps a held-out document: 150
+    assert status == 0 and lines[0] == "num docs: 285 (and 15 held out)"
+    steps = [ln for ln in lines if ln.startswith("step ")]  # every 10 steps a held-out document: 150
     assert [ln.split()[1] for ln in steps] == ["150", "250"] and all("| held-out loss " in ln for ln in steps)
-    run = Run(Config(n_embd=8, n_head=2, block_size=6), FEW, steps=250, val_docs=30)
+    run = Run(Config(n_embd=8, n_head=2, block_size=6), FEW, steps=250, val_docs=15)
     run.train()
     final = f"{run.val_loss():.4f}"
     assert steps[-1].endswith(final) and any(ln.startswith(f"held-out loss: {final} (evaluating took ") for ln in lines)

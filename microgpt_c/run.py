@@ -42,6 +42,15 @@ def check_sampling(num_samples, temperature):
         raise ValueError(f"temperature must be a positive number whose reciprocal is finite, not {temperature}")
 
 
+def split(docs, val_docs):
+    """(training documents, held-out ones): the last val_docs are held out;
+    a ValueError unless one is left to train on."""
+    keep = len(docs) - val_docs
+    if keep < 1:
+        raise ValueError(f"val_docs must be less than the {len(docs)} documents (training needs one), not {val_docs}")
+    return docs[:keep], docs[keep:]
+
+
 class Run:
     """Train with train_step() or train(), then sample(); state() and
     from_state() are the whole run as plain data (checkpoint.py writes them).
@@ -62,11 +71,8 @@ class Run:
         self.P = init_params(self.E, self.cfg, self.tok.vocab_size, rng)
 
     def _start(self, cfg, schedule, docs, rng, E):
-        keep = len(docs) - schedule.val_docs  # the split is the shuffle's, so a checkpoint's docs keep it
-        if keep < 1:
-            raise ValueError(f"val_docs must be less than the {len(docs)} documents (training needs one), "
-                             f"not {schedule.val_docs}")
-        self.cfg, self.schedule, self.docs, self.held_out = cfg, schedule, docs[:keep], docs[keep:]
+        self.docs, self.held_out = split(docs, schedule.val_docs)  # the shuffle's split: a checkpoint keeps it
+        self.cfg, self.schedule = cfg, schedule
         self.rng, self.E = rng, E
         self._busy = threading.RLock()  # one_thread: held by the thread inside (train calls train_step)
         self.tok = Tokenizer(docs)  # every document's characters: the held-out ones can be encoded

@@ -124,3 +124,10 @@ def test_the_readmes_own_text_example_runs_and_starts_as_shown(capsys):
     shown = [ln.strip() for ln in shown]
     assert status == 0 and err.splitlines() == shown[:1] and out.splitlines()[:3] == shown[1:4]
     assert out.count("sample ") == 5 and "held-out loss: " in out
+
+
+@pytest.mark.parametrize("command", [["bench", "--engines", "c:exact"], ["trace", "--step", "1", "--out", "t.npz"]])
+def test_the_other_commands_refuse_a_bad_val_docs_in_one_line(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    msg = one_line_error(*run_main(*command, "--val-docs", 32033), prog=f"python -m microgpt_c {command[0]}")
+    assert msg == "--val-docs must be less than the 32033 documents (training needs one), not 32033"

@@ -1,6 +1,6 @@
 """Held-out documents (--val-docs, Run(val_docs=N)): the split, kept by
 checkpoints; their loss, the same on every engine and changing nothing in the
-run; the CLI's lines and its errors."""
+run; the CLI's lines and its errors; the packaged prose the README shows them on."""
 import pytest
 from conftest import DOCS, TINY, bits, run_main
 from test_hardening import one_line_error
@@ -131,3 +131,12 @@ def test_the_other_commands_refuse_a_bad_val_docs_in_one_line(command, tmp_path,
     monkeypatch.chdir(tmp_path)
     msg = one_line_error(*run_main(*command, "--val-docs", 32033), prog=f"python -m microgpt_c {command[0]}")
     assert msg == "--val-docs must be less than the 32033 documents (training needs one), not 32033"
+
+
+def test_data_takes_a_packaged_texts_name_or_a_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "austen").write_text("abc\ndef\n")
+    assert run_main("--data", "./austen", "--steps", 1, "--num-samples", 0)[1].startswith("num docs: 2\n")
+    status, out, err = run_main("--data", "austen", "--steps", 1, "--num-samples", 0, "--block-size", 80)
+    assert status == 0 and out.startswith("num docs: 10721\nvocab size: 75\n") and err == ""
+    assert run_main("--data", "names", "--steps", 1, "--num-samples", 0)[1].startswith("num docs: 32033\n")

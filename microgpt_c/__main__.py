@@ -195,7 +195,10 @@ def train(p, run, a):
                 line = f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}"
                 if run.held_out:
                     t0 = time.perf_counter()
-                    held[0] = run.val_loss()
+                    try:
+                        held[0] = run.val_loss()
+                    except ArithmeticError as e:  # the C engine refuses non-finite numbers
+                        fail(f"cannot compute the held-out loss after step {run.step}: {e}")
                     held[1] += time.perf_counter() - t0
                     line += f" | held-out loss {held[0]:.4f}"
                 print(line, flush=True)

@@ -140,3 +140,13 @@ def test_data_takes_a_packaged_texts_name_or_a_path(tmp_path, monkeypatch, capsy
     status, out, err = run_main("--data", "austen", "--steps", 1, "--num-samples", 0, "--block-size", 80)
     assert status == 0 and out.startswith("num docs: 10721\nvocab size: 75\n") and err == ""
     assert run_main("--data", "names", "--steps", 1, "--num-samples", 0)[1].startswith("num docs: 32033\n")
+
+
+def test_a_held_out_loss_that_cannot_be_computed_is_one_line(monkeypatch, capsys):
+    def overflow(run):
+        raise ArithmeticError("mg_doc_forward: a non-finite value")
+
+    monkeypatch.setattr(Run, "val_loss", overflow)
+    status, out, err = run_main("--val-docs", 5, "--steps", 3, "--log-every", 2)
+    assert status == 2 and err == "python -m microgpt_c: error: cannot compute the held-out loss after step 2: " \
+                                  "mg_doc_forward: a non-finite value\n"

@@ -140,12 +140,17 @@ def sample_main(argv):
 def train(p, run, a):
     """Train to the end of the schedule: the loss lines, a progress line on a
     terminal, checkpoints. A stop signal takes effect after the step in
-    progress, so what --save writes then is a completed step. Returns the
-    losses, their smoothed values and the seconds spent in training steps."""
-    log_every = a.log_every or (100 if sys.stdout.isatty() else 1)
+    progress, so what --save writes then is a completed step. With held-out
+    documents, each loss line has their loss too. Returns the losses, their
+    smoothed values, the seconds spent in training steps, and the last
+    held-out loss with the seconds spent evaluating."""
+    # a held-out document's forward costs up to half a training step (measured in fast mode, where the
+    # ratio is highest): lines every 10 steps per document keep evaluating near a twentieth of training
+    log_every = a.log_every or (max(100, 10 * len(run.held_out)) if run.held_out else
+                                100 if sys.stdout.isatty() else 1)
     progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
     shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
-    ema, losses, smoothed, stop, elapsed, saved = EMA(), [], [], [], 0.0, []
+    ema, losses, smoothed, stop, elapsed, saved, held = EMA(), [], [], [], 0.0, [], [None, 0.0]
 
     def fail(message):
         if progress:
@@ -173,7 +178,16 @@ def train(p, run, a):
                 if run.step % log_every == 0 or run.step == run.steps:
                     if shared:
                         progress.clear()
-                    print(f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}", flush=True)
+                    line = f"step {run.step:4d} / {run.steps:4d} | loss {loss:.4f}"
+                    if run.held_out:
+                        t0 = time.perf_counter()
+                        try:
+                            held[0] = run.val_loss()
+                        except ArithmeticError as e:  # the C engine refuses non-finite numbers
+                            fail(f"cannot compute the held-out loss after step {run.step}: {e}")
+                        held[1] += time.perf_counter() - t0
+                        line += f" | held-out loss {held[0]:.4f}"
+                    print(line, flush=True)
                 if progress:
                     progress.update(run.step, loss, smoothed[-1])
                 if a.save_every and run.step % a.save_every == 0:
@@ -192,7 +206,7 @@ def train(p, run, a):
         name = signal.Signals(stop[0]).name
         sys.stderr.write(f"{PROG}: interrupted by {name} after step {run.step} of {run.steps}: {saved}\n")
         sys.exit(128 + stop[0])
-    return losses, smoothed, elapsed
+    return losses, smoothed, elapsed, held
 
 
 USAGE = f"""{PROG} [options]            (train, then sample)
@@ -209,7 +223,7 @@ def train_parser():
     add_engine(p)
     model, schedule = add_settings(p, "the run")
     model.description = "A checkpoint keeps these: not with --resume."
-    schedule.description = "A checkpoint keeps these: with --resume, only --steps (to train on)."  # one line: as_written keeps lines
+    schedule.description = "A checkpoint keeps these: with --resume, only --steps and --decay-steps."  # one line
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save", metavar="PATH",
                    help="write a checkpoint here at the end of training and when stopped (default: none)")
@@ -218,7 +232,8 @@ def train_parser():
                    help="go on with the run saved in this checkpoint, its settings and all (default: none)")
     g = p.add_argument_group("output")
     g.add_argument("--log-every", type=int, metavar="K",
-                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal)")
+                   help="print the loss every K steps (default: 1, or 100 when the output is a terminal; with "
+                        "--val-docs N, 100 or 10 N if more)")
     g.add_argument("--plot", metavar="PATH.png", help="write the loss curve here (needs matplotlib) (default: none)")
     add_sampling(g)
     return p
@@ -245,19 +260,20 @@ def train_main(argv):
             from . import checkpoint  # noqa: F401
         given = [flag(name) for name in given_settings(a)] + (["--data"] if a.data is not None else [])
         if a.resume is not None:
-            fixed = [g for g in given if g != "--steps"]  # --steps extends the run
+            fixed = [g for g in given if g not in ("--steps", "--decay-steps")]  # these extend the run
             if fixed:
                 raise ValueError(f"--resume continues the checkpoint's run with its own settings: "
-                                 f"{', '.join(fixed)} cannot be given with it (only --steps, to train on)")
+                                 f"{', '.join(fixed)} cannot be given with it (only --steps and --decay-steps, "
+                                 f"to train on)")
             run = Run.load(a.resume, a.engine, a.mode)
-            if hasattr(a, "steps"):
-                try:
-                    run.extend(a.steps)
-                except ValueError as e:
-                    raise ValueError(flagged(str(e), ("steps",))) from None
-            elif run.step == run.steps:
+            if not hasattr(a, "steps") and run.step == run.steps:
                 raise ValueError(f"{a.resume} is a finished run (step {run.step} of {run.steps}): to train on, "
                                  f"give --steps N with N above {run.step}")
+            if hasattr(a, "steps") or hasattr(a, "decay_steps"):
+                try:
+                    run.extend(getattr(a, "steps", run.steps), getattr(a, "decay_steps", None))
+                except ValueError as e:
+                    raise ValueError(flagged(str(e), ("steps", "decay_steps"))) from None
         else:
             run = new_run(a, a.engine, a.mode)
         if a.plot and run.step == run.steps:
@@ -269,14 +285,16 @@ def train_main(argv):
     if cut:  # on stderr: stdout stays the reference's lines
         sys.stderr.write(f"{PROG}: {cut:,} of {len(run.docs):,} documents have {run.cfg.block_size} characters or "
                          f"more (--block-size): training reads their first {run.cfg.block_size} only\n")
-    print(f"num docs: {len(run.docs)}")
+    print(f"num docs: {len(run.docs)}" + (f" (and {len(run.held_out)} held out)" if run.held_out else ""))
     print(f"vocab size: {run.tok.vocab_size}")
     print(f"num params: {run.num_params}")
     if a.resume:
         print(f"resumed from {a.resume} at step {run.step} / {run.steps}")
     first = run.step
-    losses, smoothed, elapsed = train(p, run, a)
+    losses, smoothed, elapsed, held = train(p, run, a)
     print(f"training time: {elapsed:.2f}s ({elapsed / max(run.steps - first, 1) * 1000:.2f}ms/step)")
+    if held[0] is not None:
+        print(f"held-out loss: {held[0]:.4f} (evaluating took {held[1]:.2f}s)")
     if a.plot:
         from .plot import loss_curve
         try:

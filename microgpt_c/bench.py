@@ -17,9 +17,10 @@ import threading
 import time
 
 from . import memory
-from .cli import Parser, add_settings, handling, message, new_run, settings
+from .cli import Parser, add_settings, flagged, handling, message, new_run, settings
 from .files import atomic_write, check_paths
 from .registry import ENGINES, PAIRS, require
+from .run import split
 from .text import Tokenizer, load_docs
 
 # every available engine:mode, PyTorch (float64, eager, CPU) as an outside anchor when installed
@@ -146,6 +147,10 @@ def check(a):
         raise ValueError(f"--python-steps must be 1 or more, not {a.python_steps}")
     check_paths(inputs=[("--data", a.data)], outputs=[("--json", a.json)])
     docs = load_docs(a.data)
+    try:
+        split(docs, schedule.val_docs)
+    except ValueError as e:
+        raise ValueError(flagged(str(e))) from None
     for engine, mode in a.engines:
         require(engine)
         memory.check(cfg, docs, Tokenizer(docs), engine, mode)

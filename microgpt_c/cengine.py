@@ -91,7 +91,25 @@ class CEngine(Engine):
         the reference's gradients, doc_exact.c). In the verifying mode, exact
         mode also builds build's nodes, whose backward then runs both ways
         and compares (`E.verify = True`: also Adam's cheap powers)."""
-        if self._doc_layout[0] is not P or self._doc_layout[1] != cfg:  # checked once per parameters and config
+        loss = self._doc_forward(P, cfg, tokens, n)
+        if self.verify and self.mode == "exact":
+            self._doc_loss = self.run(build, tokens)
+            if self.value(self._doc_loss) != loss:
+                raise ArithmeticError(f"verifying: the kernel's loss is {loss!r}, the graph's "
+                                      f"{self.value(self._doc_loss)!r}")
+        else:
+            self._doc_loss = self._ok(lib.mg_leaf(self.s, loss))
+        return self._doc_loss
+
+    def forward_loss(self, P, cfg, tokens, n, build=None):
+        """By doc_fast.c's forward in either mode: its values are the
+        reference's, operation for operation, and it builds no node."""
+        self.reset()  # the kernel's saved activations are this document's now: no backward from an earlier loss
+        return self._doc_forward(P, cfg, tokens, n)
+
+    def _doc_forward(self, P, cfg, tokens, n):
+        """The whole-document kernel's forward: the loss, a float."""
+        if self._doc_layout[0] is not P or self._doc_layout[1] is not cfg:  # checked once per parameters and config
             shapes = param_shapes(cfg, P["wte"][1])
             if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
                 raise ValueError("doc_loss: the parameters are not this config's")
@@ -100,14 +118,7 @@ class CEngine(Engine):
         self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), P["wte"][1],
                                         cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n,
                                         loss))
-        if self.verify and self.mode == "exact":
-            self._doc_loss = self.run(build, tokens)
-            if self.value(self._doc_loss) != loss[0]:
-                raise ArithmeticError(f"verifying: the kernel's loss is {loss[0]!r}, the graph's "
-                                      f"{self.value(self._doc_loss)!r}")
-        else:
-            self._doc_loss = self._ok(lib.mg_leaf(self.s, loss[0]))
-        return self._doc_loss
+        return loss[0]
 
     def _doc_ok(self, r):
         if r < 0:

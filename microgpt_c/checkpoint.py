@@ -112,6 +112,7 @@ def load(path):
     s, vocab, docs, rng = (text(k) for k in TEXT[1:])
     if isinstance(s, dict):
         s.setdefault("decay_steps", 0)  # a checkpoint from before the setting: the decay was all the steps
+        s.setdefault("val_docs", 0)  # and from before held-out documents
     if not isinstance(s, dict) or set(s) != set(SETTINGS):
         raise bad(f"'config' must have exactly the keys {', '.join(sorted(SETTINGS))}")
     if s["mode"] not in MODES:

@@ -8,8 +8,9 @@ import re
 import signal
 import sys
 
-from .config import Config, Schedule, fields
+from .config import Config, Schedule, asdict, fields
 from .registry import ENGINES, MODES
+from .text import data_path
 
 PROG = "python -m microgpt_c"
 NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
@@ -79,7 +80,9 @@ def add_settings(p, title, model="model size"):
         for f in fields(settings):
             g.add_argument(flag(f.name), type=f.type, metavar=f.name.upper(), default=argparse.SUPPRESS,
                            help=f"{f.help} (default: {f.default})")
-    g.add_argument("--data", metavar="PATH", help="one document per line (default: the packaged names)")
+    g.add_argument("--data", metavar="PATH", type=data_path,
+                   help="a file of one document per line, or a packaged text: names, or austen (Pride and "
+                        "Prejudice's lines) (default: names)")
     return groups
 
 
@@ -116,7 +119,11 @@ def new_run(a, engine, mode):
     from .text import load_docs
 
     cfg, schedule = settings(a)
-    return Run(cfg, load_docs(a.data), schedule.seed, schedule.steps, schedule.lr, engine, mode, schedule.decay_steps)
+    docs = load_docs(a.data)
+    try:
+        return Run(cfg, docs, engine=engine, mode=mode, **asdict(schedule))
+    except ValueError as e:  # val_docs against the documents' count
+        raise ValueError(flagged(str(e))) from None
 
 
 MODE_HELP = {"exact": "the reference's graph, bit for bit", "fast": "fused nodes (C engine)",

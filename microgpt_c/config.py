@@ -87,8 +87,11 @@ class Schedule(Settings):
     seed = Setting(42, "random seed")
     steps = Setting(1000, "training steps (the schedule's length)", 0, MAX_STEPS)
     lr = Setting(0.01, "Adam's learning rate at step 0")
-    decay_steps = Setting(0, "steps over which the learning rate decays linearly from lr (0: all the steps); "
-                             "past them it decays again from lr, as in a run extended past its schedule", 0, MAX_STEPS)
+    decay_steps = Setting(0, "steps over which the learning rate decays linearly from lr (0: all the steps, "
+                             "an extended run's too); past them it decays again from lr (a warm restart)", 0,
+                          MAX_STEPS)
+    val_docs = Setting(0, "documents kept out of training, the last of the shuffled ones, to report a held-out "
+                          "loss on", 0)
 
     def decay(self):
         """The decay's length in steps (at least 1)."""

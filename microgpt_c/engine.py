@@ -58,6 +58,14 @@ class Engine(ABC):
         Here: build."""
         return self.run(build, tokens)
 
+    def forward_loss(self, P, cfg, tokens, n, build):
+        """doc_loss's value (a float) with no backward to follow: the graph
+        since the last reset is dropped. Here: build's forward, dropped after."""
+        self.reset()
+        loss = self.value(self.run(build, tokens))
+        self.reset()
+        return loss
+
     @abstractmethod
     def reset(self):
         """Drop the last step's graph."""

@@ -62,6 +62,13 @@ def doc_loss(E, P, cfg, tokens, replay=True, record=None):
     return E.doc_loss(P, cfg, tokens, n, build) if replay and record is None else E.run(build, tokens)
 
 
+def doc_value(E, P, cfg, tokens):
+    """doc_loss's value, a float, from the forward only: no gradient is
+    taken (the held-out loss). It drops the graph since the last reset."""
+    n = min(cfg.block_size, len(tokens) - 1)
+    return E.forward_loss(P, cfg, tokens, n, lambda t: loss_over(E, P, cfg, t, n))
+
+
 def loss_over(E, P, cfg, tokens, n, record=None):
     """Mean next-token loss over the first n positions of tokens."""
     keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]

@@ -8,7 +8,7 @@ from array import array
 
 from . import memory
 from .config import Config, Schedule
-from .model import Adam, doc_loss, init_params, param_shapes, sample
+from .model import Adam, doc_loss, doc_value, init_params, param_shapes, sample
 from .registry import make_engine, mode_for
 from .shuffle import shuffle
 from .text import Tokenizer, check_docs, load_docs
@@ -42,15 +42,27 @@ def check_sampling(num_samples, temperature):
         raise ValueError(f"temperature must be a positive number whose reciprocal is finite, not {temperature}")
 
 
+def split(docs, val_docs):
+    """(training documents, held-out ones): the last val_docs are held out;
+    a ValueError unless one is left to train on."""
+    keep = len(docs) - val_docs
+    if keep < 1:
+        raise ValueError(f"val_docs must be less than the {len(docs)} documents (training needs one), not {val_docs}")
+    return docs[:keep], docs[keep:]
+
+
 class Run:
     """Train with train_step() or train(), then sample(); state() and
     from_state() are the whole run as plain data (checkpoint.py writes them).
     A run that would need more memory than there is is a MemoryError before
-    anything is allocated (memory.py)."""
+    anything is allocated (memory.py). With val_docs N, the last N documents
+    after the shuffle are held out (docs is the rest; held_out, them) and
+    val_loss() is their loss."""
 
     def __init__(self, cfg=None, docs=None, seed=Schedule.seed.default, steps=Schedule.steps.default,
-                 lr=Schedule.lr.default, engine="c", mode=None, decay_steps=Schedule.decay_steps.default):
-        schedule = Schedule(seed, steps, lr, decay_steps)
+                 lr=Schedule.lr.default, engine="c", mode=None, decay_steps=Schedule.decay_steps.default,
+                 val_docs=Schedule.val_docs.default):
+        schedule = Schedule(seed, steps, lr, decay_steps, val_docs)
         rng = random.Random(seed)
         docs = list(load_docs() if docs is None else docs)
         check_docs(docs)
@@ -59,9 +71,11 @@ class Run:
         self.P = init_params(self.E, self.cfg, self.tok.vocab_size, rng)
 
     def _start(self, cfg, schedule, docs, rng, E):
-        self.cfg, self.schedule, self.docs, self.rng, self.E = cfg, schedule, docs, rng, E
+        self.docs, self.held_out = split(docs, schedule.val_docs)  # the shuffle's split: a checkpoint keeps it
+        self.cfg, self.schedule = cfg, schedule
+        self.rng, self.E = rng, E
         self._busy = threading.RLock()  # one_thread: held by the thread inside (train calls train_step)
-        self.tok = Tokenizer(docs)
+        self.tok = Tokenizer(docs)  # every document's characters: the held-out ones can be encoded
         memory.check(cfg, docs, self.tok, E.name, E.mode)  # refuse now what cannot fit
         self.num_params = sum(r * c for r, c in param_shapes(cfg, self.tok.vocab_size).values())
         self.adam = Adam(self.num_params, schedule.lr, schedule.decay())
@@ -76,12 +90,24 @@ class Run:
         """One step on the next document; returns its loss."""
         E, step = self.E, self.step
         E.reset()
-        doc = self.docs[step % len(self.docs)][:self.cfg.block_size]  # the rest is never read
-        loss = doc_loss(E, self.P, self.cfg, self.tok.encode(doc))
+        loss = doc_loss(E, self.P, self.cfg, self._tokens(self.docs[step % len(self.docs)]))
         E.backward(loss)
         E.adam_step(self.adam, step)
         self.step += 1
         return E.value(loss)
+
+    def _tokens(self, doc):
+        return self.tok.encode(doc[:self.cfg.block_size])  # the rest is never read
+
+    @one_thread
+    def val_loss(self):
+        """The held-out documents' loss: the mean over them of each one's
+        mean next-token loss (as a training step's loss is), from the
+        forward only, which changes nothing in the run."""
+        if not self.held_out:
+            raise ValueError("this run holds no documents out: give val_docs")
+        losses = [doc_value(self.E, self.P, self.cfg, self._tokens(doc)) for doc in self.held_out]
+        return sum(losses) / len(losses)
 
     @one_thread
     def train(self, on_step=None):
@@ -95,16 +121,18 @@ class Run:
         return losses
 
     @one_thread
-    def extend(self, steps):
-        """Make the schedule `steps` long, to train on past its end. The
-        learning rate's decay keeps its length and starts again from lr after
-        each (step k of the extension has step k % decay's rate: a warm
-        restart), so a run extended in two pieces trains as one
-        extended in one, bit for bit."""
+    def extend(self, steps, decay_steps=None):
+        """Make the schedule `steps` long, to train on past its end. A decay
+        over all the steps (decay_steps 0) is planned again over the new
+        length, so from here the learning rate is a fresh `steps`-step run's
+        (an extension trains about as well as a run that started long);
+        decay_steps, if given, replaces the decay's length."""
         if type(steps) is not int or steps <= self.step:
             raise ValueError(f"steps must be more than the {self.step} done, not {steps}")
         s = self.schedule
-        self.schedule = Schedule(s.seed, steps, s.lr, s.decay())
+        self.schedule = Schedule(s.seed, steps, s.lr, s.decay_steps if decay_steps is None else decay_steps,
+                                 s.val_docs)
+        self.adam.decay = self.schedule.decay()
 
     def sample(self, num_samples=20, temperature=0.5, prefix=""):
         """Names drawn from the model, each starting with prefix."""
@@ -150,7 +178,7 @@ class Run:
     def state(self):
         """The whole run: settings, documents, random state, step, parameters and
         moments; a snapshot (copies), which training on does not change."""
-        return {"cfg": self.cfg, "schedule": self.schedule, "mode": self.E.mode, "docs": list(self.docs),
+        return {"cfg": self.cfg, "schedule": self.schedule, "mode": self.E.mode, "docs": self.docs + self.held_out,
                 "rng": self.rng.getstate(), "step": self.step, "params": self.E.param_values(),
                 "m": array("d", self.adam.m), "v": array("d", self.adam.v)}
 

@@ -13,6 +13,14 @@ from .files import TEXT_LIMIT, read_bounded
 INVISIBLE = "\u2028\u2029\u202a-\u202e\u2066-\u2069"
 UNPRINTABLE = re.compile(f"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f{INVISIBLE}]")
 NAMES = {"\u2028": "line separator", "\u2029": "paragraph separator"}
+# The packaged texts, by the name --data takes for each (data/NOTICE says where austen.txt comes from).
+PACKAGED = {"names": "names.txt", "austen": "austen.txt"}
+
+
+def data_path(name):
+    """The path of the packaged text called name (a key of PACKAGED), else
+    name itself, a path (./names is a file of that name)."""
+    return os.path.join(os.path.dirname(__file__), "data", PACKAGED[name]) if name in PACKAGED else name
 
 
 def load_docs(path=None):
@@ -21,7 +29,7 @@ def load_docs(path=None):
     is not a regular file of at most TEXT_LIMIT bytes, gives no documents, or
     has a character a terminal would not print as itself is a ValueError."""
     if path is None:
-        path = os.path.join(os.path.dirname(__file__), "data", "names.txt")
+        path = data_path("names")
     data = read_bounded(path, TEXT_LIMIT, "data file")
     try:
         text = data.decode("utf-8")

@@ -56,7 +56,7 @@ def test_checkpoint_holds_the_run_under_the_reference_names(tmp_path):
     assert bits(a["adam.m"]) == bits(run.adam.m) and bits(a["adam.v"]) == bits(run.adam.v)
     assert int(a["step"]) == 1
     assert json.loads(a["config"].item()) == {"n_layer": 1, "n_embd": 8, "n_head": 2, "block_size": 6, "steps": 9,
-                                              "lr": 0.02, "seed": 5, "decay_steps": 0, "mode": "fast"}
+                                              "lr": 0.02, "seed": 5, "decay_steps": 0, "val_docs": 0, "mode": "fast"}
     assert json.loads(a["vocab"].item()) == run.tok.chars
     assert json.loads(a["docs"].item()) == run.docs != DOCS[:50]  # the shuffled order
     version, mt, gauss_next = json.loads(a["rng"].item())

@@ -39,6 +39,7 @@ def test_a_checkout_without_an_install_says_to_install(tmp_path):
     assert r.returncode == 1 and r.stderr.splitlines()[-1] == "ImportError: " + line.split(": error: ")[1]
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_runs_without_a_compiler(tmp_path):
     """pip wheel gives one wheel, tagged for CPython's stable ABI (3.9 on),
     with the engine built for it; a fresh venv installs it (its dependencies
@@ -85,6 +86,7 @@ def clang_major():
     return int(run([CLANG, "-dumpversion"]).split(".")[0])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CLANG is None, reason="clang is not installed (.ci/run installs Debian's clang)")
 @pytest.mark.parametrize("clones", [True, False], ids=["clones", "no-clones"])
 def test_clang_builds_the_engine_to_the_installed_builds_bits(tmp_path, clones):

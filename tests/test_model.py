@@ -30,6 +30,7 @@ def test_model_gradients_bit_identical(cfg, doc):
     assert sum(g != 0 for g in py_grads) > len(py_grads) // 4  # the gradient reached most parameters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg,steps", [(DEFAULT, 30), (SMALL, 6)], ids=["default", "2layer"])
 def test_trajectory_identical(cfg, steps):
     """Steps of one schedule on both engines: same losses, same parameters,

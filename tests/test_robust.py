@@ -161,6 +161,7 @@ def rss_after(mode, checkpoints):
     return [int(x) for x in r.stdout.split()]
 
 
+@pytest.mark.slow
 def test_memory_is_flat_over_a_long_run():
     rss = rss_after("fast", [1000, 10000])
     print(f"RSS after 1,000 fast steps {rss[0] / 2**20:.1f} MB, after 10,000 {rss[1] / 2**20:.1f} MB")
@@ -204,6 +205,7 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_fast.py::test_training_stays_
 @pytest.mark.skipif(LIBASAN is None or gcc_runtime("libubsan.so") is None,
                     reason="gcc's AddressSanitizer and UBSan runtimes are not installed "
                            "(gcc -print-file-name=libasan.so or libubsan.so finds no file)")
+@pytest.mark.slow
 def test_suite_under_sanitizers(tmp_path):
     """The C-heavy tests with the engine built with ASan and UBSan (any error
     aborts the run). Locally: see README.md, "Robustness"."""
@@ -262,6 +264,7 @@ def test_valgrind_filter_needs_no_line_info():
             "\n".join(ln.split("== ", 1)[1] for ln in log.splitlines())]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_short_training_under_valgrind(tmp_path):
     """memcheck on a few steps of both modes (a fresh build, a replay, a

@@ -154,6 +154,7 @@ def test_reclaim_counts_threads_started_with_thread_module():
     """)
 
 
+@pytest.mark.slow
 def test_handles_never_alias_however_many_resets():
     """2**22 resets (the generations a handle can carry) later, a stale Value
     still refuses: the store says its handles are used up rather than reuse

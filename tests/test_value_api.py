@@ -91,6 +91,7 @@ def demo(steps, checkpoints, how):
     return [(int(rss), int(n), float(loss)) for _, rss, n, loss in map(str.split, r.stdout.splitlines())]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 @pytest.mark.parametrize("how", ["keep", "auto"])
 def test_training_loop_runs_in_flat_memory(how):
@@ -109,6 +110,7 @@ def test_without_the_line_an_own_store_keeps_every_graph():
     assert m2 > 5 * m1
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(graphs)
 def test_reclaiming_mid_graph_keeps_every_bit(graph):
@@ -408,6 +410,7 @@ def test_fuzz_the_value_api():
                 assert r == lib.MG_EMATH
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def test_threads_under_thread_sanitizer(tmp_path):
     """tests/value_threads.c, four threads on one store with resets and

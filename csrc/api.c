@@ -1,6 +1,5 @@
 /* api.c: the public entry points (microgpt.h) around the core: a store's
-   life, the one-thread rule and fork, and each mg_ call, which runs the
-   core's op through the op table (tape.c). */
+   life, the one-thread rule and fork, and each mg_ call of a core op. */
 #include "machinery.h"
 
 /* One thread at a time per store. The Value API's calls wait for the lock
@@ -68,7 +67,6 @@ void mg_free(mg_store *s) {
     if (!s) return;
     track(s, 0);
     struct machinery *m = s->m;
-    free(m->tape);
     pthread_mutex_destroy(&m->lock);
     free(m);
     store_free(s);
@@ -85,72 +83,50 @@ int32_t reset(mg_store *s) {
     int32_t r = new_generation(s);
     if (r) return r;
     store_reset(s);
-    s->m->ntape = 0;
-    s->m->backward_done = 0;
     return 0;
 }
 int32_t mg_reset(mg_store *s) { ENTRY(reset(s)); }
 int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) { ENTRY(store_tokens(s, tok, n)); }
 
-/* the ops, each through the op table (tape.c) */
-#define CALL(op, args) ENTRY(call(s, OP_##op, &(args), WORDS(args)))
-int32_t mg_leaf(mg_store *s, double v) { leaf_args a = {f64_of(v)}; CALL(leaf, a); }
-int32_t mg_add(mg_store *s, int32_t x, int32_t y) { binary_args a = {x, y}; CALL(add, a); }
-int32_t mg_mul(mg_store *s, int32_t x, int32_t y) { binary_args a = {x, y}; CALL(mul, a); }
-int32_t mg_pow(mg_store *s, int32_t x, double p) { pow_args a = {x, f64_of(p)}; CALL(pow, a); }
-int32_t mg_log(mg_store *s, int32_t x) { unary_args a = {x}; CALL(log, a); }
-int32_t mg_exp(mg_store *s, int32_t x) { unary_args a = {x}; CALL(exp, a); }
-int32_t mg_relu(mg_store *s, int32_t x) { unary_args a = {x}; CALL(relu, a); }
-int32_t mg_tanh(mg_store *s, int32_t x) { unary_args a = {x}; CALL(tanh, a); }
-int32_t mg_vadd(mg_store *s, int32_t x, int32_t y, int32_t n) { vadd_args a = {x, y, n}; CALL(vadd, a); }
+/* The core's ops. An op whose nodes hold a non-finite value or local
+   gradient (overflow, say) is undone: an error naming the first such node. */
+int32_t begin_op(mg_store *s) {
+    s->nonfinite = 0;
+    return s->v.n;
+}
+int32_t end_op(mg_store *s, const char *name, int32_t n0, int32_t r) {
+    if (r < 0 || !s->nonfinite) return r;
+    int32_t i = n0;
+    while (i < s->v.n - 1 && isfinite(s->v.val[i]) && isfinite(s->local_grad[i][0]) && isfinite(s->local_grad[i][1])) i++;
+    fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
+         name, i, s->v.val[i], s->local_grad[i][0], s->local_grad[i][1]);
+    s->v.n = n0;
+    return MG_EMATH;
+}
+#define OP(name, ...) do { int32_t e_ = enter(s); if (e_) return e_; int32_t n0_ = begin_op(s); \
+                           return leave(s, end_op(s, #name, n0_, op_##name(s, __VA_ARGS__))); } while (0)
+int32_t mg_leaf(mg_store *s, double v) { OP(leaf, v); }
+int32_t mg_add(mg_store *s, int32_t x, int32_t y) { OP(add, x, y); }
+int32_t mg_mul(mg_store *s, int32_t x, int32_t y) { OP(mul, x, y); }
+int32_t mg_pow(mg_store *s, int32_t x, double p) { OP(pow, x, p); }
+int32_t mg_log(mg_store *s, int32_t x) { OP(log, x); }
+int32_t mg_exp(mg_store *s, int32_t x) { OP(exp, x); }
+int32_t mg_relu(mg_store *s, int32_t x) { OP(relu, x); }
+int32_t mg_tanh(mg_store *s, int32_t x) { OP(tanh, x); }
+int32_t mg_vadd(mg_store *s, int32_t x, int32_t y, int32_t n) { OP(vadd, x, y, n); }
 int32_t mg_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n, int32_t tok,
-                 int32_t pos) {
-    embed_args a = {wte, ntok, wpe, npos, n, tok, pos};
-    CALL(embed, a);
-}
-int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n) { vec_args a = {x, n}; CALL(vrelu, a); }
-int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) { scale_args a = {x, n, f64_of(c)}; CALL(scale, a); }
-int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) { vec_args a = {x, n}; CALL(rmsnorm, a); }
-int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
-    linear_args a = {x, nin, w, nout};
-    CALL(linear, a);
-}
-int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) { vec_args a = {x, n}; CALL(softmax, a); }
-int32_t mg_nll(mg_store *s, int32_t x, int32_t n, int32_t target) { nll_args a = {x, n, target}; CALL(nll, a); }
+                 int32_t pos) { OP(embed, wte, ntok, wpe, npos, n, tok, pos); }
+int32_t mg_vrelu(mg_store *s, int32_t x, int32_t n) { OP(vrelu, x, n); }
+int32_t mg_scale(mg_store *s, int32_t x, int32_t n, double c) { OP(scale, x, n, c); }
+int32_t mg_rmsnorm(mg_store *s, int32_t x, int32_t n) { OP(rmsnorm, x, n); }
+int32_t mg_linear(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) { OP(linear, x, nin, w, nout); }
+int32_t mg_softmax(mg_store *s, int32_t x, int32_t n) { OP(softmax, x, n); }
+int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head, const int32_t *keys, const int32_t *values,
+                     int32_t t) { OP(attention, q, n, n_head, keys, values, t); }
+int32_t mg_nll(mg_store *s, int32_t x, int32_t n, int32_t target) { OP(nll, x, n, target); }
+int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) { OP(mean, x, n); }
 
-static int32_t entry_call(mg_store *s, int32_t op, const void *args, int32_t na) { ENTRY(call(s, op, args, na)); }
-
-int32_t mg_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head,
-                     const int32_t *keys, const int32_t *values, int32_t t) {
-    if (!s) return MG_EARG;
-    if (t < 1 || t > (INT32_MAX - 4) / 2 || !keys || !values) return fail(s, MG_EARG, "attention over %d positions", t);
-    attention_args *a = malloc(sizeof *a + 2 * (size_t)t * sizeof *a->kv);
-    if (!a) return fail(s, MG_ENOMEM, "cannot allocate attention arguments");
-    *a = (attention_args){q, n, n_head, t};
-    memcpy(a->kv, keys, (size_t)t * sizeof *keys);
-    memcpy(a->kv + t, values, (size_t)t * sizeof *values);
-    int32_t r = entry_call(s, OP_attention, a, WORDS(attention_args) + 2 * t);
-    free(a);
-    return r;
-}
-
-int32_t mg_mean(mg_store *s, const int32_t *x, int32_t n) {
-    if (!s) return MG_EARG;
-    if (n < 1 || n > INT32_MAX - 1 || !x) return fail(s, MG_EARG, "mean of %d nodes", n);
-    mean_args *a = malloc(sizeof *a + (size_t)n * sizeof *a->x);
-    if (!a) return fail(s, MG_ENOMEM, "cannot allocate mean arguments");
-    a->n = n;
-    memcpy(a->x, x, (size_t)n * sizeof *x);
-    int32_t r = entry_call(s, OP_mean, a, WORDS(mean_args) + n);
-    free(a);
-    return r;
-}
-
-int32_t backward(mg_store *s, int32_t root) {
-    CHECK_ID(root);
-    return s->mode == MG_FAST ? backward_fast(s, root) : op_backward(s, root);
-}
-int32_t mg_backward(mg_store *s, int32_t root) { ENTRY(backward(s, root)); }
+int32_t mg_backward(mg_store *s, int32_t root) { ENTRY(op_backward(s, root)); }
 
 /* ------------------------------------------------------------------------ */
 /* reading and writing numbers, and Adam on the parameters, under the store's

@@ -213,7 +213,7 @@ int32_t op_rmsnorm(mg_store *s, int32_t x, int32_t n) {
     for (int32_t i = 0; i < n; i++) mul(s, NEW, x + i, scale);
     return out;
 }
-int32_t linear_check(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
+static int32_t linear_check(mg_store *s, int32_t x, int32_t nin, int32_t w, int32_t nout) {
     CHECK_VEC(x, nin);
     CHECK(nout >= 1, "linear needs at least one output row, got %d", nout);
     CHECK_VEC(w, (int64_t)nin * nout);
@@ -243,7 +243,7 @@ int32_t op_softmax(mg_store *s, int32_t x, int32_t n) {
     return out;
 }
 
-int32_t attention_check(mg_store *s, int32_t q, int32_t n, int32_t n_head, const int32_t *keys,
+static int32_t attention_check(mg_store *s, int32_t q, int32_t n, int32_t n_head, const int32_t *keys,
                         const int32_t *values, int32_t t) {
     CHECK(t >= 1 && keys && values, "attention over %d positions", t);
     CHECK(n_head >= 1 && n >= 1 && n % n_head == 0, "n_embd %d is not a multiple of n_head %d", n, n_head);
@@ -252,7 +252,7 @@ int32_t attention_check(mg_store *s, int32_t q, int32_t n, int32_t n_head, const
     return 0;
 }
 /* "/ head_dim**0.5" is "* (head_dim**0.5)**-1" */
-double attention_scale(int32_t head_dim) { return pow(pow(head_dim, 0.5), -1); }
+static double attention_scale(int32_t head_dim) { return pow(pow(head_dim, 0.5), -1); }
 
 /* Causal self-attention of q (n_head heads) over t cached keys and values: per
    head softmax(q_h . k_h[t] / head_dim**0.5) weighs the v_h[t]; heads joined. */
@@ -281,7 +281,7 @@ int32_t op_attention(mg_store *s, int32_t q, int32_t n, int32_t n_head, const in
     }
     return out;
 }
-int32_t nll_check(mg_store *s, int32_t x, int32_t n, int32_t target) {
+static int32_t nll_check(mg_store *s, int32_t x, int32_t n, int32_t target) {
     CHECK_VEC(x, n);
     CHECK(target >= 0 && target < s->ntok, "token index %d is not in [0, %d)", target, s->ntok);
     int32_t t = s->tok[target];

@@ -8,8 +8,8 @@
    consecutive ids) or a negative MG_E* code, with a message in the view's
    `err`. */
 
-#define MG_EXACT 0   /* the reference's graph, node for node */
-#define MG_FAST 1    /* n-ary fused nodes, reverse-creation-order backward */
+#define MG_EXACT 0   /* the reference's numbers, bit for bit: its graph node for node, or its kernels */
+#define MG_FAST 1    /* training's kernels sum in their own order, Adam fused; other graphs as exact */
 
 #define MG_EARG -1   /* bad argument (ValueError) */
 #define MG_ENOMEM -2 /* allocation failed (MemoryError) */

@@ -60,47 +60,48 @@ static mg_handle unlock(mg_store *s, mg_handle r) {
 
 static mg_handle handle_of(mg_store *s, int32_t r) { return r < 0 ? r : handle(s, r); }
 
-static mg_handle unary(mg_store *s, int32_t op, mg_handle x) {
-    unary_args a = {node_of(s, x)};
-    return a.a < 0 ? stale(s) : handle_of(s, call(s, op, &a, WORDS(a)));
+typedef int32_t (*unary_op)(mg_store *, int32_t);
+typedef int32_t (*binary_op)(mg_store *, int32_t, int32_t);
+
+static mg_handle unary(mg_store *s, const char *name, unary_op op, mg_handle x) {
+    int32_t a = node_of(s, x), n0 = begin_op(s);
+    return a < 0 ? stale(s) : handle_of(s, end_op(s, name, n0, op(s, a)));
 }
 
-static mg_handle binary(mg_store *s, int32_t op, mg_handle x, mg_handle y) {
-    binary_args a = {node_of(s, x), node_of(s, y)};
-    return a.a < 0 || a.b < 0 ? stale(s) : handle_of(s, call(s, op, &a, WORDS(a)));
+static mg_handle binary(mg_store *s, const char *name, binary_op op, mg_handle x, mg_handle y) {
+    int32_t a = node_of(s, x), b = node_of(s, y), n0 = begin_op(s);
+    return a < 0 || b < 0 ? stale(s) : handle_of(s, end_op(s, name, n0, op(s, a, b)));
 }
 
 /* x op Value(c): the leaf, then the op, as the reference makes them; neither
    if the op fails. One call where Python would make two. */
-static mg_handle with_number(mg_store *s, int32_t op, mg_handle x, double c) {
-    int32_t n0 = s->v.n;
-    int64_t t0 = s->m->ntape;
-    binary_args a = {node_of(s, x), -1};
-    if (a.a < 0) return stale(s);
-    leaf_args l = {f64_of(c)};
-    int32_t r = call(s, OP_leaf, &l, WORDS(l));
-    if (r >= 0 && (a.b = r, r = call(s, op, &a, WORDS(a))) < 0) { s->v.n = n0; s->m->ntape = t0; }
+static mg_handle with_number(mg_store *s, const char *name, binary_op op, mg_handle x, double c) {
+    int32_t a = node_of(s, x), n0 = begin_op(s);
+    if (a < 0) return stale(s);
+    int32_t r = op_leaf(s, c);
+    r = end_op(s, name, n0, r < 0 ? r : op(s, a, r)); /* undoes the leaf too */
+    if (r < 0) s->v.n = n0;
     return handle_of(s, r);
 }
 
 mg_handle mg_value_leaf(mg_store *s, double v) {
     LOCK(MG_EARG);
-    leaf_args a = {f64_of(v)};
-    return unlock(s, handle_of(s, call(s, OP_leaf, &a, WORDS(a))));
+    int32_t n0 = begin_op(s);
+    return unlock(s, handle_of(s, end_op(s, "leaf", n0, op_leaf(s, v))));
 }
-mg_handle mg_value_add(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_add, x, y)); }
-mg_handle mg_value_mul(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, OP_mul, x, y)); }
-mg_handle mg_value_addc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_add, x, c)); }
-mg_handle mg_value_mulc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, OP_mul, x, c)); }
-mg_handle mg_value_log(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_log, x)); }
-mg_handle mg_value_exp(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_exp, x)); }
-mg_handle mg_value_relu(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_relu, x)); }
-mg_handle mg_value_tanh(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, OP_tanh, x)); }
+mg_handle mg_value_add(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, "add", op_add, x, y)); }
+mg_handle mg_value_mul(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, "mul", op_mul, x, y)); }
+mg_handle mg_value_addc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, "add", op_add, x, c)); }
+mg_handle mg_value_mulc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, "mul", op_mul, x, c)); }
+mg_handle mg_value_log(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, "log", op_log, x)); }
+mg_handle mg_value_exp(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, "exp", op_exp, x)); }
+mg_handle mg_value_relu(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, "relu", op_relu, x)); }
+mg_handle mg_value_tanh(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, "tanh", op_tanh, x)); }
 
 mg_handle mg_value_pow(mg_store *s, mg_handle x, double p) {
     LOCK(MG_EARG);
-    pow_args a = {node_of(s, x), f64_of(p)};
-    return unlock(s, a.a < 0 ? stale(s) : handle_of(s, call(s, OP_pow, &a, WORDS(a))));
+    int32_t a = node_of(s, x), n0 = begin_op(s);
+    return unlock(s, a < 0 ? stale(s) : handle_of(s, end_op(s, "pow", n0, op_pow(s, a, p))));
 }
 
 double mg_value_get(mg_store *s, mg_handle x, int32_t grad) {
@@ -123,7 +124,7 @@ int32_t mg_value_set(mg_store *s, mg_handle x, int32_t grad, double v) {
 int32_t mg_value_backward(mg_store *s, mg_handle root) {
     LOCK(MG_EARG);
     int32_t i = node_of(s, root);
-    return (int32_t)unlock(s, i < 0 ? stale(s) : backward(s, i));
+    return (int32_t)unlock(s, i < 0 ? stale(s) : op_backward(s, i));
 }
 
 /* micrograd's _backward: a's gradient passed to its children, one level. */
@@ -225,8 +226,6 @@ static int32_t compact(mg_store *s, mg_handle *handles, int32_t n) {
         }
     }
     s->v.n = m;
-    s->m->ntape = 0;
-    s->m->backward_done = 0;
     for (int32_t i = 0; i < n; i++)
         if (ids[i] >= 0) handles[i] = handle(s, to[ids[i]]);
     free(ids);

@@ -9,11 +9,10 @@ from .registry import ENGINES
 
 # Nodes of one training step on a document of P positions (parameters
 # excluded), by graph: docs/graph.md, section 4. d = n_embd, V = vocabulary,
-# L = n_layer, H = n_head.
+# L = n_layer, H = n_head. (The C engine's whole-document kernels build none.)
 GRAPHS = {
     "exact": lambda d, V, L, H, P: (P * (4 * d + 10 + V * (2 * d + 7)) + P + 3
                                     + L * (P * (24 * d * d + 22 * d + H + 12) + (4 * d + 9 * H) * P * (P + 1) // 2)),
-    "fast": lambda d, V, L, H, P: P * (2 * d + 2 * V + 1) + L * (18 * d * P + H * P * (P + 1) // 2) + 1,
 }
 
 

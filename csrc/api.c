@@ -78,31 +78,9 @@ mg_view *mg_view_of(mg_store *s) { return s ? &s->v : NULL; }
 
 int32_t mg_params(mg_store *s, const double *v, int32_t n) { ENTRY(store_params(s, v, n)); }
 
-/* Drop every node but the parameters; every Value API handle made before is stale. */
-int32_t reset(mg_store *s) {
-    int32_t r = new_generation(s);
-    if (r) return r;
-    store_reset(s);
-    return 0;
-}
 int32_t mg_reset(mg_store *s) { ENTRY(reset(s)); }
 int32_t mg_tokens(mg_store *s, const int32_t *tok, int32_t n) { ENTRY(store_tokens(s, tok, n)); }
 
-/* The core's ops. An op whose nodes hold a non-finite value or local
-   gradient (overflow, say) is undone: an error naming the first such node. */
-int32_t begin_op(mg_store *s) {
-    s->nonfinite = 0;
-    return s->v.n;
-}
-int32_t end_op(mg_store *s, const char *name, int32_t n0, int32_t r) {
-    if (r < 0 || !s->nonfinite) return r;
-    int32_t i = n0;
-    while (i < s->v.n - 1 && isfinite(s->v.val[i]) && isfinite(s->local_grad[i][0]) && isfinite(s->local_grad[i][1])) i++;
-    fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
-         name, i, s->v.val[i], s->local_grad[i][0], s->local_grad[i][1]);
-    s->v.n = n0;
-    return MG_EMATH;
-}
 #define OP(name, ...) do { int32_t e_ = enter(s); if (e_) return e_; int32_t n0_ = begin_op(s); \
                            return leave(s, end_op(s, #name, n0_, op_##name(s, __VA_ARGS__))); } while (0)
 int32_t mg_leaf(mg_store *s, double v) { OP(leaf, v); }

@@ -40,6 +40,5 @@ int32_t doc_fail(mg_doc *d, int32_t code, const char *fmt, ...);
    bp: scratch for 8 K doubles */
 void gemm(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp, int32_t m,
           int32_t K, int32_t nc, int bt, int krev);
-void doc_backward_exact(mg_doc *d, const double *params, double *grads, double dloss, double *scratch);
-int64_t doc_exact_scratch(const mg_doc *d);
+int32_t doc_check(mg_doc *d, const double *params, double *grads, int64_t nparams);
 #endif

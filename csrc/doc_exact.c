@@ -24,6 +24,7 @@
    addition, which turns a -0.0 contribution into +0.0. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "microgpt.h"
 #include "doc_fast.h"
@@ -175,7 +176,8 @@ static void nll_back(double *G, const double *ex, const double *invs, const int3
 /* ------------------------------------------------------------------------ */
 /* the model */
 
-int64_t doc_exact_scratch(const mg_doc *d) {
+/* the backward's scratch, in doubles */
+static int64_t scratch(const mg_doc *d) {
     const int64_t n = d->n, D = d->d, F = 4 * D, nD = n * D;
     int64_t wide = d->V > F ? d->V : F; /* the widest linear's nout (q, k, v together: 3D) */
     if (3 * D > wide) wide = 3 * D;
@@ -247,6 +249,16 @@ CLONES static void exact_backward(mg_doc *d, const double *params, double *grads
         }
 }
 
-void doc_backward_exact(mg_doc *d, const double *params, double *grads, double dloss, double *scratch) {
-    exact_backward(d, params, grads, dloss, scratch);
+int32_t mg_doc_backward_exact(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss) {
+    int32_t r = doc_check(d, params, grads, nparams);
+    if (r) return r;
+    const int64_t need = scratch(d);
+    if (need > d->xcap) {
+        double *b = realloc(d->xbuf, (size_t)need * sizeof(double));
+        if (!b) return doc_fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a backward", (long long)need);
+        d->xbuf = b, d->xcap = need;
+    }
+    d->ready = 0;
+    exact_backward(d, params, grads, dloss, d->xbuf);
+    return 0;
 }

@@ -427,24 +427,21 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
     return r;
 }
 
-int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss,
-                        int32_t exact) {
+/* A backward's arguments checked against the forward (which it may run from once). */
+int32_t doc_check(mg_doc *d, const double *params, double *grads, int64_t nparams) {
     if (!d) return MG_EARG;
     if (!params || !grads) return doc_fail(d, MG_EARG, "doc_backward: a NULL array");
     if (!d->ready) return doc_fail(d, MG_EARG, "a whole-document loss's backward runs once per graph: reset first");
     if (nparams != d->nparams)
         return doc_fail(d, MG_EARG, "doc_backward: %lld parameters, not the forward's %lld", (long long)nparams,
                     (long long)d->nparams);
-    if (exact) {
-        const int64_t need = doc_exact_scratch(d);
-        if (need > d->xcap) {
-            double *b = realloc(d->xbuf, (size_t)need * sizeof(double));
-            if (!b) return doc_fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a backward", (long long)need);
-            d->xbuf = b, d->xcap = need;
-        }
-    }
+    return 0;
+}
+
+int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss) {
+    int32_t r = doc_check(d, params, grads, nparams);
+    if (r) return r;
     d->ready = 0;
-    if (exact) doc_backward_exact(d, params, grads, dloss, d->xbuf);
-    else backward(d, params, grads, dloss);
+    backward(d, params, grads, dloss);
     return 0;
 }

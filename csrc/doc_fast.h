@@ -22,7 +22,7 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
                        int32_t vocab, int32_t n_embd, int32_t n_head, int32_t n_layer, int32_t block_size,
                        const int32_t *tokens, int32_t ntok, int32_t n, double *loss);
 /* grads[i] += dloss * d(loss)/d(params[i]) for the last forward, once per
-   forward (MG_EARG otherwise, or for nparams not the forward's). exact: the
-   reference's gradients bit for bit (doc_exact.c); else fast mode's. */
-int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss,
-                        int32_t exact);
+   forward (MG_EARG otherwise, or for nparams not the forward's): fast mode's
+   gradients, or with _exact the reference's, bit for bit (doc_exact.c). */
+int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss);
+int32_t mg_doc_backward_exact(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss);

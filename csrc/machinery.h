@@ -15,11 +15,23 @@ struct machinery {
     mg_store *prev, *next;   /* every live store, for fork */
 };
 
-/* api.c: a core op between these two is undone if it made a non-finite
-   number (n0 = begin_op(s); r = op...; end_op(s, name, n0, r)) */
-int32_t begin_op(mg_store *s);
-int32_t end_op(mg_store *s, const char *name, int32_t n0, int32_t r);
+/* A core op between these two (n0 = begin_op(s); r = op(...);
+   end_op(s, name, n0, r)) is undone if its nodes hold a non-finite value or
+   local gradient (overflow, say): an error naming the first such node. */
+static inline int32_t begin_op(mg_store *s) {
+    s->nonfinite = 0;
+    return s->v.n;
+}
+static inline int32_t end_op(mg_store *s, const char *name, int32_t n0, int32_t r) {
+    if (r < 0 || !s->nonfinite) return r;
+    int32_t i = n0;
+    while (i < s->v.n - 1 && isfinite(s->v.val[i]) && isfinite(s->local_grad[i][0]) && isfinite(s->local_grad[i][1])) i++;
+    fail(s, MG_EMATH, "%s made a non-finite number (node %d: value %g, local gradients %g, %g)",
+         name, i, s->v.val[i], s->local_grad[i][0], s->local_grad[i][1]);
+    s->v.n = n0;
+    return MG_EMATH;
+}
+
+/* value.c: a store's reset (a new generation of Value handles), for api.c */
 int32_t reset(mg_store *s);
-/* value.c */
-int32_t new_generation(mg_store *s);
 #endif

@@ -14,13 +14,21 @@
    22 bits a handle holds are never reused: the last generation's store
    refuses to retire it, an error rather than a handle naming a new node. */
 #define GENERATIONS ((1u << 22) - 1)
-int32_t new_generation(mg_store *s) {
+static int32_t new_generation(mg_store *s) {
     if (!s->m->handed) return 0;
     if (s->v.generation == GENERATIONS)
         return fail(s, MG_EARG, "this store's Value handles are used up (%u resets and compactions): "
                                 "make a new store", GENERATIONS - 1);
     s->v.generation++;
     s->m->handed = 0;
+    return 0;
+}
+
+/* Drop every node but the parameters; every Value API handle made before is stale. */
+int32_t reset(mg_store *s) {
+    int32_t r = new_generation(s);
+    if (r) return r;
+    store_reset(s);
     return 0;
 }
 

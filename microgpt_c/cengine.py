@@ -29,6 +29,7 @@ class CEngine(Engine):
         if doc == ffi.NULL:
             raise MemoryError("cannot allocate the document kernel")
         self.doc = ffi.gc(doc, lib.mg_doc_free)
+        self._doc_backward = lib.mg_doc_backward_exact if mode == "exact" else lib.mg_doc_backward
         self._doc_loss = None  # the loss node of the kernel's forward since the reset
         self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
 
@@ -192,7 +193,7 @@ class CEngine(Engine):
         elif loss == self._doc_loss and self.verify and self.mode == "exact":
             self._verify_backward(loss)
         elif loss == self._doc_loss:
-            self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0, self.mode == "exact"))
+            self._doc_ok(self._doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0))
         else:  # the kernel's loss is a leaf: a node built on it, or an earlier one, would pass nothing on
             raise ValueError("since the reset, doc_loss ran the whole-document kernel: backward runs from its "
                              "last loss only (doc_loss(..., replay=False) builds the ops instead)")
@@ -207,7 +208,7 @@ class CEngine(Engine):
         self._ok(lib.mg_backward(self.s, loss))
         ref = self._read(0, n, 1)
         self._ok(lib.mg_write_params(self.s, before, n, 1))
-        self._doc_ok(lib.mg_doc_backward(self.doc, self.v.val, self.v.grad, n, 1.0, 1))
+        self._doc_ok(lib.mg_doc_backward_exact(self.doc, self.v.val, self.v.grad, n, 1.0))
         got = self._read(0, n, 1)
         if ffi.buffer(got) != ffi.buffer(ref):
             i = next(i for i in range(n) if ffi.buffer(got)[8 * i:8 * i + 8] != ffi.buffer(ref)[8 * i:8 * i + 8])

@@ -80,8 +80,9 @@ def test_bad_sizes_offsets_and_tokens_are_refused(change, says):
     assert forward(E, **args) == 0
     assert forward(E, **{**args, **change}) == lib.MG_EARG
     assert says in ffi.string(lib.mg_doc_error(E.doc)).decode()
-    # a refused forward leaves nothing to take the backward of
-    assert lib.mg_doc_backward(E.doc, E.v.val, E.v.grad, E.v.nparams, 1.0, 0) == lib.MG_EARG
+    # a refused forward leaves nothing to take the backward of, in either mode
+    for backward in (lib.mg_doc_backward, lib.mg_doc_backward_exact):
+        assert backward(E.doc, E.v.val, E.v.grad, E.v.nparams, 1.0) == lib.MG_EARG
 
 
 def test_the_engine_raises_value_errors():
@@ -94,7 +95,8 @@ def test_the_engine_raises_value_errors():
     with pytest.raises(ValueError, match="not this config's"):
         E.doc_loss(P, Config(n_embd=8, n_head=2), [26, 1], 1)
     loss = E.doc_loss(P, cfg, [26, 1, 2, 26], 3)
-    assert lib.mg_doc_backward(E.doc, E.v.val, E.v.grad, E.v.nparams - 1, 1.0, 0) == lib.MG_EARG  # not the forward's
+    for backward in (lib.mg_doc_backward, lib.mg_doc_backward_exact):  # not the forward's parameter count
+        assert backward(E.doc, E.v.val, E.v.grad, E.v.nparams - 1, 1.0) == lib.MG_EARG
     E.backward(loss)
     with pytest.raises(ValueError, match="once per graph"):
         E.backward(loss)
@@ -104,10 +106,11 @@ def test_the_engine_raises_value_errors():
         with pytest.raises(ValueError, match="backward runs from its last loss only"):
             E.backward(loss)
     E.backward(second)
-    assert lib.mg_doc_backward(ffi.NULL, E.v.val, E.v.grad, E.v.nparams, 1.0, 0) == lib.MG_EARG
+    for backward in (lib.mg_doc_backward, lib.mg_doc_backward_exact):
+        assert backward(ffi.NULL, E.v.val, E.v.grad, E.v.nparams, 1.0) == lib.MG_EARG
+        assert backward(E.doc, ffi.NULL, E.v.grad, E.v.nparams, 1.0) == lib.MG_EARG
     assert lib.mg_doc_forward(ffi.NULL, E.v.val, 1, [0], 1, 1, 1, 1, 0, 1, [0, 0], 2, 1, ffi.new("double *")) \
         == lib.MG_EARG
-    assert lib.mg_doc_backward(E.doc, ffi.NULL, E.v.grad, E.v.nparams, 1.0, 0) == lib.MG_EARG
     assert forward(E, **{**args, "tokens": ffi.NULL}) == lib.MG_EARG
     lib.mg_doc_free(ffi.NULL)
 

@@ -1,7 +1,10 @@
-"""The package's shape: no import cycles (lazy imports included), and every
-registered engine implements the whole engine interface."""
+"""The package's shape: no import cycles (lazy imports included), no file
+of csrc calling into one that calls back, and every registered engine
+implements the whole engine interface."""
 import ast
+import glob
 import os
+import re
 
 import pytest
 
@@ -24,9 +27,8 @@ def imports(path):
     return {m.split(".")[0] for m in found} - {"_engine"}
 
 
-def test_no_import_cycles():
-    graph = {name[:-3]: imports(os.path.join(PACKAGE, name)) for name in os.listdir(PACKAGE) if name.endswith(".py")}
-    assert "engine" in graph and "cengine" in graph["registry"]
+def acyclic(graph):
+    """Fails naming a cycle of graph (node -> the nodes it uses), if any."""
     state = {}
 
     def visit(m, path):
@@ -40,6 +42,28 @@ def test_no_import_cycles():
 
     for m in sorted(graph):
         visit(m, [])
+
+
+def test_no_import_cycles():
+    graph = {name[:-3]: imports(os.path.join(PACKAGE, name)) for name in os.listdir(PACKAGE) if name.endswith(".py")}
+    assert "engine" in graph and "cengine" in graph["registry"]
+    acyclic(graph)
+
+
+def test_no_call_cycles_between_c_files():
+    """Which .c file calls a function another defines (non-static,
+    exported through a header): no two call each other, directly or round
+    about."""
+    csrc = os.path.join(os.path.dirname(PACKAGE), "csrc")
+    text = {os.path.basename(f): open(f).read() for f in glob.glob(os.path.join(csrc, "*.c"))}
+    headers = "".join(open(f).read() for f in glob.glob(os.path.join(csrc, "*.h")))
+    exported = set(re.findall(r"\b(\w+)\([^;{()]*\);", headers))  # the prototypes
+    defined = {f: {name for name in exported if re.search(rf"^(?:\w+[ *]+)+{name}\([^;]*?\)\s*{{", t, re.M)}
+               for f, t in text.items()}
+    graph = {f: {g for g in text if g != f and any(re.search(rf"\b{name}\(", t) for name in defined[g])}
+             for f, t in text.items()}
+    assert "core.c" in graph["api.c"] and "api.c" not in graph["value.c"]  # the scan sees calls
+    acyclic(graph)
 
 
 @pytest.mark.parametrize("name", list(ENGINES))

@@ -125,12 +125,6 @@ CLONES static void gemm(double *restrict c, const double *restrict a, const doub
 }
 #undef B
 
-/* a (rows x cols) into t (cols x rows) */
-static void transpose(double *restrict t, const double *restrict a, int32_t rows, int32_t cols) {
-    for (int32_t r = 0; r < rows; r++)
-        for (int32_t c = 0; c < cols; c++) t[(int64_t)c * rows + r] = a[(int64_t)r * cols + c];
-}
-
 /* y = 0.0 + x_0 W_0 + x_1 W_1 + ...: the reference's dot products, in order */
 static void linear_forward(double *y, const double *x, const double *w, double *bp, int32_t n, int32_t nin,
                            int32_t nout) {
@@ -138,12 +132,88 @@ static void linear_forward(double *y, const double *x, const double *w, double *
     gemm(y, x, w, bp, n, nin, nout, 1);
 }
 
-/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x (dyt: scratch for dy^T) */
-static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *dyt,
-                            double *bp, int32_t n, int32_t nin, int32_t nout) {
-    if (dx) gemm(dx, dy, w, bp, n, nout, nin, 0);
-    transpose(dyt, dy, n, nout);
-    gemm(dw, dyt, x, bp, nout, n, nin, 0);
+/* Backward's products: any order will do (fast mode's backward is not the
+   reference's bits), so in a CPU with FMA each multiply-add is one fused
+   instruction: a build of its own for AVX2 and FMA, picked per call; the
+   plain C one is what the sanitizer runs build alone (MG_NO_CLONES). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
+#include <immintrin.h>
+#define WIDE_BUILD 1
+#define WIDE __attribute__((target("avx2,fma")))
+WIDE INLINE void madd_fused(v4 *c, const v4 *a, const v4 *b) {
+    *c = (v4)_mm256_fmadd_pd((__m256d)*a, (__m256d)*b, (__m256d)*c);
+}
+#endif
+INLINE void madd_plain(v4 *c, const v4 *a, const v4 *b) { *c += *a * *b; }
+typedef void madd_fn(v4 *c, const v4 *a, const v4 *b); /* pointers: no v4 crosses a call */
+
+/* A's element (r, k): A itself (ars K, aks 1) or a's transpose (ars 1, aks
+   m), read in place */
+#define A(r, k) a[(int64_t)(r) * ars + (int64_t)(k) * aks]
+
+/* R rows x W columns of c from row p and column o, as block() but A strided
+   and each multiply-add madd's (R, W, madd constant where it is inlined) */
+INLINE void bblock(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict bp,
+                   int32_t K, int32_t nc, int32_t p, int32_t o, int R, int W, madd_fn *madd) {
+    v4 acc[4][2], bk[2];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
+    for (int32_t k = 0; k < K; k++) {
+        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
+        for (int r = 0; r < R; r++) {
+            const double ar = A(p + r, k);
+            const v4 av = {ar, ar, ar, ar};
+            for (int h = 0; h < W / 4; h++) madd(&acc[r][h], &av, &bk[h]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
+}
+
+/* W columns of c from column o, every row: b's columns packed once */
+INLINE void bcolumns(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict b,
+                     double *restrict bp, int32_t m, int32_t K, int32_t nc, int32_t o, int W, madd_fn *madd) {
+    for (int32_t k = 0; k < K; k++)
+        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = b[(int64_t)k * nc + o + j];
+    int32_t p = 0;
+    for (; p + 4 <= m; p += 4) bblock(c, a, ars, aks, bp, K, nc, p, o, 4, W, madd);
+    for (; p < m; p++) bblock(c, a, ars, aks, bp, K, nc, p, o, 1, W, madd);
+}
+
+/* c (m x nc) += A b, b K x nc row-major; bp: scratch for 8 K doubles */
+INLINE void product(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict b,
+                    double *restrict bp, int32_t m, int32_t K, int32_t nc, madd_fn *madd) {
+    int32_t o = 0;
+    for (; o + 8 <= nc; o += 8) bcolumns(c, a, ars, aks, b, bp, m, K, nc, o, 8, madd);
+    for (; o + 4 <= nc; o += 4) bcolumns(c, a, ars, aks, b, bp, m, K, nc, o, 4, madd);
+    for (; o < nc; o++)
+        for (int32_t p = 0; p < m; p++) {
+            double acc = c[(int64_t)p * nc + o];
+            for (int32_t k = 0; k < K; k++) acc += A(p, k) * b[(int64_t)k * nc + o];
+            c[(int64_t)p * nc + o] = acc;
+        }
+}
+#undef A
+
+static void product_plain(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp,
+                          int32_t m, int32_t K, int32_t nc) {
+    product(c, a, ars, aks, b, bp, m, K, nc, madd_plain);
+}
+#ifdef WIDE_BUILD
+WIDE static void product_fused(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp,
+                               int32_t m, int32_t K, int32_t nc) {
+    product(c, a, ars, aks, b, bp, m, K, nc, madd_fused);
+}
+#define PRODUCT (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? product_fused : product_plain)
+#else
+#define PRODUCT product_plain
+#endif
+
+/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x, dy read in place */
+static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *bp,
+                            int32_t n, int32_t nin, int32_t nout) {
+    if (dx) PRODUCT(dx, dy, nout, 1, w, bp, n, nout, nin);
+    PRODUCT(dw, dy, 1, nout, x, bp, nout, n, nin);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -352,24 +422,24 @@ CLONES static void backward(mg_doc *d, const double *params, double *grads, doub
     double *dh = da + nD, *dw = dh + 4 * nD;
     nll_backward(d->probs, d->tok + 1, n, d->V, dloss);
     memset(dx, 0, nD * sizeof(double));
-    linear_backward(dx, GRAD(LM_HEAD), d->probs, d->xl, PARAM(LM_HEAD), d->dyt, d->panel, n, D, d->V);
+    linear_backward(dx, GRAD(LM_HEAD), d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
     for (int32_t l = d->L - 1; l >= 0; l--) { /* dx: the gradient of the layer's output, then of its input */
         layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         memset(dh, 0, 4 * nD * sizeof(double));
-        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->dyt, d->panel, n, F, D);
+        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->panel, n, F, D);
         for (int64_t i = 0; i < 4 * nD; i++) dh[i] = a->h[i] > 0.0 ? dh[i] : 0.0; /* relu: off where its output is 0 */
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->dyt, d->panel, n, D, F);
+        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->panel, n, D, F);
         rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */
         memset(da, 0, nD * sizeof(double));
-        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->dyt, d->panel, n, D, D);
+        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->panel, n, D, D);
         memset(dq, 0, 3 * nD * sizeof(double));
         attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->dyt, d->panel, n, D, D);
-        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->dyt, d->panel, n, D, D);
-        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->dyt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->panel, n, D, D);
         rmsnorm_backward(dx, dxn, a->xin, a->r1, n, D); /* dx now: d xin */
     }
     memset(dxn, 0, nD * sizeof(double));

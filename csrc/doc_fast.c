@@ -19,6 +19,7 @@
 #include <string.h>
 #include "microgpt.h"
 #include "doc_fast.h"
+#include "products.h"
 
 /* The kernels also in an AVX2 build, chosen at load time (GCC's
    target_clones; no -march in the build). Without fast-math and with FP
@@ -132,88 +133,11 @@ static void linear_forward(double *y, const double *x, const double *w, double *
     gemm(y, x, w, bp, n, nin, nout, 1);
 }
 
-/* Backward's products: any order will do (fast mode's backward is not the
-   reference's bits), so in a CPU with FMA each multiply-add is one fused
-   instruction: a build of its own for AVX2 and FMA, picked per call; the
-   plain C one is what the sanitizer runs build alone (MG_NO_CLONES). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
-#include <immintrin.h>
-#define WIDE_BUILD 1
-#define WIDE __attribute__((target("avx2,fma")))
-WIDE INLINE void madd_fused(v4 *c, const v4 *a, const v4 *b) {
-    *c = (v4)_mm256_fmadd_pd((__m256d)*a, (__m256d)*b, (__m256d)*c);
-}
-#endif
-INLINE void madd_plain(v4 *c, const v4 *a, const v4 *b) { *c += *a * *b; }
-typedef void madd_fn(v4 *c, const v4 *a, const v4 *b); /* pointers: no v4 crosses a call */
-
-/* A's element (r, k): A itself (ars K, aks 1) or a's transpose (ars 1, aks
-   m), read in place */
-#define A(r, k) a[(int64_t)(r) * ars + (int64_t)(k) * aks]
-
-/* R rows x W columns of c from row p and column o, as block() but A strided
-   and each multiply-add madd's (R, W, madd constant where it is inlined) */
-INLINE void bblock(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict bp,
-                   int32_t K, int32_t nc, int32_t p, int32_t o, int R, int W, madd_fn *madd) {
-    v4 acc[4][2], bk[2];
-    for (int r = 0; r < R; r++)
-        for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
-    for (int32_t k = 0; k < K; k++) {
-        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
-        for (int r = 0; r < R; r++) {
-            const double ar = A(p + r, k);
-            const v4 av = {ar, ar, ar, ar};
-            for (int h = 0; h < W / 4; h++) madd(&acc[r][h], &av, &bk[h]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
-}
-
-/* W columns of c from column o, every row: b's columns packed once */
-INLINE void bcolumns(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict b,
-                     double *restrict bp, int32_t m, int32_t K, int32_t nc, int32_t o, int W, madd_fn *madd) {
-    for (int32_t k = 0; k < K; k++)
-        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = b[(int64_t)k * nc + o + j];
-    int32_t p = 0;
-    for (; p + 4 <= m; p += 4) bblock(c, a, ars, aks, bp, K, nc, p, o, 4, W, madd);
-    for (; p < m; p++) bblock(c, a, ars, aks, bp, K, nc, p, o, 1, W, madd);
-}
-
-/* c (m x nc) += A b, b K x nc row-major; bp: scratch for 8 K doubles */
-INLINE void product(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict b,
-                    double *restrict bp, int32_t m, int32_t K, int32_t nc, madd_fn *madd) {
-    int32_t o = 0;
-    for (; o + 8 <= nc; o += 8) bcolumns(c, a, ars, aks, b, bp, m, K, nc, o, 8, madd);
-    for (; o + 4 <= nc; o += 4) bcolumns(c, a, ars, aks, b, bp, m, K, nc, o, 4, madd);
-    for (; o < nc; o++)
-        for (int32_t p = 0; p < m; p++) {
-            double acc = c[(int64_t)p * nc + o];
-            for (int32_t k = 0; k < K; k++) acc += A(p, k) * b[(int64_t)k * nc + o];
-            c[(int64_t)p * nc + o] = acc;
-        }
-}
-#undef A
-
-static void product_plain(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp,
-                          int32_t m, int32_t K, int32_t nc) {
-    product(c, a, ars, aks, b, bp, m, K, nc, madd_plain);
-}
-#ifdef WIDE_BUILD
-WIDE static void product_fused(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp,
-                               int32_t m, int32_t K, int32_t nc) {
-    product(c, a, ars, aks, b, bp, m, K, nc, madd_fused);
-}
-#define PRODUCT (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? product_fused : product_plain)
-#else
-#define PRODUCT product_plain
-#endif
-
 /* dx += dy W (dx may be NULL: not wanted); dW += dy^T x, dy read in place */
 static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *bp,
                             int32_t n, int32_t nin, int32_t nout) {
-    if (dx) PRODUCT(dx, dy, nout, 1, w, bp, n, nout, nin);
-    PRODUCT(dw, dy, 1, nout, x, bp, nout, n, nin);
+    if (dx) doc_product(dx, dy, nout, 1, w, bp, n, nout, nin);
+    doc_product(dw, dy, 1, nout, x, bp, nout, n, nin);
 }
 
 /* ------------------------------------------------------------------------ */

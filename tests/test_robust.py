@@ -237,7 +237,8 @@ def test_suite_under_sanitizers(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(root), LD_PRELOAD=LIBASAN,
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1")
     check = "import microgpt_c._engine as e; print(e.__file__)"
-    where = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           check=True)  # not from the repository, whose own package would come first
     assert where.stdout.startswith(str(root))  # the sanitized build is the one under test
     tests = [os.path.join(REPO, "tests", t) for t in SANITIZED]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests,

@@ -44,8 +44,9 @@ def scaled(rng, X, shift, n, lo, hi):
 
 def offsets(rng, n, L, near):
     """j = 1 (mod 8), the distance from the midpoint in units of 2^-L ULP:
-    under 2^20 if near, else up to about 0.1-0.17 ULP either way."""
-    top = 2**17 if near else 2 ** (L - 4) // 3
+    under 2^20 if near, else up to about 0.05-0.08 ULP either way (across
+    adam.c's margins, 0.02 ULP for common magnitudes, 0.05 for the rest)."""
+    top = 2**17 if near else 2 ** (L - 4) // 6
     return rng.integers(-top, top, n) * 8 + 1
 
 
@@ -110,7 +111,7 @@ def test_cheap_power_is_pow(power):
     if CHEAP:
         assert slow[1] < 0.15 * len(typical)  # the common case is cheap
         assert slow[2] == len(near)  # none near a midpoint is admitted
-        assert 0.2 * len(band) < slow[3] < 0.8 * len(band)  # both sides of the 0.05 ULP margin
+        assert 0.2 * len(band) < slow[3] < 0.8 * len(band)  # both sides of the margins
     else:
         assert slow == [len(patterns), len(typical), len(near), len(band)]
 

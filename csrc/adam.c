@@ -131,16 +131,22 @@ int32_t mg_adam_cheap(void) {
     return cheap;
 }
 
-/* y[i] = pow(x[i], e) for the k values not surely right (sure[i] == 0), or
-   for all with check; counts calls of pow in *slow and, with check, the
-   sure values that pow contradicts in *bad. */
-static void settle(double *y, const double *x, const int64_t *sure, int k, double e, int check,
-                   int64_t *slow, int64_t *bad) {
-    int todo[256], n = 0;
-    for (int i = 0; i < k; i++) { /* their indices first, without a branch to mispredict */
+/* The indices of the k values to settle into todo, in order: those not
+   surely right (sure[i] == 0), or all with check. Returns how many. Without
+   a branch to mispredict. */
+static int pending(int *todo, const int64_t *sure, int k, int check) {
+    int n = 0;
+    for (int i = 0; i < k; i++) {
         todo[n] = i;
         n += check | !sure[i];
     }
+    return n;
+}
+
+/* y[i] = pow(x[i], e) for the n values todo lists; counts calls of pow in
+   *slow and, with check, the sure values that pow contradicts in *bad. */
+static void settle(double *y, const double *x, const int64_t *sure, const int *todo, int n, double e,
+                   int64_t *slow, int64_t *bad) {
     for (int j = 0; j < n; j++) {
         int i = todo[j];
         double z = pow(x[i], e);
@@ -180,10 +186,31 @@ WIDE static void roots4(double *b, const double *h, int k) {
     for (; i + 4 <= k; i += 4) _mm256_storeu_pd(b + i, _mm256_sqrt_pd(_mm256_loadu_pd(h + i)));
     for (; i < k; i++) b[i] = sqrt(h[i]);
 }
+
+/* pending() of a block (sure holds 256 values; those from k on are read
+   but masked off): a word of 64 bits, one per value not
+   surely right, made by 4-wide compares, then its set bits in order. Few
+   values take pow, so this beats pending()'s pass over every index. */
+WIDE static int pending4(int *todo, const int64_t *sure, int k, int check) {
+    if (check) return pending(todo, sure, k, check);
+    int n = 0;
+    for (int i0 = 0; i0 < k; i0 += 64) {
+        uint64_t w = 0;
+        for (int j = 0; j < 64; j += 4) {
+            const __m256i s = _mm256_loadu_si256((const __m256i *)(sure + i0 + j));
+            const int zero = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(s, _mm256_setzero_si256())));
+            w |= (uint64_t)zero << j;
+        }
+        if (k - i0 < 64) w &= ((uint64_t)1 << (k - i0)) - 1;
+        for (; w; w &= w - 1) todo[n++] = i0 + __builtin_ctzll(w);
+    }
+    return n;
+}
 #else
 #define WIDE
 #define HAVE_WIDE() 0
 #define roots4 roots
+#define pending4 pending
 #endif
 #define INLINE static inline __attribute__((always_inline))
 
@@ -193,13 +220,14 @@ INLINE int64_t exact_step(double *p, double *g, double *m, double *v, int64_t n,
                           double bc1, double bc2, int64_t *mismatch, double eps, int wide) {
     int64_t cheap = mg_adam_cheap(), check = mismatch != NULL;
     int64_t slow = 0, bad = 0, sure[256];
+    int todo[256];
     double a[256], b[256], h[256]; /* per block: the powers apart, so the rest vectorizes */
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
         int k = n - i0 < 256 ? (int)(n - i0) : 256;
         double *P = p + i0, *G = g + i0, *M = m + i0, *V = v + i0;
         for (int i = 0; i < k; i++) a[i] = G[i] * G[i];
         for (int i = 0; i < k; i++) sure[i] = cheap & sure_square(G[i], a[i]);
-        settle(a, G, sure, k, 2, check, &slow, &bad);
+        settle(a, G, sure, todo, (wide ? pending4 : pending)(todo, sure, k, check), 2, &slow, &bad);
         for (int i = 0; i < k; i++) {
             M[i] = b1 * M[i] + (1 - b1) * G[i];
             V[i] = b2 * V[i] + (1 - b2) * a[i];
@@ -212,7 +240,7 @@ INLINE int64_t exact_step(double *p, double *g, double *m, double *v, int64_t n,
             b[i] = b[i] + 0.0;
             sure[i] = cheap & sure_root(h[i], b[i]);
         }
-        settle(b, h, sure, k, 0.5, check, &slow, &bad);
+        settle(b, h, sure, todo, (wide ? pending4 : pending)(todo, sure, k, check), 0.5, &slow, &bad);
         for (int i = 0; i < k; i++) P[i] -= lr_t * a[i] / (b[i] + eps);
     }
     if (mismatch) *mismatch = bad;

@@ -30,15 +30,15 @@ typedef void madd_fn(v4 *c, const v4 *a, const v4 *b); /* pointers: no v4 crosse
 #define A(r, k) a[(int64_t)(r) * ars + (int64_t)(k) * aks]
 
 /* R rows x W columns of c from row p and column o, as doc_fast.c's block()
-   but A strided and each multiply-add madd's (R, W, madd constant where it
-   is inlined) */
+   but A strided, b's rows ldb apart and each multiply-add madd's (R, W,
+   madd constant where it is inlined) */
 INLINE void block(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict bp,
-                   int32_t K, int32_t nc, int32_t p, int32_t o, int R, int W, madd_fn *madd) {
+                  int64_t ldb, int32_t K, int32_t nc, int32_t p, int32_t o, int R, int W, madd_fn *madd) {
     v4 acc[4][2], bk[2];
     for (int r = 0; r < R; r++)
         for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
     for (int32_t k = 0; k < K; k++) {
-        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
+        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + k * ldb + 4 * h);
         for (int r = 0; r < R; r++) {
             const double ar = A(p + r, k);
             const v4 av = {ar, ar, ar, ar};
@@ -49,14 +49,26 @@ INLINE void block(double *restrict c, const double *restrict a, int64_t ars, int
         for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
 }
 
-/* W columns of c from column o, every row: b's columns packed once */
+/* W columns of c from column o, every row. b's columns are packed into bp
+   first when b is large (its rows far apart: every k in the same L1 set, as
+   in doc_fast.c's gemm); a small b is read in place, where packing would cost
+   as much as the product. The last m % 4 rows in one block. */
 INLINE void columns(double *restrict c, const double *restrict a, int64_t ars, int64_t aks, const double *restrict b,
-                     double *restrict bp, int32_t m, int32_t K, int32_t nc, int32_t o, int W, madd_fn *madd) {
-    for (int32_t k = 0; k < K; k++)
-        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = b[(int64_t)k * nc + o + j];
+                    double *restrict bp, int32_t m, int32_t K, int32_t nc, int32_t o, int W, madd_fn *madd) {
+    const double *panel = b + o;
+    int64_t ldb = nc;
+    if ((int64_t)K * nc > 2048) {
+        for (int32_t k = 0; k < K; k++)
+            for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = b[(int64_t)k * nc + o + j];
+        panel = bp, ldb = W;
+    }
     int32_t p = 0;
-    for (; p + 4 <= m; p += 4) block(c, a, ars, aks, bp, K, nc, p, o, 4, W, madd);
-    for (; p < m; p++) block(c, a, ars, aks, bp, K, nc, p, o, 1, W, madd);
+    for (; p + 4 <= m; p += 4) block(c, a, ars, aks, panel, ldb, K, nc, p, o, 4, W, madd);
+    switch (m - p) {
+    case 3: block(c, a, ars, aks, panel, ldb, K, nc, p, o, 3, W, madd); break;
+    case 2: block(c, a, ars, aks, panel, ldb, K, nc, p, o, 2, W, madd); break;
+    case 1: block(c, a, ars, aks, panel, ldb, K, nc, p, o, 1, W, madd); break;
+    }
 }
 
 /* c (m x nc) += A b, b K x nc row-major; bp: scratch for 8 K doubles */

@@ -20,8 +20,8 @@ with open(os.path.join(here, "doc_fast.h")) as f:
 
 CORE = ["csrc/core.h", "csrc/core.c"]
 MACHINERY = ["csrc/tape.c", "csrc/fast.c", "csrc/exact.c", "csrc/api.c", "csrc/value.c", "csrc/adam.c",
-             "csrc/shuffle.c", "csrc/doc_fast.c", "csrc/products.c"]
-HEADERS = ["csrc/microgpt.h", "csrc/doc_fast.h", "csrc/core.h", "csrc/machinery.h", "csrc/products.h"]
+             "csrc/shuffle.c", "csrc/doc_fast.c", "csrc/doc_back.c"]
+HEADERS = ["csrc/microgpt.h", "csrc/doc_fast.h", "csrc/core.h", "csrc/machinery.h", "csrc/doc_back.h"]
 FLAGS = ["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off", "-fno-builtin-pow", "-fno-builtin-exp",
          "-fno-builtin-log"]
 

@@ -19,7 +19,7 @@
 #include <string.h>
 #include "microgpt.h"
 #include "doc_fast.h"
-#include "products.h"
+#include "doc_back.h"
 
 /* The kernels also in an AVX2 build, chosen at load time (GCC's
    target_clones; no -march in the build). Without fast-math and with FP
@@ -201,39 +201,6 @@ CLONES static void attention_forward(double *out, double *att, const double *q, 
         }
 }
 
-/* dv_t += w_t g; dw_t = g . v_t; dlogit_t = w_t (dw_t - sum_s w_s dw_s) c;
-   dq += dlogit_t k_t; dk_t += dlogit_t q. dw is scratch for n values. */
-CLONES static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout,
-                                      const double *att, const double *q, const double *k, const double *v,
-                                      int32_t n, int32_t d, int32_t H) {
-    const int32_t hd = d / H;
-    const double c = pow(pow(hd, 0.5), -1.0);
-    for (int32_t h = 0; h < H; h++)
-        for (int32_t p = 0; p < n; p++) {
-            const double *g = dout + (int64_t)p * d + h * hd, *w = att + ((int64_t)h * n + p) * n;
-            const double *qp = q + (int64_t)p * d + h * hd;
-            double *dqp = dq + (int64_t)p * d + h * hd, s = 0.0;
-            for (int32_t t = 0; t <= p; t++) {
-                const double *vt = v + (int64_t)t * d + h * hd;
-                double *dvt = dv + (int64_t)t * d + h * hd, dot = 0.0;
-                for (int32_t j = 0; j < hd; j++) {
-                    dot += g[j] * vt[j];
-                    dvt[j] += w[t] * g[j];
-                }
-                dw[t] = dot;
-                s += w[t] * dot;
-            }
-            for (int32_t t = 0; t <= p; t++) {
-                const double dl = w[t] * (dw[t] - s) * c, *kt = k + (int64_t)t * d + h * hd;
-                double *dkt = dk + (int64_t)t * d + h * hd;
-                for (int32_t j = 0; j < hd; j++) {
-                    dqp[j] += dl * kt[j];
-                    dkt[j] += dl * qp[j];
-                }
-            }
-        }
-}
-
 /* ------------------------------------------------------------------------ */
 /* softmax cross-entropy, mean over positions: probs keep each row's softmax */
 
@@ -359,7 +326,7 @@ CLONES static void backward(mg_doc *d, const double *params, double *grads, doub
         memset(da, 0, nD * sizeof(double));
         linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->panel, n, D, D);
         memset(dq, 0, 3 * nD * sizeof(double));
-        attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
+        doc_attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
         memset(dxn, 0, nD * sizeof(double));
         linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->panel, n, D, D);
         linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->panel, n, D, D);

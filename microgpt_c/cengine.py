@@ -34,7 +34,7 @@ class CEngine(Engine):
         self._doc_loss = None  # the loss node of the kernel's forward since the reset
         self._doc_layout = None, None, ()  # the parameters and config last checked, the kernel's arguments for them
         self._out = ffi.new("double[1]")  # a number C hands back: the kernel's loss, a node's value
-        self._moments = None, None, ()  # Adam's m and v last seen, and their cffi views
+        self._moments = None, None, ()  # Adam's m and v last seen, and mg_adam_step's arguments for them
 
     @property
     def verify(self):
@@ -112,17 +112,18 @@ class CEngine(Engine):
         if P0 is not P or cfg0 is not cfg:  # once per parameters and config (a Config is read-only)
             layout = self._check_layout(P, cfg)
         out = self._out
-        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, *layout, tokens, len(tokens), n, out))
-        self._doc_loss, self._doc_value = self._ok(lib.mg_leaf(self.s, out[0])), out[0]
+        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, *layout, tokens, len(tokens), n, out))
+        self._doc_value = out[0]
+        self._doc_loss = self._ok(lib.mg_leaf(self.s, self._doc_value))
         return self._doc_loss
 
     def _check_layout(self, P, cfg):
-        """The kernel's arguments from the offsets to block_size, for parameters P of config cfg."""
+        """The kernel's arguments from nparams to block_size, for parameters P of config cfg."""
         shapes = param_shapes(cfg, P["wte"][1])
         if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
             raise ValueError("doc_loss: the parameters are not this config's")
         offs = ffi.new("int64_t[]", [P[name][0] for name in shapes])
-        layout = offs, len(offs), P["wte"][1], cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size
+        layout = self.v.nparams, offs, len(offs), P["wte"][1], cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size
         self._doc_layout = P, cfg, layout
         return layout
 
@@ -249,14 +250,15 @@ class CEngine(Engine):
         gradients (zeroed after): in exact mode bit-identical to Adam.update
         with Python's pow; in fast mode its powers are x*x and sqrt(x).
         Returns how many powers called pow."""
-        m, v, views = self._moments
+        m, v, moments = self._moments
         if m is not adam.m or v is not adam.v:  # once per pair of moments (from_state replaces them)
-            views = tuple(ffi.from_buffer("double[]", x, require_writable=True) for x in (adam.m, adam.v))
-            self._moments = adam.m, adam.v, views
+            view = lambda x: ffi.from_buffer("double[]", x, require_writable=True)
+            moments = view(adam.m), len(adam.m), view(adam.v), len(adam.v)
+            self._moments = adam.m, adam.v, moments
         lr_t, bc1, bc2 = adam.factors(step)
         bad = self._mismatch()
-        return self._checked(self._ok(lib.mg_adam_step(self.s, views[0], len(adam.m), views[1], len(adam.v), lr_t,
-                                                       adam.beta1, adam.beta2, bc1, bc2, adam.eps, bad)), bad)
+        return self._checked(self._ok(lib.mg_adam_step(self.s, *moments, lr_t, adam.beta1, adam.beta2, bc1, bc2,
+                                                       adam.eps, bad)), bad)
 
     def adam(self, p, g, m, v, lr_t, b1, b2, bc1, bc2, eps):
         """mg_adam on four distinct contiguous float64 numpy arrays of one

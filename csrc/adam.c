@@ -217,7 +217,7 @@ WIDE static int pending4(int *todo, const int64_t *sure, int k, int check) {
 /* Exact mode: the reference's operations in its order. The same IEEE
    operations in either build: -ffp-contract=off keeps a*b+c two roundings. */
 INLINE int64_t exact_step(double *p, double *g, double *m, double *v, int64_t n, double lr_t, double b1, double b2,
-                          double bc1, double bc2, int64_t *mismatch, double eps, int wide) {
+                          double bc1, double bc2, double eps, int64_t *mismatch, int wide) {
     int64_t cheap = mg_adam_cheap(), check = mismatch != NULL;
     int64_t slow = 0, bad = 0, sure[256];
     int todo[256];
@@ -247,12 +247,12 @@ INLINE int64_t exact_step(double *p, double *g, double *m, double *v, int64_t n,
     return slow;
 }
 WIDE static int64_t exact_wide(double *p, double *g, double *m, double *v, int64_t n, double lr_t, double b1,
-                               double b2, double bc1, double bc2, int64_t *mismatch, double eps) {
-    return exact_step(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, mismatch, eps, 1);
+                               double b2, double bc1, double bc2, double eps, int64_t *mismatch) {
+    return exact_step(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, mismatch, 1);
 }
 static int64_t exact_plain(double *p, double *g, double *m, double *v, int64_t n, double lr_t, double b1,
-                           double b2, double bc1, double bc2, int64_t *mismatch, double eps) {
-    return exact_step(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, mismatch, eps, 0);
+                           double b2, double bc1, double bc2, double eps, int64_t *mismatch) {
+    return exact_step(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, mismatch, 0);
 }
 
 /* Fast mode: p -= (lr_t / bc1) m / (sqrt(v (1 / bc2)) + eps), the bias
@@ -300,7 +300,7 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
         return MG_EARG;
     const int wide = HAVE_WIDE();
     if (exact)
-        return (wide ? exact_wide : exact_plain)(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, mismatch, eps);
+        return (wide ? exact_wide : exact_plain)(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, mismatch);
     if (mismatch) *mismatch = 0;
     (wide ? fast_wide : fast_plain)(p, g, m, v, n, b1, b2, lr_t / bc1, 1 / bc2, eps);
     return 0;

@@ -248,8 +248,9 @@ class CEngine(Engine):
     def adam_step(self, adam, step):
         """The reference's Adam in C, in place on the store's parameters and
         gradients (zeroed after): in exact mode bit-identical to Adam.update
-        with Python's pow; in fast mode its powers are x*x and sqrt(x).
-        Returns how many powers called pow."""
+        with Python's pow; in fast mode its powers are x*x and sqrt(x), its
+        bias corrections multipliers (adam.c). Returns how many powers called
+        pow."""
         m, v, moments = self._moments
         if m is not adam.m or v is not adam.v:  # once per pair of moments (from_state replaces them)
             view = lambda x: ffi.from_buffer("double[]", x, require_writable=True)

@@ -1,6 +1,7 @@
 /* doc_fast.c: fast mode's whole-document kernel, llm.c style: the model as
    a few layers over all positions at once, each layer's forward beside its
-   backward, then the model's forward and backward that chain them.
+   backward (the products' and attention's backward in doc_back.c), then the
+   model's forward and backward that chain them.
 
    Forward values equal the reference's bit for bit (and so the per-op fast
    path's): every sum starts from 0.0 and adds its terms left to right, with
@@ -8,9 +9,9 @@
    product (gemm) whose every output adds its terms in ascending order, four
    outputs to a vector register: the compiler never reassociates, so the
    outputs are the reference's dot products. Backward uses the closed forms
-   of fast mode (docs/graph.md, section 6) and sums in another order: its
-   gradients agree with the per-op fast path's to about 1e-15 relative (the
-   tests check 1e-12). */
+   of fast mode (docs/graph.md, section 6), sums in another order and fuses
+   multiply-adds where the CPU can: its gradients agree with the per-op fast
+   path's to about 1e-15 relative (the tests check 1e-12). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>

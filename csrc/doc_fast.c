@@ -1,6 +1,7 @@
 /* doc_fast.c: fast mode's whole-document kernel, llm.c style: the model as
    a few layers over all positions at once, each layer's forward beside its
-   backward, then the model's forward and backward that chain them.
+   backward (the products' and attention's backward in doc_back.c), then the
+   model's forward and backward that chain them.
 
    Forward values equal the reference's bit for bit (and so the per-op fast
    path's): every sum starts from 0.0 and adds its terms left to right, with
@@ -8,9 +9,9 @@
    product (gemm) whose every output adds its terms in ascending order, four
    outputs to a vector register: the compiler never reassociates, so the
    outputs are the reference's dot products. Backward uses the closed forms
-   of fast mode (docs/graph.md, section 6) and sums in another order: its
-   gradients agree with the per-op fast path's to about 1e-15 relative (the
-   tests check 1e-12). */
+   of fast mode (docs/graph.md, section 6), sums in another order and fuses
+   multiply-adds where the CPU can: its gradients agree with the per-op fast
+   path's to about 1e-15 relative (the tests check 1e-12). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include "microgpt.h"
 #include "doc_fast.h"
 #include "doc.h"
+#include "doc_back.h"
 
 enum { MAX_DIM = 1 << 16, MAX_VOCAB = 1 << 24, MAX_LAYER = 1 << 10 };
 
@@ -115,12 +117,6 @@ void gemm(double *restrict c, const double *restrict a, const double *restrict b
     gemm_clone(c, a, b, bp, m, K, nc, bt, krev);
 }
 
-/* a (rows x cols) into t (cols x rows) */
-static void transpose(double *restrict t, const double *restrict a, int32_t rows, int32_t cols) {
-    for (int32_t r = 0; r < rows; r++)
-        for (int32_t c = 0; c < cols; c++) t[(int64_t)c * rows + r] = a[(int64_t)r * cols + c];
-}
-
 /* y = 0.0 + x_0 W_0 + x_1 W_1 + ...: the reference's dot products, in order */
 static void linear_forward(double *y, const double *x, const double *w, double *bp, int32_t n, int32_t nin,
                            int32_t nout) {
@@ -128,12 +124,11 @@ static void linear_forward(double *y, const double *x, const double *w, double *
     gemm(y, x, w, bp, n, nin, nout, 1, 0);
 }
 
-/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x (dyt: scratch for dy^T) */
-static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *dyt,
-                            double *bp, int32_t n, int32_t nin, int32_t nout) {
-    if (dx) gemm(dx, dy, w, bp, n, nout, nin, 0, 0);
-    transpose(dyt, dy, n, nout);
-    gemm(dw, dyt, x, bp, nout, n, nin, 0, 0);
+/* dx += dy W (dx may be NULL: not wanted); dW += dy^T x, dy read in place */
+static void linear_backward(double *dx, double *dw, const double *dy, const double *x, const double *w, double *bp,
+                            int32_t n, int32_t nin, int32_t nout) {
+    if (dx) doc_product(dx, dy, nout, 1, w, bp, n, nout, nin);
+    doc_product(dw, dy, 1, nout, x, bp, nout, n, nin);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -198,39 +193,6 @@ CLONES static void attention_forward(double *out, double *att, double *ex, doubl
         }
 }
 
-/* dv_t += w_t g; dw_t = g . v_t; dlogit_t = w_t (dw_t - sum_s w_s dw_s) c;
-   dq += dlogit_t k_t; dk_t += dlogit_t q. dw is scratch for n values. */
-CLONES static void attention_backward(double *dq, double *dk, double *dv, double *dw, const double *dout,
-                                      const double *att, const double *q, const double *k, const double *v,
-                                      int32_t n, int32_t d, int32_t H) {
-    const int32_t hd = d / H;
-    const double c = pow(pow(hd, 0.5), -1.0);
-    for (int32_t h = 0; h < H; h++)
-        for (int32_t p = 0; p < n; p++) {
-            const double *g = dout + (int64_t)p * d + h * hd, *w = att + ((int64_t)h * n + p) * n;
-            const double *qp = q + (int64_t)p * d + h * hd;
-            double *dqp = dq + (int64_t)p * d + h * hd, s = 0.0;
-            for (int32_t t = 0; t <= p; t++) {
-                const double *vt = v + (int64_t)t * d + h * hd;
-                double *dvt = dv + (int64_t)t * d + h * hd, dot = 0.0;
-                for (int32_t j = 0; j < hd; j++) {
-                    dot += g[j] * vt[j];
-                    dvt[j] += w[t] * g[j];
-                }
-                dw[t] = dot;
-                s += w[t] * dot;
-            }
-            for (int32_t t = 0; t <= p; t++) {
-                const double dl = w[t] * (dw[t] - s) * c, *kt = k + (int64_t)t * d + h * hd;
-                double *dkt = dk + (int64_t)t * d + h * hd;
-                for (int32_t j = 0; j < hd; j++) {
-                    dqp[j] += dl * kt[j];
-                    dkt[j] += dl * qp[j];
-                }
-            }
-        }
-}
-
 /* ------------------------------------------------------------------------ */
 /* softmax cross-entropy, mean over positions: probs keep each row's softmax,
    ex its exps before the division */
@@ -283,7 +245,6 @@ static int32_t layout(mg_doc *d) {
     double *b = d->buf;
 #define TAKE(ptr, size) (ptr = b, b += (size))
     TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->ex, n * d->V), TAKE(d->inv, n);
-    TAKE(d->dyt, n * wide);
     TAKE(d->panel, panel);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
@@ -342,24 +303,24 @@ CLONES static void backward(mg_doc *d, const double *params, double *grads, doub
     double *dh = da + nD, *dw = dh + 4 * nD;
     nll_backward(d->probs, d->tok + 1, n, d->V, dloss);
     memset(dx, 0, nD * sizeof(double));
-    linear_backward(dx, GRAD(LM_HEAD), d->probs, d->xl, PARAM(LM_HEAD), d->dyt, d->panel, n, D, d->V);
+    linear_backward(dx, GRAD(LM_HEAD), d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
     for (int32_t l = d->L - 1; l >= 0; l--) { /* dx: the gradient of the layer's output, then of its input */
         layer_acts *a = &d->layers[l];
         const int64_t *o = d->offs + LAYER0 + NLAYERW * l;
         memset(dh, 0, 4 * nD * sizeof(double));
-        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->dyt, d->panel, n, F, D);
+        linear_backward(dh, grads + o[FC2], dx, a->h, params + o[FC2], d->panel, n, F, D);
         for (int64_t i = 0; i < 4 * nD; i++) dh[i] = a->h[i] > 0.0 ? dh[i] : 0.0; /* relu: off where its output is 0 */
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->dyt, d->panel, n, D, F);
+        linear_backward(dxn, grads + o[FC1], dh, a->xn2, params + o[FC1], d->panel, n, D, F);
         rmsnorm_backward(dx, dxn, a->xmid, a->r2, n, D); /* dx now: d xmid */
         memset(da, 0, nD * sizeof(double));
-        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->dyt, d->panel, n, D, D);
+        linear_backward(da, grads + o[WO], dx, a->a, params + o[WO], d->panel, n, D, D);
         memset(dq, 0, 3 * nD * sizeof(double));
-        attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
+        doc_attention_backward(dq, dk, dv, dw, da, a->att, a->q, a->k, a->v, n, D, d->H);
         memset(dxn, 0, nD * sizeof(double));
-        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->dyt, d->panel, n, D, D);
-        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->dyt, d->panel, n, D, D);
-        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->dyt, d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WQ], dq, a->xn, params + o[WQ], d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WK], dk, a->xn, params + o[WK], d->panel, n, D, D);
+        linear_backward(dxn, grads + o[WV], dv, a->xn, params + o[WV], d->panel, n, D, D);
         rmsnorm_backward(dx, dxn, a->xin, a->r1, n, D); /* dx now: d xin */
     }
     memset(dxn, 0, nD * sizeof(double));

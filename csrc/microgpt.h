@@ -76,7 +76,8 @@ int32_t mg_backward(mg_store *s, int32_t root);
    NULL (the verifying mode) every power is also taken with pow, which the step
    then uses, and *mismatch is the number where the cheap way differed. With
    exact 0 (fast mode) the powers are simply x*x and sqrt(x), as numpy's **
-   takes them: pow is never called, and mismatch is not used. */
+   takes them, the bias corrections are folded into multipliers and, on a CPU
+   with FMA, multiply-adds are fused: pow is never called, and *mismatch is 0. */
 int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr_t,
                 double b1, double b2, double bc1, double bc2, double eps, int32_t exact, int64_t *mismatch);
 /* 1 if the cheap powers are on: glibc >= 2.28 on x86-64/AArch64, fused fma */

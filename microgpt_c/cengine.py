@@ -31,7 +31,9 @@ class CEngine(Engine):
         self.doc = ffi.gc(doc, lib.mg_doc_free)
         self._doc_backward = lib.mg_doc_backward_exact if mode == "exact" else lib.mg_doc_backward
         self._doc_loss = None  # the loss node of the kernel's forward since the reset
-        self._doc_layout = None, None, None  # the parameters and config last checked, and their offsets
+        self._doc_layout = None, None, ()  # the parameters and config last checked, the kernel's arguments for them
+        self._out = ffi.new("double[1]")  # a number C hands back: the kernel's loss, a node's value
+        self._moments = None, None, ()  # Adam's m and v last seen, and mg_adam_step's arguments for them
 
     def _ok(self, r):
         """The one place a C error code becomes a Python exception."""
@@ -92,14 +94,14 @@ class CEngine(Engine):
         the reference's gradients, doc_exact.c). In the verifying mode, exact
         mode also builds build's nodes, whose backward then runs both ways
         and compares (`E.verify = True`: also Adam's cheap powers)."""
-        loss = self._doc_forward(P, cfg, tokens, n)
+        self._doc_value = self._doc_forward(P, cfg, tokens, n)
         if self.verify and self.mode == "exact":
             self._doc_loss = self.run(build, tokens)
-            if self.value(self._doc_loss) != loss:
-                raise ArithmeticError(f"verifying: the kernel's loss is {loss!r}, the graph's "
-                                      f"{self.value(self._doc_loss)!r}")
+            if self.values((self._doc_loss, 1))[0] != self._doc_value:
+                raise ArithmeticError(f"verifying: the kernel's loss is {self._doc_value!r}, the graph's "
+                                      f"{self.values((self._doc_loss, 1))[0]!r}")
         else:
-            self._doc_loss = self._ok(lib.mg_leaf(self.s, loss))
+            self._doc_loss = self._ok(lib.mg_leaf(self.s, self._doc_value))
         return self._doc_loss
 
     def forward_loss(self, P, cfg, tokens, n, build=None):
@@ -110,16 +112,21 @@ class CEngine(Engine):
 
     def _doc_forward(self, P, cfg, tokens, n):
         """The whole-document kernel's forward: the loss, a float."""
-        if self._doc_layout[0] is not P or self._doc_layout[1] is not cfg:  # checked once per parameters and config
-            shapes = param_shapes(cfg, P["wte"][1])
-            if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
-                raise ValueError("doc_loss: the parameters are not this config's")
-            self._doc_layout = P, cfg, [P[name][0] for name in shapes]
-        offs, loss = self._doc_layout[2], ffi.new("double *")
-        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, self.v.nparams, offs, len(offs), P["wte"][1],
-                                        cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, tokens, len(tokens), n,
-                                        loss))
-        return loss[0]
+        P0, cfg0, layout = self._doc_layout
+        if P0 is not P or cfg0 is not cfg:  # once per parameters and config (a Config is read-only)
+            layout = self._check_layout(P, cfg)
+        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, *layout, tokens, len(tokens), n, self._out))
+        return self._out[0]
+
+    def _check_layout(self, P, cfg):
+        """The kernel's arguments from nparams to block_size, for parameters P of config cfg."""
+        shapes = param_shapes(cfg, P["wte"][1])
+        if any(tuple(P[name][1:]) != shape for name, shape in shapes.items()):
+            raise ValueError("doc_loss: the parameters are not this config's")
+        offs = ffi.new("int64_t[]", [P[name][0] for name in shapes])
+        layout = self.v.nparams, offs, len(offs), P["wte"][1], cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size
+        self._doc_layout = P, cfg, layout
+        return layout
 
     def _doc_ok(self, r):
         if r < 0:
@@ -217,7 +224,10 @@ class CEngine(Engine):
                                   "by the reference's backward")
 
     def value(self, x):
-        return self.values((x, 1))[0]
+        if x == self._doc_loss:  # a leaf holding the number the kernel handed back
+            return self._doc_value
+        self._ok(lib.mg_read(self.s, x, 1, 0, self._out))
+        return self._out[0]
 
     def values(self, x):
         return ffi.unpack(self._read(x[0], x[1]), x[1])
@@ -235,13 +245,18 @@ class CEngine(Engine):
     def adam_step(self, adam, step):
         """The reference's Adam in C, in place on the store's parameters and
         gradients (zeroed after): in exact mode bit-identical to Adam.update
-        with Python's pow; in fast mode its powers are x*x and sqrt(x).
-        Returns how many powers called pow."""
-        m, v = (ffi.from_buffer("double[]", x, require_writable=True) for x in (adam.m, adam.v))
+        with Python's pow; in fast mode its powers are x*x and sqrt(x), its
+        bias corrections multipliers (adam.c). Returns how many powers called
+        pow."""
+        m, v, moments = self._moments
+        if m is not adam.m or v is not adam.v:  # once per pair of moments (from_state replaces them)
+            view = lambda x: ffi.from_buffer("double[]", x, require_writable=True)
+            moments = view(adam.m), len(adam.m), view(adam.v), len(adam.v)
+            self._moments = adam.m, adam.v, moments
         lr_t, bc1, bc2 = adam.factors(step)
         bad = self._mismatch()
-        return self._checked(self._ok(lib.mg_adam_step(self.s, m, len(adam.m), v, len(adam.v), lr_t, adam.beta1,
-                                                       adam.beta2, bc1, bc2, adam.eps, bad)), bad)
+        return self._checked(self._ok(lib.mg_adam_step(self.s, *moments, lr_t, adam.beta1, adam.beta2, bc1, bc2,
+                                                       adam.eps, bad)), bad)
 
     def adam(self, p, g, m, v, lr_t, b1, b2, bc1, bc2, eps):
         """mg_adam on four distinct contiguous float64 numpy arrays of one

@@ -89,4 +89,4 @@ class Tokenizer:
         self._ids = {ch: i for i, ch in enumerate(self.chars)}
 
     def encode(self, doc):
-        return [self.bos] + [self._ids[ch] for ch in doc] + [self.bos]
+        return [self.bos, *map(self._ids.__getitem__, doc), self.bos]

@@ -44,8 +44,9 @@ def scaled(rng, X, shift, n, lo, hi):
 
 def offsets(rng, n, L, near):
     """j = 1 (mod 8), the distance from the midpoint in units of 2^-L ULP:
-    under 2^20 if near, else up to about 0.1-0.17 ULP either way."""
-    top = 2**17 if near else 2 ** (L - 4) // 3
+    under 2^20 if near, else up to about 0.05-0.08 ULP either way (across
+    adam.c's margins, 0.02 ULP for common magnitudes, 0.05 for the rest)."""
+    top = 2**17 if near else 2 ** (L - 4) // 6
     return rng.integers(-top, top, n) * 8 + 1
 
 
@@ -110,7 +111,7 @@ def test_cheap_power_is_pow(power):
     if CHEAP:
         assert slow[1] < 0.15 * len(typical)  # the common case is cheap
         assert slow[2] == len(near)  # none near a midpoint is admitted
-        assert 0.2 * len(band) < slow[3] < 0.8 * len(band)  # both sides of the 0.05 ULP margin
+        assert 0.2 * len(band) < slow[3] < 0.8 * len(band)  # both sides of the margins
     else:
         assert slow == [len(patterns), len(typical), len(near), len(band)]
 
@@ -209,13 +210,17 @@ def test_adam_bad_input():
 
 
 def test_fast_mode_adam_is_numpys():
-    """Fast mode's powers are x*x and sqrt(x): the numpy Adam with numpy's **."""
-    E, rng, n = CEngine("fast"), np.random.default_rng(2), 4192
+    """Fast mode's Adam is the numpy Adam with numpy's ** (x*x and sqrt(x)),
+    but for the bias corrections folded into multipliers and FMA: every
+    parameter and moment within 1e-12 relative (or 1e-15 absolute)."""
+    E, rng, n = CEngine("fast"), np.random.default_rng(2), 4193  # one past a multiple of 4: the tail too
     p = rng.normal(0, 0.08, n)
     m, v, q, adam = np.zeros(n), np.zeros(n), p.copy(), Adam(n, 0.01, 50)
     for step in range(50):
         g = rng.normal(0, 1e-3, n) * (rng.random(n) < 0.6)
         adam.update(q, g, step, lambda x, e, out: np.power(x, e, out=out))
-        c_adam(E, p, g.copy(), m, v, 0.01 * (1 - step / 50), 0.85, 0.99, step, verify=False)
-        assert bits(p) == bits(q)
+        c_adam(E, p, g, m, v, 0.01 * (1 - step / 50), 0.85, 0.99, step, verify=False)
+        assert not g.any()  # consumed
+        for c, r in ((p, q), (m, np.frombuffer(adam.m)), (v, np.frombuffer(adam.v))):
+            assert np.allclose(c, r, rtol=1e-12, atol=1e-15)
     assert E.adam(p, g, m, v, 0.01, 0.85, 0.99, 0.15, 0.01, 1e-8) == 0  # pow never called

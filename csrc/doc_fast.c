@@ -57,13 +57,13 @@ typedef double v4 __attribute__((vector_size(32)));
    accumulators stay in registers over the whole k loop; R and W are
    constants at each call, and the function is inlined there. */
 #define INLINE static inline __attribute__((always_inline))
-INLINE void block(double *restrict c, const double *restrict a, const double *restrict bp, int32_t K, int32_t nc,
-                  int32_t p, int32_t o, int R, int W, int krev) {
+INLINE void block(double *restrict c, const double *restrict a, const double *restrict bp, int64_t ldb, int32_t K,
+                  int32_t nc, int32_t p, int32_t o, int R, int W, int krev) {
     v4 acc[4][2], bk[2];
     for (int r = 0; r < R; r++)
         for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
     for (int32_t k = 0; k < K; k++) {
-        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + (int64_t)k * W + 4 * h);
+        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + k * ldb + 4 * h); /* row k taken: bp + k ldb */
         for (int r = 0; r < R; r++) {
             const double ar = a[(int64_t)(p + r) * K + (krev ? K - 1 - k : k)];
             const v4 av = {ar, ar, ar, ar};
@@ -78,14 +78,20 @@ INLINE void block(double *restrict c, const double *restrict a, const double *re
 #define B(k, o) (bt ? b[(int64_t)(o) * K + (k)] : b[(int64_t)(k) * nc + (o)])
 
 /* W columns of c from column o, every row: b's columns packed once, in the
-   order k is taken */
+   order k is taken; a small b (not transposed) is read in place, where
+   packing would cost as much as the product */
 INLINE void columns(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
                     int32_t m, int32_t K, int32_t nc, int bt, int32_t o, int W, int krev) {
-    for (int32_t k = 0; k < K; k++)
-        for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(krev ? K - 1 - k : k, o + j);
+    const double *rows = bp; /* row k taken at rows + k ldb */
+    int64_t ldb = W;
+    if (!bt && (int64_t)K * nc <= 2048)
+        rows = b + (krev ? (int64_t)(K - 1) * nc : 0) + o, ldb = krev ? -(int64_t)nc : nc;
+    else
+        for (int32_t k = 0; k < K; k++)
+            for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(krev ? K - 1 - k : k, o + j);
     int32_t p = 0;
-    for (; p + 4 <= m; p += 4) block(c, a, bp, K, nc, p, o, 4, W, krev);
-    for (; p < m; p++) block(c, a, bp, K, nc, p, o, 1, W, krev);
+    for (; p + 4 <= m; p += 4) block(c, a, rows, ldb, K, nc, p, o, 4, W, krev);
+    for (; p < m; p++) block(c, a, rows, ldb, K, nc, p, o, 1, W, krev);
 }
 
 INLINE void gemm_in(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,

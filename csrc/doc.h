@@ -19,9 +19,10 @@ typedef struct {
 
 struct mg_doc {
     int32_t V, d, H, L, n, ready; /* ready: a forward whose backward has not run */
+    int32_t forwarded;            /* the last forward ran: its logits are there */
     int64_t nparams, *offs;       /* the forward's parameter layout */
     int32_t *tok;                 /* the forward's n + 1 tokens */
-    double *buf, *x0, *r0, *xl, *probs, *ex, *inv, *panel, *grad_buf; /* one allocation; ex, inv: nll's */
+    double *buf, *x0, *r0, *xl, *logits, *probs, *ex, *inv, *panel, *grad_buf; /* one allocation; ex, inv: nll's */
     layer_acts *layers;
     int64_t cap;
     double *xbuf; /* exact mode's backward scratch (doc_exact.c) */

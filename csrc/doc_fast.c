@@ -238,7 +238,7 @@ static int32_t layout(mg_doc *d) {
     const int64_t n = d->n, nd = n * d->d, nf = 4 * nd, att = (int64_t)d->H * n * n;
     const int64_t wide = d->V > 4 * d->d ? d->V : 4 * d->d; /* the widest linear's nout */
     const int64_t panel = 8 * (wide > n ? wide : n);         /* gemm's K is nin, nout or n */
-    const int64_t need = nd + 2 * n + nd + 2 * n * d->V + n * wide + panel
+    const int64_t need = nd + 2 * n + nd + 3 * n * d->V + n * wide + panel
                          + d->L * (8 * nd + nf + 2 * n + 2 * att + d->H * n) + 6 * nd + nf + n;
     layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
     if (!l) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's layers");
@@ -250,7 +250,8 @@ static int32_t layout(mg_doc *d) {
     }
     double *b = d->buf;
 #define TAKE(ptr, size) (ptr = b, b += (size))
-    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->probs, n * d->V), TAKE(d->ex, n * d->V), TAKE(d->inv, n);
+    TAKE(d->x0, nd), TAKE(d->r0, n), TAKE(d->xl, nd), TAKE(d->logits, n * d->V), TAKE(d->probs, n * d->V);
+    TAKE(d->ex, n * d->V), TAKE(d->inv, n);
     TAKE(d->panel, panel);
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
@@ -296,9 +297,9 @@ CLONES static int32_t forward(mg_doc *d, const double *params, double *loss) {
         for (int64_t i = 0; i < nD; i++) out[i] += a->xmid[i];
         if ((r = all_finite(d, "layer", out, n, D))) return r;
     }
-    linear_forward(d->probs, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
-    if ((r = all_finite(d, "lm_head", d->probs, n, d->V))) return r;
-    *loss = nll_forward(d->probs, d->ex, d->inv, d->probs, d->tok + 1, n, d->V);
+    linear_forward(d->logits, d->xl, PARAM(LM_HEAD), d->panel, n, D, d->V);
+    if ((r = all_finite(d, "lm_head", d->logits, n, d->V)) || !loss) return r;
+    *loss = nll_forward(d->probs, d->ex, d->inv, d->logits, d->tok + 1, n, d->V);
     return isfinite(*loss) ? 0 : doc_fail(d, MG_EMATH, "nll made a non-finite number (position 0: %g)", *loss);
 }
 
@@ -356,15 +357,16 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
                        int32_t vocab, int32_t n_embd, int32_t n_head, int32_t n_layer, int32_t block_size,
                        const int32_t *tokens, int32_t ntok, int32_t n, double *loss) {
     if (!d) return MG_EARG;
-    d->ready = 0;
-    if (!params || !offs || !tokens || !loss) return doc_fail(d, MG_EARG, "doc_forward: a NULL array");
+    d->ready = d->forwarded = 0;
+    if (!params || !offs || !tokens) return doc_fail(d, MG_EARG, "doc_forward: a NULL array");
+    const int32_t targets = loss != NULL; /* without a loss, the logits alone: no target after the last */
     if (vocab < 1 || vocab > MAX_VOCAB || n_embd < 1 || n_embd > MAX_DIM || n_head < 1 || n_embd % n_head ||
         n_layer < 0 || n_layer > MAX_LAYER || block_size < 1 || block_size > MAX_DIM)
         return doc_fail(d, MG_EARG, "doc_forward: bad model size (vocab %d, n_embd %d, n_head %d, n_layer %d, "
                     "block_size %d)", vocab, n_embd, n_head, n_layer, block_size);
-    if (n < 1 || n > block_size || ntok < n + 1)
+    if (n < 1 || n > block_size || ntok < n + targets)
         return doc_fail(d, MG_EARG, "doc_forward: %d positions need 1 to block_size (%d) and %d tokens, not %d",
-                    n, block_size, n + 1, ntok);
+                    n, block_size, n + targets, ntok);
     if (noffs != LAYER0 + NLAYERW * n_layer)
         return doc_fail(d, MG_EARG, "doc_forward: %d offsets for %d layers, not %d", LAYER0 + NLAYERW * n_layer,
                     n_layer, noffs);
@@ -376,7 +378,7 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
             return doc_fail(d, MG_EARG, "doc_forward: parameter matrix %d (%lld doubles at %lld) is not in the %lld "
                         "parameters", i, (long long)sz, (long long)offs[i], (long long)nparams);
     }
-    for (int32_t i = 0; i <= n; i++)
+    for (int32_t i = 0; i < n + targets; i++)
         if (tokens[i] < 0 || tokens[i] >= vocab)
             return doc_fail(d, MG_EARG, "doc_forward: token %d is %d, not in [0, %d)", i, tokens[i], vocab);
     int64_t *o = realloc(d->offs, (size_t)noffs * sizeof *o);
@@ -385,13 +387,22 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
     if (t) d->tok = t;
     if (!o || !t) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's tokens");
     memcpy(d->offs, offs, (size_t)noffs * sizeof *o);
-    memcpy(d->tok, tokens, (size_t)(n + 1) * sizeof *t);
+    memcpy(d->tok, tokens, (size_t)(n + targets) * sizeof *t);
     d->V = vocab, d->d = n_embd, d->H = n_head, d->L = n_layer, d->n = n, d->nparams = nparams;
     int32_t r = layout(d);
     if (r) return r;
     r = forward(d, params, loss);
-    d->ready = r == 0;
+    d->forwarded = r == 0;
+    d->ready = r == 0 && targets;
     return r;
+}
+
+int32_t mg_doc_logits(mg_doc *d, int32_t pos, double *out, int32_t n) {
+    if (!d) return MG_EARG;
+    if (!d->forwarded || pos < 0 || pos >= d->n || n != d->V || !out)
+        return doc_fail(d, MG_EARG, "doc_logits: position %d's %d logits are not the last forward's", pos, n);
+    memcpy(out, d->logits + (int64_t)pos * d->V, (size_t)n * sizeof *out);
+    return 0;
 }
 
 /* A backward's arguments checked against the forward (which it may run from once). */

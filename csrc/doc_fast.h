@@ -16,8 +16,9 @@ const char *mg_doc_error(mg_doc *d); /* the last failed call's message */
 int64_t mg_doc_doubles(mg_doc *d);   /* the doubles its buffers hold now (memory.py's estimate is checked on it) */
 
 /* The mean next-token loss over the first n positions of tokens[0..ntok) into
-   *loss. MG_EARG for a bad size, offset or token, MG_ENOMEM, MG_EMATH for a
-   non-finite value. */
+   *loss; with loss NULL, the first n positions' logits only (n tokens are
+   enough), for mg_doc_logits and no backward. MG_EARG for a bad size, offset
+   or token, MG_ENOMEM, MG_EMATH for a non-finite value. */
 int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const int64_t *offs, int32_t noffs,
                        int32_t vocab, int32_t n_embd, int32_t n_head, int32_t n_layer, int32_t block_size,
                        const int32_t *tokens, int32_t ntok, int32_t n, double *loss);
@@ -26,3 +27,5 @@ int32_t mg_doc_forward(mg_doc *d, const double *params, int64_t nparams, const i
    gradients, or with _exact the reference's, bit for bit (doc_exact.c). */
 int32_t mg_doc_backward(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss);
 int32_t mg_doc_backward_exact(mg_doc *d, const double *params, double *grads, int64_t nparams, double dloss);
+/* out[0..n) = position pos's logits from the last forward (n: the vocabulary) */
+int32_t mg_doc_logits(mg_doc *d, int32_t pos, double *out, int32_t n);

@@ -110,13 +110,25 @@ class CEngine(Engine):
         self.reset()  # the kernel's saved activations are this document's now: no backward from an earlier loss
         return self._doc_forward(P, cfg, tokens, n)
 
-    def _doc_forward(self, P, cfg, tokens, n):
-        """The whole-document kernel's forward: the loss, a float."""
+    def logits(self, P, cfg, tokens, build=None):
+        """By the whole-document forward over tokens (no node but the logits'
+        leaves, to sample from with the reference's ops): its values are the
+        reference's, so the samples are too."""
+        self._doc_forward(P, cfg, tokens, len(tokens), ffi.NULL)
+        V = P["wte"][1]
+        out = ffi.new("double[]", V)
+        self._doc_ok(lib.mg_doc_logits(self.doc, len(tokens) - 1, out, V))
+        return [self._ok(lib.mg_leaf(self.s, x)) for x in out][0], V
+
+    def _doc_forward(self, P, cfg, tokens, n, out=None):
+        """The whole-document kernel's forward: the loss, a float (into out,
+        if given; a NULL out computes the logits only)."""
         P0, cfg0, layout = self._doc_layout
         if P0 is not P or cfg0 is not cfg:  # once per parameters and config (a Config is read-only)
             layout = self._check_layout(P, cfg)
-        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, *layout, tokens, len(tokens), n, self._out))
-        return self._out[0]
+        out = self._out if out is None else out
+        self._doc_ok(lib.mg_doc_forward(self.doc, self.v.val, *layout, tokens, len(tokens), n, out))
+        return out[0] if out else None
 
     def _check_layout(self, P, cfg):
         """The kernel's arguments from nparams to block_size, for parameters P of config cfg."""

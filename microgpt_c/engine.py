@@ -66,6 +66,13 @@ class Engine(ABC):
         self.reset()
         return loss
 
+    def logits(self, P, cfg, tokens, build):
+        """The logits at the last of tokens' positions (model.sample's next
+        token's), a vector: build(t) makes them op by op from the keys and
+        values the earlier positions cached (model.gpt for the last token);
+        an engine may compute them over all of tokens instead. Here: build."""
+        return self.run(build, tokens[-1:])
+
     @abstractmethod
     def reset(self):
         """Drop the last step's graph."""

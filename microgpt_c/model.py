@@ -124,7 +124,7 @@ def sample(E, P, cfg, tok, rng, temperature=0.5, prefix=""):
     keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
     context, out = tok.encode(prefix)[:-1], list(prefix)  # BOS, then the prefix
     for pos in range(cfg.block_size):
-        logits = E.run(lambda t: gpt(E, P, cfg, t[0], pos, keys, values), [context[pos]])
+        logits = E.logits(P, cfg, context[:pos + 1], lambda t: gpt(E, P, cfg, t[0], pos, keys, values))
         if pos + 1 < len(context):
             continue  # the prefix's next character is given, not drawn
         probs = E.softmax(E.scale(logits, temperature**-1))

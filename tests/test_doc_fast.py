@@ -132,3 +132,29 @@ def test_torch_user_mode_trains_as_the_eager_mode(cfg):
         assert abs(eager.train_step() - user.train_step()) <= 1e-10
     assert np.allclose(eager.E.param_values(), user.E.param_values(), rtol=0, atol=1e-12)
     assert np.allclose(eager.adam.v, user.adam.v, rtol=0, atol=1e-15)
+
+
+def test_sampling_by_the_kernel_draws_the_reference_s_names():
+    """model.sample on the C engine takes each position's logits from the
+    kernel's forward over the context: the same names as the pure-Python
+    engine, which builds the reference's nodes, prefix or not."""
+    from conftest import TINY
+    runs = [Run(TINY, DOCS, seed=5, steps=20, engine=e, mode=m) for e, m in
+            (("python", "exact"), ("c", "exact"), ("c", "fast"))]
+    for r in runs[1:]:
+        r.E.set_param_values(runs[0].E.param_values())
+    for prefix in ("", "ma"):
+        names = [r.sample(num_samples=8, temperature=0.7, prefix=prefix) for r in runs]
+        assert names[0] == names[1] == names[2] and all(n.startswith(prefix) for n in names[0])
+
+
+def test_logits_are_refused_unless_a_forward_made_them():
+    E, P, tok, args = engine_and_args()
+    out = ffi.new("double[]", args["vocab"])
+    assert lib.mg_doc_logits(E.doc, 0, out, args["vocab"]) == lib.MG_EARG  # no forward yet
+    assert forward(E, **args) == 0
+    assert lib.mg_doc_logits(E.doc, args["n"] - 1, out, args["vocab"]) == 0
+    for pos, n, o in ((args["n"], args["vocab"], out), (-1, args["vocab"], out), (0, args["vocab"] - 1, out),
+                      (0, args["vocab"], ffi.NULL)):
+        assert lib.mg_doc_logits(E.doc, pos, o, n) == lib.MG_EARG
+    assert lib.mg_doc_logits(ffi.NULL, 0, out, args["vocab"]) == lib.MG_EARG

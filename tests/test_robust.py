@@ -191,6 +191,7 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_robust.py::test_fuzz_the_c_ap
              # fast mode's whole-document kernel: against the reference's graph, training, and its refusals
              *(f"test_doc_fast.py::test_{t}" for t in (
                  "kernel_agrees_with_the_reference_graph", "training_stays_on_the_reference_trajectory",
+                 "sampling_by_the_kernel_draws_the_reference_s_names", "logits_are_refused_unless_a_forward_made_them",
                  "bad_sizes_offsets_and_tokens_are_refused", "the_engine_raises_value_errors",
                  "a_non_finite_value_is_an_arithmetic_error")),
              # the Value API: fuzzed, and threads

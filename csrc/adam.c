@@ -94,14 +94,14 @@ static inline double spacing(double y, double r) {
    where |2 ln x| <= 128 ln 2 (points 2 and 3) */
 static inline int64_t sure_square(double x, double y) {
     double r = fma(x, x, -y), ax = fabs(x);
-    double half = (ax >= 0x1p-64) & (ax < 0x1p64) ? 0.48 : 0.45;
+    double half = ((ax >= 0x1p-64) & (ax < 0x1p64)) ? 0.48 : 0.45;
     return (x == 0) | ((y >= LO) & (y < HI) & (fabs(r) <= half * spacing(y, r)));
 }
 
 /* y = sqrt(x) + 0.0 (+0 for both zeros, as pow gives; sqrt(-0) is -0); 1 if
    y surely is pow(x, 0.5), the same margins (|ln x / 2| <= 128 ln 2) */
 static inline int64_t sure_root(double x, double y) {
-    double r = fma(-y, y, x), twice = (x >= 0x1p-256) & (x < 0x1p256) ? 0.96 : 0.9;
+    double r = fma(-y, y, x), twice = ((x >= 0x1p-256) & (x < 0x1p256)) ? 0.96 : 0.9;
     return (x == 0) | ((x >= LO) & (x < HI) & (fabs(r) <= twice * y * spacing(y, r)));
 }
 

@@ -215,7 +215,7 @@ class CEngine(Engine):
             self._doc_ok(self._doc_backward(self.doc, self.v.val, self.v.grad, self.v.nparams, 1.0))
         else:  # the kernel's loss is a leaf: a node built on it, or an earlier one, would pass nothing on
             raise ValueError("since the reset, doc_loss ran the whole-document kernel: backward runs from its "
-                             "last loss only (doc_loss(..., replay=False) builds the ops instead)")
+                             "last loss only (doc_loss(..., kernel=False) builds the ops instead)")
 
     def _verify_backward(self, loss):
         """The reference's backward through the graph's nodes (the full sort),

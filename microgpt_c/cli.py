@@ -126,7 +126,7 @@ def new_run(a, engine, mode):
         raise ValueError(flagged(str(e))) from None
 
 
-MODE_HELP = {"exact": "the reference's graph, bit for bit", "fast": "fused nodes (C engine)",
+MODE_HELP = {"exact": "the reference's graph, bit for bit", "fast": "gradients summed in their own order (C engine)",
              "eager": "our model code on tensors (torch)",
              "user": "whole-document layers, as a PyTorch user writes them (torch)"}
 

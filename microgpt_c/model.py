@@ -49,17 +49,17 @@ def gpt(E, P, cfg, token, pos, keys, values, record=None):
     return rec("logits", E.linear(x, P["lm_head"]))
 
 
-def doc_loss(E, P, cfg, tokens, replay=True, record=None):
+def doc_loss(E, P, cfg, tokens, kernel=True, record=None):
     """The loss node of a document (a list of token ids): the mean next-token
-    loss over its first n positions. The engine builds it (E.doc_loss) and
-    may take its shortcuts, unless replay is False or record (see gpt) must
-    see every call."""
+    loss over its first n positions. The engine makes it (E.doc_loss) and may
+    take its shortcut, a kernel for the whole document, unless kernel is
+    False or record (see gpt) must see every call."""
     n = min(cfg.block_size, len(tokens) - 1)
 
     def build(t):
         return loss_over(E, P, cfg, t, n, record)
 
-    return E.doc_loss(P, cfg, tokens, n, build) if replay and record is None else E.run(build, tokens)
+    return E.doc_loss(P, cfg, tokens, n, build) if kernel and record is None else E.run(build, tokens)
 
 
 def doc_value(E, P, cfg, tokens):

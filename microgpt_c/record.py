@@ -39,7 +39,7 @@ def forward(run, tokens, values=None):
     R = Recorder()
     values = run.E.param_values() if values is None else values
     P = R.create_params(param_shapes(run.cfg, run.tok.vocab_size), values)
-    return R, doc_loss(R, P, run.cfg, tokens, replay=False, record=R.record)
+    return R, doc_loss(R, P, run.cfg, tokens, kernel=False, record=R.record)
 
 
 def weights(rows, n_head):

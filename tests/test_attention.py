@@ -46,7 +46,7 @@ def test_the_weights_are_what_the_c_engine_multiplies_the_values_by():
     seen = {}
     tokens = run.tok.encode(text)
     run.E.reset()
-    doc_loss(run.E, run.P, run.cfg, tokens, replay=False,
+    doc_loss(run.E, run.P, run.cfg, tokens, kernel=False,
              record=lambda name, x: seen.setdefault(name, []).append(run.E.values(x)) or x)
     run.E.reset()
     hd = CFG.n_embd // CFG.n_head

@@ -1,7 +1,7 @@
 """The reference core on its own: the CORE files of csrc/build_ffi.py, built
 alone (their own small cdef, in a temporary directory), train the default
 model for a few steps, called once per op from Python by the model code (no
-replay, no kernels, Adam in Python), and equal the pure-Python engine bit for
+kernels, Adam in Python), and equal the pure-Python engine bit for
 bit: losses, every gradient, every parameter. This is the plain path that
 everything faster must equal."""
 import glob
@@ -165,7 +165,7 @@ def train(E, steps, cfg=Config()):
     adam, losses, grads = Adam(n, 0.01, 1000), [], []
     for step in range(steps):
         E.reset()
-        loss = doc_loss(E, P, cfg, tok.encode(docs[step][:cfg.block_size]), replay=False)
+        loss = doc_loss(E, P, cfg, tok.encode(docs[step][:cfg.block_size]), kernel=False)
         E.backward(loss)
         losses.append(E.value(loss))
         grads.append(bits(E.param_grads()))

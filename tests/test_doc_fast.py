@@ -21,7 +21,7 @@ CONFIGS = {"default": Config(), "2layer": SMALL, "1head": Config(n_head=1), "blo
 def loss_and_grads(cfg, doc, seed, kernel):
     E, tok = CEngine("fast"), Tokenizer(DOCS)
     P = init_params(E, cfg, tok.vocab_size, random.Random(seed))
-    loss = doc_loss(E, P, cfg, tok.encode(doc), replay=kernel)  # replay=False: the reference's nodes
+    loss = doc_loss(E, P, cfg, tok.encode(doc), kernel=kernel)  # kernel=False: the reference's nodes
     assert (E.nodes() == 1) == kernel  # the kernel makes one node: the loss
     E.backward(loss)
     return E.value(loss), grads(E)

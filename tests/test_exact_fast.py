@@ -43,7 +43,7 @@ def test_kernel_gradients_are_the_full_sorts(name):
         for whole in (True, False):
             E = CEngine()
             P = init_params(E, cfg, tok.vocab_size, random.Random(i))
-            loss = doc_loss(E, P, cfg, tok.encode(doc), replay=whole)  # replay=False: every node, the full sort
+            loss = doc_loss(E, P, cfg, tok.encode(doc), kernel=whole)  # kernel=False: every node, the full sort
             assert (E.nodes() == 1) == whole
             E.backward(loss)
             got.append((E.value(loss), E.param_grads()))

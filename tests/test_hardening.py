@@ -168,7 +168,7 @@ def test_the_estimate_is_the_documented_node_count():
         for i in range(4):
             run.E.reset()
             tokens = run.tok.encode(run.docs[i % 2])
-            doc_loss(run.E, run.P, cfg, tokens, replay=False)  # the op path: every node
+            doc_loss(run.E, run.P, cfg, tokens, kernel=False)  # the op path: every node
             P = min(cfg.block_size, len(tokens) - 1)
             assert run.E.nodes() == GRAPHS["exact"](8, run.tok.vocab_size, 2, 2, P)
 

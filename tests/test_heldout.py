@@ -55,7 +55,7 @@ def test_the_held_out_loss_is_equal_on_every_engine_and_is_the_training_loss_of_
                                                                             ("python", "exact"))}
     assert len(set(map(bits, values.values()))) == 1, values
     E = run.E  # each document's loss node as a training step builds it, averaged the same way
-    nodes = [doc_loss(E, run.P, run.cfg, run._tokens(doc), replay=False) for doc in run.held_out]
+    nodes = [doc_loss(E, run.P, run.cfg, run._tokens(doc), kernel=False) for doc in run.held_out]
     assert bits(sum(map(E.value, nodes)) / len(nodes)) == bits(values["c", "exact"])
 
 

@@ -267,11 +267,11 @@ def test_valgrind_filter_needs_no_line_info():
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_short_training_under_valgrind(tmp_path):
-    """memcheck on a few steps of both modes (a fresh build, a replay, a
-    document cut to the block) and sampling: no invalid reads or writes, and
+    """memcheck on a few steps of both modes (documents of one length twice,
+    one cut to the block) and sampling: no invalid reads or writes, and
     no definite leaks from the engine once the stores are freed."""
     code = ("import gc, microgpt_c as m\n"
-            "docs = ['emma', 'anna', 'christopherjohnathan']\n"  # lengths 4, 4 (a replay) and over block_size
+            "docs = ['emma', 'anna', 'christopherjohnathan']\n"  # lengths 4, 4 and over block_size
             "for mode in ('exact', 'fast'):\n"
             "    run = m.Run(docs=docs, mode=mode, steps=3)\n"
             "    run.train()\n"

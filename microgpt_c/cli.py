@@ -220,3 +220,13 @@ def handling(signals, handler):
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def print_samples(p, run, a, prefix=""):
+    """Each sample as it is made. A model whose numbers overflow (weights
+    trained with a huge learning rate, say) is one line."""
+    try:
+        for i, name in enumerate(samples(run, a.num_samples, a.temperature, prefix)):
+            print(f"sample {i + 1:2d}: {name}", flush=True)
+    except ValueError as e:
+        p.error(str(e))

@@ -277,7 +277,8 @@ def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
 
 def parsers():
     from microgpt_c import bench
-    from microgpt_c.__main__ import sample_parser, train_parser
+    from microgpt_c.sample import parser as sample_parser
+    from microgpt_c.train import parser as train_parser
     return {"train": train_parser(), "sample": sample_parser(), "bench": bench.parser()}
 
 

@@ -24,42 +24,40 @@ def init_params(E, cfg, vocab_size, rng, std=0.08):
     return E.create_params(shapes, flat)
 
 
-def gpt(E, P, cfg, token, pos, keys, values, record=None):
+def gpt(E, P, cfg, token, pos, keys, values):
     """Logits for the next token at position pos; appends this position's
-    keys and values to the per-layer caches. record(name, vector), if given,
-    sees each intermediate vector as it is made (trace.py names them)."""
-    rec = record or (lambda name, x: x)
-    x = rec("x.embed", E.embed(P["wte"], P["wpe"], token, pos))
-    x = rec("x.norm0", E.rmsnorm(x))
+    keys and values to the per-layer caches."""
+    x = E.embed(P["wte"], P["wpe"], token, pos)
+    x = E.rmsnorm(x)
     for li in range(cfg.n_layer):
         L = f"layer{li}."
         x_residual = x
-        x = rec(L + "norm_attn", E.rmsnorm(x))
-        q = rec(L + "q", E.linear(x, P[L + "attn_wq"]))
-        keys[li].append(rec(L + "k", E.linear(x, P[L + "attn_wk"])))
-        values[li].append(rec(L + "v", E.linear(x, P[L + "attn_wv"])))
-        x = rec(L + "attn_out", E.attention(q, keys[li], values[li], cfg.n_head))
-        x = rec(L + "attn_proj", E.linear(x, P[L + "attn_wo"]))
-        x = rec(L + "resid_attn", E.add(x, x_residual))
+        x = E.rmsnorm(x)
+        q = E.linear(x, P[L + "attn_wq"])
+        keys[li].append(E.linear(x, P[L + "attn_wk"]))
+        values[li].append(E.linear(x, P[L + "attn_wv"]))
+        x = E.attention(q, keys[li], values[li], cfg.n_head)
+        x = E.linear(x, P[L + "attn_wo"])
+        x = E.add(x, x_residual)
         x_residual = x
-        x = rec(L + "norm_mlp", E.rmsnorm(x))
-        x = rec(L + "mlp_hidden", E.relu(E.linear(x, P[L + "mlp_fc1"])))
-        x = rec(L + "mlp_out", E.linear(x, P[L + "mlp_fc2"]))
-        x = rec(L + "resid_mlp", E.add(x, x_residual))
-    return rec("logits", E.linear(x, P["lm_head"]))
+        x = E.rmsnorm(x)
+        x = E.relu(E.linear(x, P[L + "mlp_fc1"]))
+        x = E.linear(x, P[L + "mlp_fc2"])
+        x = E.add(x, x_residual)
+    return E.linear(x, P["lm_head"])
 
 
-def doc_loss(E, P, cfg, tokens, kernel=True, record=None):
+def doc_loss(E, P, cfg, tokens, kernel=True):
     """The loss node of a document (a list of token ids): the mean next-token
     loss over its first n positions. The engine makes it (E.doc_loss) and may
     take its shortcut, a kernel for the whole document, unless kernel is
-    False or record (see gpt) must see every call."""
+    False: then it builds every op."""
     n = min(cfg.block_size, len(tokens) - 1)
 
     def build(t):
-        return loss_over(E, P, cfg, t, n, record)
+        return loss_over(E, P, cfg, t, n)
 
-    return E.doc_loss(P, cfg, tokens, n, build) if kernel and record is None else E.run(build, tokens)
+    return E.doc_loss(P, cfg, tokens, n, build) if kernel else E.run(build, tokens)
 
 
 def doc_value(E, P, cfg, tokens):
@@ -69,10 +67,10 @@ def doc_value(E, P, cfg, tokens):
     return E.forward_loss(P, cfg, tokens, n, lambda t: loss_over(E, P, cfg, t, n))
 
 
-def loss_over(E, P, cfg, tokens, n, record=None):
+def loss_over(E, P, cfg, tokens, n):
     """Mean next-token loss over the first n positions of tokens."""
     keys, values = [[] for _ in range(cfg.n_layer)], [[] for _ in range(cfg.n_layer)]
-    losses = [E.nll(gpt(E, P, cfg, tokens[pos], pos, keys, values, record), tokens[pos + 1]) for pos in range(n)]
+    losses = [E.nll(gpt(E, P, cfg, tokens[pos], pos, keys, values), tokens[pos + 1]) for pos in range(n)]
     return E.mean(losses)
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from conftest import bits, run_main
 from microgpt_c import Config, Run
-from microgpt_c.model import doc_loss
+from microgpt_c.cengine import CEngine
+from microgpt_c.model import doc_loss, param_shapes
+from microgpt_c.record import Recording
 from microgpt_c.trace import trace
 
 PROG = "python -m microgpt_c attention"
@@ -43,12 +45,10 @@ def test_the_weights_are_what_the_c_engine_multiplies_the_values_by():
     """Each head's output in the C engine (exact mode) is, bit for bit, the
     reference's sum of weight times value, with these weights."""
     run, text = trained(4), "emily"
-    seen = {}
-    tokens = run.tok.encode(text)
-    run.E.reset()
-    doc_loss(run.E, run.P, run.cfg, tokens, kernel=False,
-             record=lambda name, x: seen.setdefault(name, []).append(run.E.values(x)) or x)
-    run.E.reset()
+    E = type("CRecorder", (Recording, CEngine), {})()  # the C engine's ops, recorded by name
+    P = E.create_params(param_shapes(CFG, run.tok.vocab_size), run.E.param_values())
+    doc_loss(E, P, CFG, run.tok.encode(text), kernel=False)
+    seen = E.seen
     hd = CFG.n_embd // CFG.n_head
     for li, w in enumerate(run.attention(text)):
         v, out = seen[f"layer{li}.v"], seen[f"layer{li}.attn_out"]

@@ -87,3 +87,20 @@ def no_cyclic_gc():
         yield
     finally:
         gc.enable()
+
+
+# the command line's tests (test_cli.py, test_files.py, ...)
+PROG = "python -m microgpt_c"
+
+
+def one_line_error(status, out, err, prog=PROG):
+    """The CLI's contract for bad input: status 2, one line on stderr, nothing
+    on stdout (it is checked before training). Returns the message."""
+    assert (status, out) == (2, ""), (status, out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prog}: error: "), err
+    return err[len(f"{prog}: error: "):-1]
+
+
+SMALL_ARGS = ["--steps", "2", "--n-embd", "8", "--n-head", "2", "--num-samples", "1"]  # a quick run's flags
+TINY_ARGS = ["--steps", "3", "--n-embd", "8", "--n-head", "2", "--num-samples", "2"]

@@ -6,15 +6,17 @@ import fcntl
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import GOLDEN, result_lines, run_main
+from conftest import GOLDEN, PROG, REPO, SMALL_ARGS, TINY_ARGS, one_line_error, result_lines, run_main
 
-from microgpt_c import Run
+import microgpt_c
+from microgpt_c import Run, Tokenizer
 
 
 def cli(*args):
@@ -429,3 +431,337 @@ def test_terminal_shows_every_100th_step(tmp_path):
 def test_bench_times_are_plain_decimals(x, shown):
     from microgpt_c.bench import decimal
     assert decimal(x) == shown
+
+
+def child(*args, cwd, limit=None, **kw):
+    """python -m microgpt_c in a child process running this checkout's code,
+    with an address-space limit of `limit` bytes if given."""
+    def preexec():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.Popen([sys.executable, "-m", "microgpt_c", *map(str, args)], cwd=cwd, env=env, text=True,
+                            preexec_fn=preexec if limit else None, **kw)
+
+
+def parsers():
+    from microgpt_c import bench
+    from microgpt_c.sample import parser as sample_parser
+    from microgpt_c.train import parser as train_parser
+    return {"train": train_parser(), "sample": sample_parser(), "bench": bench.parser()}
+
+
+def lines(out, start):
+    return [ln for ln in out.splitlines() if ln.startswith(start)]
+
+
+BENCH = "python -m microgpt_c bench"
+
+
+STOPPABLE = ["--steps", 5000, "--n-embd", 8, "--n-head", 2, "--num-samples", 5]  # 5,000 lines: more than a pipe holds
+
+
+OVERFLOW = ["--steps", "3", "--lr", "1e308"]  # the weights overflow at step 2
+
+
+def test_under_an_address_space_limit_a_run_too_big_is_one_line(tmp_path):
+    limit = 700 * 2**20
+    p = child("--n-embd", 1024, "--steps", 1, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=600)
+    assert (p.returncode, out) == (2, ""), err
+    assert re.fullmatch(r"python -m microgpt_c: error: the run needs about 1\.\d GiB \(12,654,592 parameters with "
+                        r"Adam's moments, 4,197,904 numbers for a step of 16 positions\), more than the [\d.]+ MiB "
+                        r"of room under the address-space limit \(RLIMIT_AS\)\n", err), err
+    p = child(*SMALL_ARGS, cwd=tmp_path, limit=limit, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=600)  # a run that fits still runs under the limit
+    assert (p.returncode, err) == (0, "") and "sample  1: " in out
+
+
+@pytest.mark.parametrize("where", ["step", "save"])
+def test_a_late_memory_error_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch, where):
+    """Past the estimate, the allocation that fails (a step's nodes, or the
+    checkpoint being written) ends the run with one line, status 2; the
+    checkpoint of the last --save-every stays whole."""
+    import numpy as np
+    ck = tmp_path / "ck.npz"
+    calls, train_step, savez = [], Run.train_step, np.savez_compressed
+
+    def failing_step(self):
+        calls.append("step")
+        if len(calls) == 3:
+            raise MemoryError("cannot allocate 524544 more nodes")
+        return train_step(self)
+
+    def failing_savez(f, **arrays):
+        calls.append("save")
+        if len(calls) == 3:
+            f.write(b"half a checkpoint")
+            raise MemoryError()
+        return savez(f, **arrays)
+    if where == "step":
+        monkeypatch.setattr(Run, "train_step", failing_step)
+    else:
+        monkeypatch.setattr(np, "savez_compressed", failing_savez)
+    status, out, err = run_main(*SMALL_ARGS, "--steps", 5, "--save", ck, "--save-every", 1)
+    assert status == 2 and "Traceback" not in err, err
+    assert err == ("python -m microgpt_c: error: out of memory: cannot allocate 524544 more nodes\n" if where == "step"
+                   else "python -m microgpt_c: error: out of memory (the run needs more than the machine or its "
+                        "limits give)\n")
+    assert Run.load(ck).step == 2 and sorted(os.listdir(tmp_path)) == ["ck.npz"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--n-head", "3"], "--n-embd 16 is not a multiple of --n-head 3"),
+    (["--data", "/dev/null"], "/dev/null: a device, not a regular file"),
+    (["--steps", "0"], "--steps must be 1 or more to time a step, not 0"),
+    (["--python-steps", "0"], "--python-steps must be 1 or more, not 0"),
+    (["--engines", "c:exact", "--n-embd", str(2**20)], "the run needs "),
+    (["--engines", "c:fast,torch:eager"], "the torch engine needs torch: pip install torch"),
+])
+def test_bench_errors_are_one_line_before_any_worker(capsys, monkeypatch, args, says):
+    import importlib.util
+    from microgpt_c import bench
+    find_spec = importlib.util.find_spec  # torch as if not installed, whether it is or not
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    workers = []
+    monkeypatch.setattr(bench, "run_worker", lambda *a: workers.append(a))
+    msg = one_line_error(*run_main("bench", *args), prog=BENCH)
+    assert msg.startswith(says), msg
+    assert workers == []
+
+
+def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
+    """A learning rate of 1e308 overflows in the first steps: only a worker
+    finds that out, and its reason is what bench says."""
+    monkeypatch.setenv("PYTHONPATH", REPO)  # the workers run this checkout's code
+    status, out, err = run_main("bench", "--engines", "c:fast,c:exact", "--lr", "1e308", "--steps", 5)
+    progress, error = err.splitlines(True)  # the worker's start, then the one line that ends it
+    assert progress == f"{BENCH}: c:fast ...\n"
+    msg = one_line_error(status, out, error, prog=BENCH)
+    assert re.fullmatch(r"the c:fast run failed: \w+ made a non-finite number \((node|position) \d+: .*\)", msg), msg
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "bench"])
+def test_every_flag_shows_its_default(command):
+    import argparse
+    p = parsers()[command]
+    shown = [a for a in p._actions if a.help != argparse.SUPPRESS and not a.required
+             and a.nargs != 0]  # --help and --version take no value
+    assert len(shown) >= 5
+    for a in shown:
+        assert "(default: " in p._get_formatter()._expand_help(a), a.option_strings
+
+
+@pytest.mark.parametrize("columns, terminal, widest", [("120", 100, 118), ("abc", 100, 98), ("-5", None, 78),
+                                                      ("", None, 78)])
+def test_help_is_as_wide_as_shutil_would_make_it(capsys, monkeypatch, columns, terminal, widest):
+    """The help's width is shutil.get_terminal_size's, found without shutil:
+    COLUMNS if it is a positive number, else the terminal's, else 80 (less 2)."""
+    def terminal_size(fd):
+        if terminal is None:
+            raise OSError("not a terminal")
+        return os.terminal_size((terminal, 24))
+
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(os, "get_terminal_size", terminal_size)
+    status, out, err = run_main("--help")
+    assert status == 0 and widest - 12 < max(map(len, out.splitlines())) <= widest
+
+
+def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
+    status, out, err = run_main("--help")
+    assert status == 0 and err == ""
+    usage = out[:out.index("\n\n")]
+    assert usage.startswith("usage: python -m microgpt_c [options]")
+    assert "\n       python -m microgpt_c sample --load PATH [options]" in usage
+    assert "\n       python -m microgpt_c bench [options]" in usage
+    mode = next(a for a in parsers()["train"]._actions if "--mode" in a.option_strings)
+    assert "with --resume, the checkpoint's mode" in mode.help
+
+
+def test_help_lists_each_command_on_its_own_line():
+    status, out, err = run_main("--help")
+    described = out[out.index("\n\n") + 2:out.index("\noptions:")]
+    for command in ("sample", "attention", "bench", "bench value", "check", "trace"):
+        assert re.search(rf"^  {command} +\w", described, re.M), command
+        assert f"python -m microgpt_c {command.split()[0]}" in out[:out.index("\n\n")]  # and in the usage
+
+
+def test_help_groups_say_what_resume_takes():
+    """The model's sizes cannot be given with --resume; --steps can, and is
+    listed with the run's settings, whose group says so."""
+    groups = {g.title: g for g in parsers()["train"]._action_groups}
+    flags = {title: [s for a in g._group_actions for s in a.option_strings] for title, g in groups.items()}
+    assert {"engine", "model size", "the run", "checkpoints", "output"} <= set(groups)
+    assert flags["model size"] == ["--n-layer", "--n-embd", "--n-head", "--block-size"]
+    assert "not with --resume" in groups["model size"].description
+    assert "--steps" in flags["the run"] and "only --steps" in groups["the run"].description
+    assert {"--save", "--save-every", "--resume"} == set(flags["checkpoints"])
+    assert not set(flags["output"]) & set(flags["the run"] + flags["model size"])
+    status, out, err = run_main("--resume", "x.npz", "--n-embd", 8)  # what the groups say is what happens
+    assert "--n-embd cannot be given with it (only --steps" in one_line_error(status, out, err)
+
+
+@pytest.mark.parametrize("torch", [False, True])
+def test_mode_offers_the_torch_modes_only_with_torch(monkeypatch, torch):
+    """Found by find_spec, without importing torch (which, faked here, would fail)."""
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: (object() if torch else None) if name == "torch" else find_spec(name, *args))
+    mode = next(a for a in parsers()["train"]._actions if "--mode" in a.option_strings)
+    assert mode.choices == (["eager", "exact", "fast", "user"] if torch else ["exact", "fast"])
+    assert ("eager:" in mode.help and "user:" in mode.help) == torch
+
+
+@pytest.mark.parametrize("command", [[], ["sample"], ["bench"]])
+def test_version(capsys, command):
+    from importlib.metadata import version
+    status, out, err = run_main(*command, "--version")
+    assert (status, out, err) == (0, f"microgpt_c {version('microgpt_c')}\n", "")
+
+
+def test_errors_name_settings_as_typed(tmp_path, capsys):
+    """Flags in the CLI, parameter names in the Python API."""
+    assert one_line_error(*run_main("--n-embd", 10)) == "--n-embd 10 is not a multiple of --n-head 4"
+    with pytest.raises(ValueError, match=r"^n_embd 10 is not a multiple of n_head 4$"):
+        microgpt_c.Config(n_embd=10)
+    with pytest.raises(ValueError, match=r"^steps must be 0 or more, not -1$"):
+        Run(steps=-1)
+    run_main(*SMALL_ARGS, "--save", tmp_path / "ck.npz")
+    msg = one_line_error(*run_main("sample", "--load", tmp_path / "ck.npz", "--prefix", "Z"),
+                         prog=f"{PROG} sample")
+    assert msg == "--prefix has characters not in the vocabulary: 'Z'"
+    with pytest.raises(ValueError, match=r"^prefix has characters not in the vocabulary: 'Z'$"):
+        Run.load(tmp_path / "ck.npz").sample(prefix="Z")
+
+
+def test_plot_hint_is_the_readme_command(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    msg = one_line_error(*run_main(*SMALL_ARGS, "--plot", "loss.png"))
+    command = re.fullmatch(r"--plot needs matplotlib: (pip install '\.\[plot\]') from a checkout, "
+                           r"or pip install matplotlib", msg)
+    assert command, msg
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    assert command[1] in readme
+    assert "`microgpt_c`" in readme  # the console script
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_saves_the_step_and_resume_goes_on_exactly(tmp_path, capsys, monkeypatch, sig):
+    status, whole, err = run_main(*STOPPABLE)  # the run that never stopped
+    assert (status, err) == (0, "")
+    with open(tmp_path / "stderr", "w") as stderr:
+        p = child(*STOPPABLE, "--save", "ck.npz", cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr)
+        head = []
+        while not (head and head[-1].startswith("step   20 /")):
+            head.append(p.stdout.readline())
+        # the child cannot finish before the signal: it blocks once the pipe is full, until this read
+        p.send_signal(sig)
+        out = "".join(head) + p.stdout.read()
+        assert p.wait(timeout=600) == 128 + sig
+    err = (tmp_path / "stderr").read_text()
+    m = re.fullmatch(rf"python -m microgpt_c: interrupted by {sig.name} after step (\d+) of 5000: saved step \1 "
+                     rf"to ck\.npz \(go on with --resume ck\.npz\)\n", err)
+    assert m, err
+    k = int(m[1])
+    assert 20 <= k < 5000 and lines(out, "step ") == lines(whole, "step ")[:k] and lines(out, "sample ") == []
+    monkeypatch.chdir(tmp_path)
+    status, resumed, err = run_main("--resume", "ck.npz", "--num-samples", 5)
+    assert (status, err) == (0, "")
+    assert f"resumed from ck.npz at step {k} / 5000" in resumed
+    assert lines(resumed, "step ") == lines(whole, "step ")[k:]
+    assert lines(resumed, "sample ") == lines(whole, "sample ") and len(lines(whole, "sample ")) == 5
+
+
+def test_a_long_document_encodes_only_the_block(tmp_path, capsys, monkeypatch):
+    import random
+    rng = random.Random(0)
+    data = tmp_path / "long.txt"
+    data.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(3_000_000)) + "\nemma\n")
+    encoded, encode = [], Tokenizer.encode
+    monkeypatch.setattr(Tokenizer, "encode", lambda self, doc: encoded.append(len(doc)) or encode(self, doc))
+    status, out, err = run_main("--data", data, "--steps", 200, "--num-samples", 0)
+    assert status == 0 and len(lines(out, "step ")) == 200
+    assert err == f"{PROG}: 1 of 2 documents have 16 characters or more (--block-size): training reads their first 16 only\n"
+    assert len(encoded) == 200 and sorted(set(encoded)) == [4, 16]  # block_size characters of the long one
+
+
+def test_a_temperature_whose_reciprocal_overflows_is_refused(capsys):
+    msg = one_line_error(*run_main("--temperature", "1e-310", *TINY_ARGS))
+    assert msg.startswith("--temperature must be a positive number whose reciprocal is finite")
+    with pytest.raises(ValueError, match="temperature"):
+        Run(steps=1).sample(1, temperature=1e-310)
+
+
+def test_weights_that_overflow_are_one_line_when_sampled(tmp_path, capsys):
+    ck = tmp_path / "lr.npz"
+    status, out, err = run_main("--lr", "1e308", "--steps", "1", "--save", ck, "--num-samples", "0")
+    assert status == 0, err
+    for args in (["sample", "--load", ck], ["sample", "--load", ck, "--engine", "python"], ["--resume", ck]):
+        status, out, err = run_main(*args)
+        assert status == 2 and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_negative_numbers_in_scientific_notation_are_numbers(capsys):
+    status, out, err = run_main("--lr", "-1e-3", *TINY_ARGS)
+    assert status == 0 and "step    3 /    3" in out, err
+
+
+def test_a_full_output_device_is_one_line():
+    r = subprocess.run([sys.executable, "-m", "microgpt_c", *TINY_ARGS], stdout=open("/dev/full", "w"),
+                       stderr=subprocess.PIPE, text=True, cwd="/")
+    assert r.returncode == 2 and r.stderr == f"{PROG}: error: cannot write the output: No space left on device\n"
+
+
+def test_bench_json_is_checked_before_the_benchmark(tmp_path, capsys, monkeypatch):
+    from microgpt_c import bench
+    workers = []
+    monkeypatch.setattr(bench, "run_worker", lambda *a: workers.append(a))
+    for path, says in ((tmp_path, "names a directory" if str(tmp_path).endswith("/") else "not a regular file"),
+                       (tmp_path / "no" / "x.json", "No such file or directory"), ("/dev/full", "not a regular file")):
+        status, out, err = run_main("bench", "--json", path, "--engines", "c:fast", "--steps", "1")
+        assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert workers == []
+
+
+def test_bench_value_without_micrograd_is_one_line(capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "micrograd" else find_spec(name, *a))
+    status, out, err = run_main("bench", "value", "--engines", "c,micrograd")
+    assert status == 2 and "micrograd is not installed" in err and err.count("\n") == 1, err
+
+
+def test_an_inherited_ignore_is_kept(tmp_path):
+    """Under nohup (SIGHUP ignored), a hang-up does not stop training."""
+    code = ("import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+            "from microgpt_c.__main__ import main; from microgpt_c import Run\n"
+            "import microgpt_c.run as r\n"
+            "step = r.Run.train_step\n"
+            "def hup(self):\n"
+            "    if self.step == 2: os.kill(os.getpid(), signal.SIGHUP)\n"
+            "    return step(self)\n"
+            "r.Run.train_step = hup\n"
+            f"main({[str(a) for a in TINY_ARGS]!r})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "step    3 /    3" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["check", GOLDEN, "--temperature", "1e-310"], "--temperature must be a positive number whose reciprocal"),
+    (["check", GOLDEN, "--temperature", "1e-308"], "cannot sample from this model: "),  # on the trained model
+    (["check", "RUN", *OVERFLOW], "training stopped at step 2, document "),
+    (["trace", "--step", "3", "--out", "t.npz", *OVERFLOW], "training stopped at step 2, document "),
+    ([*OVERFLOW], "training stopped at step 2, document "),
+])
+def test_every_command_reports_what_the_runs_flags_make_in_one_line(tmp_path, capsys, monkeypatch, args, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RUN").write_text("step 1 / 3 | loss 3.3660\n")
+    status, out, err = run_main(*args)
+    if args[0] not in ("check", "trace"):  # the train command prints its lines before training
+        out = ""
+    prog = f"{PROG} {args[0]}" if args[0] in ("check", "trace") else PROG
+    assert one_line_error(status, out, err, prog).startswith(says)
+    assert not (tmp_path / "t.npz").exists()

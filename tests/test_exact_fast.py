@@ -5,13 +5,12 @@ parameter's gradient (an error if one differs); training with it on and off
 gives the same run, bit for bit, on several model shapes."""
 import random
 
-import numpy as np
 import pytest
 
 from conftest import DOCS, bits
 
 from microgpt_c import Config, Run, Tokenizer
-from microgpt_c.cengine import CEngine, lib
+from microgpt_c.cengine import CEngine
 from microgpt_c.model import doc_loss, init_params
 
 CONFIGS = {"default": Config(), "2layer": Config(n_layer=2, n_embd=24, n_head=3, block_size=12),

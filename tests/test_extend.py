@@ -3,13 +3,11 @@ documents longer than the block counted, and a finished run extended with
 --steps as a fresh run of that length would go on (and exactly as it was when
 resumed without new flags)."""
 import pytest
-from conftest import run_main
-from test_hardening import one_line_error
+from conftest import PROG, one_line_error, run_main
 
 from microgpt_c import Config, Run, load_docs
 from microgpt_c.text import data_path
 
-PROG = "python -m microgpt_c"
 TINY = ["--n-embd", "8", "--n-head", "2", "--num-samples", "2"]
 
 

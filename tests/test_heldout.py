@@ -2,8 +2,7 @@
 checkpoints; their loss, the same on every engine and changing nothing in the
 run; the CLI's lines and its errors; the packaged prose the README shows them on."""
 import pytest
-from conftest import DOCS, TINY, bits, run_main
-from test_hardening import one_line_error
+from conftest import DOCS, TINY, bits, one_line_error, run_main
 
 from microgpt_c import Config, Run, Schedule
 from microgpt_c.model import doc_loss

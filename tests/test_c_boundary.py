@@ -1,6 +1,7 @@
 """The C boundary under abuse: random, mostly invalid calls either work or
-raise; the suite runs clean under AddressSanitizer + UBSan and under valgrind;
-memory stays flat over a long run."""
+raise; shapes and lengths are checked against what C knows; the suite runs
+clean under AddressSanitizer + UBSan and under valgrind; memory stays flat
+over a long run."""
 import math
 import os
 import random
@@ -183,7 +184,7 @@ LIBASAN = gcc_runtime("libasan.so")
 # whole-document kernels (exact and fast, odd shapes, a 1000-step run), and
 # the fuzzed boundary. Tests that repeat these calls (gradient checks, finite
 # differences) run only in the plain build.
-SANITIZED = ["test_ops.py", "test_value.py", "test_robust.py::test_fuzz_the_c_api",
+SANITIZED = ["test_ops.py", "test_value.py", "test_c_boundary.py::test_fuzz_the_c_api",
              # exact mode's whole-document kernel against the full sort, at odd sizes
              "test_exact_fast.py::test_kernel_gradients_are_the_full_sorts[hd3]",
              "test_exact_fast.py::test_kernel_gradients_are_the_full_sorts[hd1]",
@@ -198,7 +199,7 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_robust.py::test_fuzz_the_c_ap
              "test_value_api.py::test_fuzz_the_value_api", "test_value_api.py::test_threads_share_a_store",
              "test_value_api.py::test_reset_keep_keeps_values_and_grads_as_leaves",
              # shapes and lengths against what C knows; a store driven from two threads
-             "test_inputs.py::test_engine_shapes_are_checked",
+             "test_c_boundary.py::test_engine_shapes_are_checked",
              "test_threads.py::test_engine_calls_from_two_threads_raise_never_crash"]
 
 
@@ -287,3 +288,18 @@ def test_short_training_under_valgrind(tmp_path):
     bad = engine_errors(text)
     assert not bad, "\n\n".join(bad)[:3000]
     assert r.stdout.count("[") == 2  # both runs sampled
+
+
+def test_engine_shapes_are_checked():
+    E = CEngine()
+    P = E.create_params({"w": (4, 4)}, [0.1] * 16)
+    x = E.linear((0, 4), P["w"])
+    with pytest.raises(ValueError, match="as many values as keys"):
+        E.attention(x, [x, x], [x], 2)
+    with pytest.raises(ValueError, match="16 parameters"):
+        E.set_param_values([0.0] * 15)
+    with pytest.raises(ValueError, match="not finite"):
+        E.set_param_values([float("nan")] * 16)
+    from microgpt_c.model import Adam
+    with pytest.raises(ValueError, match="moments"):
+        E.adam_step(Adam(15, 0.01, 10), 0)

@@ -62,14 +62,10 @@ class Progress:
 def train(p, run, a):
     """Train to the end of the schedule: the loss lines, a progress line on a
     terminal, checkpoints. A stop signal takes effect after the step in
-    progress, so what --save writes then is a completed step. With held-out
-    documents, each loss line has their loss too. Returns the losses, their
-    smoothed values, the seconds spent in training steps, and the last
-    held-out loss with the seconds spent evaluating."""
-    # a held-out document's forward costs up to half a training step (measured in fast mode, where the
-    # ratio is highest): lines every 10 steps per document keep evaluating near a twentieth of training
-    log_every = a.log_every or (max(100, 10 * len(run.held_out)) if run.held_out else
-                                100 if sys.stdout.isatty() else 1)
+    progress, so what --save writes then is a completed step. Returns the
+    losses, their smoothed values, the seconds spent in training steps, and
+    the last held-out loss with the seconds spent evaluating."""
+    log_every = a.log_every or log_interval(run)
     progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
     shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
     ema, losses, smoothed, stop, elapsed, saved, held = EMA(), [], [], [], 0.0, [], [None, 0.0]
@@ -79,12 +75,16 @@ def train(p, run, a):
             progress.clear()  # or it would run into the message, and its clearing erase it
         p.error(message)
 
-    def save():
+    def save(last=False):
         try:
             run.save(a.save)
         except OSError as e:
             fail(f"cannot write {a.save}: {e.strerror}")
         saved.append(run.step)
+        if last and not stop:  # a stop says what it saved in its own line
+            if progress:
+                progress.clear()
+            sys.stderr.write(f"{PROG}: wrote the checkpoint {a.save} (step {run.step} of {run.steps})\n")
 
     with handling(STOP_SIGNALS, lambda signum, frame: stop.append(signum)):
         try:
@@ -106,20 +106,28 @@ def train(p, run, a):
                 if a.save_every and run.step % a.save_every == 0:
                     save()
             if a.save:
-                save()
-                if not stop:
-                    if progress:
-                        progress.clear()
-                    sys.stderr.write(f"{PROG}: wrote the checkpoint {a.save} (step {run.step} of {run.steps})\n")
+                save(last=True)
         finally:
             if progress:
                 progress.clear()
     if stop:
-        saved = f"saved step {run.step} to {a.save} (go on with --resume {a.save})" if a.save else "nothing saved"
-        name = signal.Signals(stop[0]).name
-        sys.stderr.write(f"{PROG}: interrupted by {name} after step {run.step} of {run.steps}: {saved}\n")
-        sys.exit(128 + stop[0])
+        stopped(run, a, stop[0])
     return losses, smoothed, elapsed, held
+
+
+def log_interval(run):
+    """Steps between loss lines: a held-out document's forward costs up to
+    half a training step (measured in fast mode, where the ratio is highest),
+    so 10 steps per document keep evaluating near a twentieth of training."""
+    return max(100, 10 * len(run.held_out)) if run.held_out else 100 if sys.stdout.isatty() else 1
+
+
+def stopped(run, a, signum):
+    """Exit as the stop signal asks, saying what was saved."""
+    saved = f"saved step {run.step} to {a.save} (go on with --resume {a.save})" if a.save else "nothing saved"
+    name = signal.Signals(signum).name
+    sys.stderr.write(f"{PROG}: interrupted by {name} after step {run.step} of {run.steps}: {saved}\n")
+    sys.exit(128 + signum)
 
 
 def loss_line(run, loss, held, fail):

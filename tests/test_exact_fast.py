@@ -62,3 +62,25 @@ def test_verifying_mode_names_a_differing_gradient():
     E.set_param_values(E.param_values() * 1.5)
     with pytest.raises(ArithmeticError, match="verifying: parameter"):
         E.backward(loss)
+
+
+def test_random_shapes_give_the_full_sorts_gradients():
+    """Shapes drawn at random (widths, heads, layers 0-3, blocks from 1,
+    documents shorter and longer than the block): the kernel's gradients are
+    the full sort's, bit for bit."""
+    rng, tok = random.Random(11), Tokenizer(DOCS)
+    for _ in range(40):
+        n_head = rng.choice([1, 2, 3, 4])
+        cfg = Config(n_layer=rng.randrange(4), n_embd=n_head * rng.randrange(1, 6), n_head=n_head,
+                     block_size=rng.randrange(1, 20))
+        seed = rng.randrange(1000)
+        for doc in rng.sample(DOCS, 2) + ["".join(rng.choices("abcdefghij", k=rng.randrange(1, 25)))]:
+            got = []
+            for kernel in (True, False):
+                E = CEngine()
+                P = init_params(E, cfg, tok.vocab_size, random.Random(seed))
+                loss = doc_loss(E, P, cfg, tok.encode(doc), kernel=kernel)
+                E.backward(loss)
+                got.append((E.value(loss), E.param_grads()))
+            assert bits(got[0][0]) == bits(got[1][0]), (cfg, doc)
+            assert bits(got[0][1]) == bits(got[1][1]), (cfg, doc)

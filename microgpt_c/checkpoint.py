@@ -110,6 +110,25 @@ def load(path):
     if text("format") != FORMAT:
         raise bad(f"format {text('format')!r}, expected {FORMAT!r}")
     s, vocab, docs, rng = (text(k) for k in TEXT[1:])
+    cfg, schedule = settings(s, bad)
+    try:
+        check_docs(docs, "'docs'")
+    except ValueError as e:
+        raise bad(str(e)) from None
+    if vocab != Tokenizer(docs).chars:
+        raise bad("'vocab' is not the sorted characters of 'docs'")
+    step = numbers(arrays, param_shapes(cfg, len(vocab) + 1), bad)
+    state = {"cfg": cfg, "schedule": schedule, "mode": s["mode"], "docs": docs, "rng": rng, "step": step,
+             "m": arrays["adam.m"], "v": arrays["adam.v"],
+             "params": np.concatenate([arrays[name].ravel() for name in param_shapes(cfg, len(vocab) + 1)])}
+    try:
+        return check_state(state)
+    except ValueError as e:
+        raise bad(str(e)) from None
+
+
+def settings(s, bad):
+    """The checkpoint's 'config' text as (Config, Schedule); bad(what) makes the error."""
     if isinstance(s, dict):
         s.setdefault("decay_steps", 0)  # a checkpoint from before the setting: the decay was all the steps
         s.setdefault("val_docs", 0)  # and from before held-out documents
@@ -118,19 +137,16 @@ def load(path):
     if s["mode"] not in MODES:
         raise bad(f"'config' has mode {s['mode']!r}, not one of {', '.join(MODES)}")
     try:
-        cfg = Config(**{f.name: s[f.name] for f in fields(Config)})
-        schedule = Schedule(**{f.name: s[f.name] for f in fields(Schedule)})
+        return tuple(kind(**{f.name: s[f.name] for f in fields(kind)}) for kind in (Config, Schedule))
     except ValueError as e:
         raise bad(f"'config': {e}") from None
-    try:
-        check_docs(docs, "'docs'")
-    except ValueError as e:
-        raise bad(str(e)) from None
-    if vocab != Tokenizer(docs).chars:
-        raise bad("'vocab' is not the sorted characters of 'docs'")
-    shapes = param_shapes(cfg, len(vocab) + 1)
+
+
+def numbers(arrays, shapes, bad):
+    """Checks the arrays a config of these parameter shapes needs (its
+    parameters, Adam's moments, the step), and nothing else; returns the step."""
     num_params = sum(r * c for r, c in shapes.values())
-    shapes.update({"adam.m": (num_params,), "adam.v": (num_params,)})
+    shapes = {**shapes, "adam.m": (num_params,), "adam.v": (num_params,)}
     missing = [k for k in (*shapes, "step") if k not in arrays]
     extra = sorted(set(arrays) - set(shapes) - {"step", *TEXT})
     if missing or extra:
@@ -143,13 +159,7 @@ def load(path):
     step = arrays["step"]
     if step.shape != () or step.dtype.kind not in "iu":
         raise bad("'step' must be an integer")
-    state = {"cfg": cfg, "schedule": schedule, "mode": s["mode"], "docs": docs, "rng": rng, "step": int(step),
-             "m": arrays["adam.m"], "v": arrays["adam.v"],
-             "params": np.concatenate([arrays[name].ravel() for name in param_shapes(cfg, len(vocab) + 1)])}
-    try:
-        return check_state(state)
-    except ValueError as e:
-        raise bad(str(e)) from None
+    return int(step)
 
 
 def check_state(state):

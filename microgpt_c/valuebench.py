@@ -132,6 +132,39 @@ def worker(a):
 PROG = "python -m microgpt_c bench value"
 
 
+def run_worker(p, a, name, gc_on):
+    """One engine's figures, from a fresh process (progress on stderr)."""
+    sys.stderr.write(f"{PROG}: {name}, gc {'on' if gc_on else 'off'} ...\n")
+    cmd = [sys.executable, "-m", "microgpt_c", "bench", "value", "--worker", name,
+           "--steps", str(a.steps), "--points", str(a.points)] + (["--gc"] if gc_on else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        p.error(f"the {name} run failed: {(r.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return json.loads(r.stdout)
+
+
+def table(results, names, nodes):
+    """The rows of the table: a header, then one per engine."""
+    first = results[names[0], True]
+    base = statistics.median(first["step_seconds"])
+    rows = [["engine", "ms/step", "gc off", "mean", f"vs {names[0]}", "ns/node", "nodes/step", "RSS MB",
+             "same losses"]]
+    for name in names:
+        r, off = results[name, True], results[name, False]
+        ms = statistics.median(r["step_seconds"]) * 1e3
+        if r["losses"] is None or first["losses"] is None:  # the floor computes nothing
+            same = "-"
+        elif r["losses"] == first["losses"]:
+            same = "yes"
+        else:
+            same = f"no, by {max(abs(x - y) for x, y in zip(r['losses'], first['losses'])):.1e}"
+        rows.append([name, f"{ms:.1f}", f"{statistics.median(off['step_seconds']) * 1e3:.1f}",
+                     f"{statistics.mean(r['step_seconds']) * 1e3:.1f}", f"{ms / (base * 1e3):.2f}x",
+                     f"{ms * 1e6 / nodes:.0f}" if nodes else "-", f"{nodes:,}" if nodes else "-",
+                     f"{r['peak_rss_mb']:.0f}", same])
+    return rows
+
+
 def main(argv):
     p = Parser(prog=PROG, description=__doc__)
     p.add_argument("--steps", type=int, default=20, help="training steps per engine, at most the demo's 100 "
@@ -156,31 +189,9 @@ def main(argv):
     results = {}  # (engine, gc on) -> its figures
     for name in names:
         for gc_on in (True, False):  # a user's loop has the collector on; published timings often off
-            sys.stderr.write(f"{PROG}: {name}, gc {'on' if gc_on else 'off'} ...\n")
-            cmd = [sys.executable, "-m", "microgpt_c", "bench", "value", "--worker", name,
-                   "--steps", str(a.steps), "--points", str(a.points)] + (["--gc"] if gc_on else [])
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode:
-                p.error(f"the {name} run failed: {(r.stderr.strip().splitlines() or ['no message'])[-1]}")
-            results[name, gc_on] = json.loads(r.stdout)
+            results[name, gc_on] = run_worker(p, a, name, gc_on)
     nodes = next((r["nodes"] for r in results.values() if r["nodes"]), None)
-    first = results[names[0], True]
-    base = statistics.median(first["step_seconds"])
-    rows = [["engine", "ms/step", "gc off", "mean", f"vs {names[0]}", "ns/node", "nodes/step", "RSS MB",
-             "same losses"]]
-    for name in names:
-        r, off = results[name, True], results[name, False]
-        ms = statistics.median(r["step_seconds"]) * 1e3
-        if r["losses"] is None or first["losses"] is None:  # the floor computes nothing
-            same = "-"
-        elif r["losses"] == first["losses"]:
-            same = "yes"
-        else:
-            same = f"no, by {max(abs(x - y) for x, y in zip(r['losses'], first['losses'])):.1e}"
-        rows.append([name, f"{ms:.1f}", f"{statistics.median(off['step_seconds']) * 1e3:.1f}",
-                     f"{statistics.mean(r['step_seconds']) * 1e3:.1f}", f"{ms / (base * 1e3):.2f}x",
-                     f"{ms * 1e6 / nodes:.0f}" if nodes else "-", f"{nodes:,}" if nodes else "-",
-                     f"{r['peak_rss_mb']:.0f}", same])
+    rows = table(results, names, nodes)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) if i in (0, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())

@@ -21,8 +21,8 @@ with open(os.path.join(here, "doc_fast.h")) as f:
 CORE = ["csrc/core.h", "csrc/core.c"]
 MACHINERY = ["csrc/api.c", "csrc/value.c", "csrc/adam.c", "csrc/shuffle.c", "csrc/doc_fast.c", "csrc/doc_back.c",
              "csrc/doc_exact.c"]
-HEADERS = ["csrc/microgpt.h", "csrc/doc_fast.h", "csrc/doc.h", "csrc/doc_back.h", "csrc/core.h", "csrc/machinery.h",
-           "csrc/clones.h"]
+HEADERS = ["csrc/microgpt.h", "csrc/doc_fast.h", "csrc/doc.h", "csrc/doc_back.h", "csrc/product.h", "csrc/core.h",
+           "csrc/machinery.h", "csrc/clones.h"]
 FLAGS = ["-O3", "-std=c99", "-fno-fast-math", "-ffp-contract=off", "-fno-builtin-pow", "-fno-builtin-exp",
          "-fno-builtin-log"]
 

@@ -22,6 +22,7 @@
 #include "doc_fast.h"
 #include "doc.h"
 #include "doc_back.h"
+#include "product.h"
 
 enum { MAX_DIM = 1 << 16, MAX_VOCAB = 1 << 24, MAX_LAYER = 1 << 10 };
 
@@ -42,79 +43,14 @@ static int32_t all_finite(mg_doc *d, const char *what, const double *x, int32_t 
 }
 
 /* ------------------------------------------------------------------------ */
-/* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major. All
-   three of its products are one kernel, gemm: c += a b, each output's sum
-   taken over k in ascending (or, with krev, descending) order, so a vector of
-   4 outputs in a register gets the same bits as one output at a time. */
-
-typedef double v4 __attribute__((vector_size(32)));
-#define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4)) /* unaligned; macros: no v4 crosses a call */
-#define STORE4(p, v) memcpy((p), &(v), sizeof(v4))
-
-/* R rows x W columns of c (W = 4 or 8) from row p and column o, from the
-   panel bp of b's W columns (K x W, contiguous: b's own rows are nc apart,
-   which for nc a multiple of 512 puts every k in the same L1 set). The
-   accumulators stay in registers over the whole k loop; R and W are
-   constants at each call, and the function is inlined there. */
-#define INLINE static inline __attribute__((always_inline))
-INLINE void block(double *restrict c, const double *restrict a, const double *restrict bp, int64_t ldb, int32_t K,
-                  int32_t nc, int32_t p, int32_t o, int R, int W, int krev) {
-    v4 acc[4][2], bk[2];
-    for (int r = 0; r < R; r++)
-        for (int h = 0; h < W / 4; h++) LOAD4(acc[r][h], c + (int64_t)(p + r) * nc + o + 4 * h);
-    for (int32_t k = 0; k < K; k++) {
-        for (int h = 0; h < W / 4; h++) LOAD4(bk[h], bp + k * ldb + 4 * h); /* row k taken: bp + k ldb */
-        for (int r = 0; r < R; r++) {
-            const double ar = a[(int64_t)(p + r) * K + (krev ? K - 1 - k : k)];
-            const v4 av = {ar, ar, ar, ar};
-            for (int h = 0; h < W / 4; h++) acc[r][h] += av * bk[h];
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int h = 0; h < W / 4; h++) STORE4(c + (int64_t)(p + r) * nc + o + 4 * h, acc[r][h]);
-}
-
-/* b's element (k, o): b is K x nc, or with bt nc x K (its transpose is used) */
-#define B(k, o) (bt ? b[(int64_t)(o) * K + (k)] : b[(int64_t)(k) * nc + (o)])
-
-/* W columns of c from column o, every row: b's columns packed once, in the
-   order k is taken; a small b (not transposed) is read in place, where
-   packing would cost as much as the product */
-INLINE void columns(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
-                    int32_t m, int32_t K, int32_t nc, int bt, int32_t o, int W, int krev) {
-    const double *rows = bp; /* row k taken at rows + k ldb */
-    int64_t ldb = W;
-    if (!bt && (int64_t)K * nc <= 2048)
-        rows = b + (krev ? (int64_t)(K - 1) * nc : 0) + o, ldb = krev ? -(int64_t)nc : nc;
-    else
-        for (int32_t k = 0; k < K; k++)
-            for (int j = 0; j < W; j++) bp[(int64_t)k * W + j] = B(krev ? K - 1 - k : k, o + j);
-    int32_t p = 0;
-    for (; p + 4 <= m; p += 4) block(c, a, rows, ldb, K, nc, p, o, 4, W, krev);
-    for (; p < m; p++) block(c, a, rows, ldb, K, nc, p, o, 1, W, krev);
-}
-
-INLINE void gemm_in(double *restrict c, const double *restrict a, const double *restrict b, double *restrict bp,
-                    int32_t m, int32_t K, int32_t nc, int bt, int krev) {
-    int32_t o = 0;
-    for (; o + 8 <= nc; o += 8) columns(c, a, b, bp, m, K, nc, bt, o, 8, krev);
-    for (; o + 4 <= nc; o += 4) columns(c, a, b, bp, m, K, nc, bt, o, 4, krev);
-    for (; o < nc; o++)
-        for (int32_t p = 0; p < m; p++) {
-            double acc = c[(int64_t)p * nc + o];
-            for (int32_t i = 0; i < K; i++) {
-                const int32_t k = krev ? K - 1 - i : i;
-                acc += a[(int64_t)p * K + k] * B(k, o);
-            }
-            c[(int64_t)p * nc + o] = acc;
-        }
-}
-#undef B
+/* linear: y = x W^T for n rows of x (nin) and W (nout x nin), row-major.
+   gemm is product.h's kernel with plain multiply-adds (the forward's, and
+   exact mode's backward's); fast mode's backward takes doc_back.c's. */
 
 CLONES static void gemm_clone(double *restrict c, const double *restrict a, const double *restrict b,
                               double *restrict bp, int32_t m, int32_t K, int32_t nc, int bt, int krev) {
-    if (krev) gemm_in(c, a, b, bp, m, K, nc, bt, 1); /* each a constant where it is inlined */
-    else gemm_in(c, a, b, bp, m, K, nc, bt, 0);
+    if (krev) product(c, a, K, 1, b, bt, bp, m, K, nc, 1, madd_plain); /* krev a constant where inlined */
+    else product(c, a, K, 1, b, bt, bp, m, K, nc, 0, madd_plain);
 }
 
 /* (clang makes a clones' resolver only for a static function its file calls) */

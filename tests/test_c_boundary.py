@@ -209,7 +209,7 @@ SANITIZED = ["test_ops.py", "test_value.py", "test_c_boundary.py::test_fuzz_the_
 @pytest.mark.slow
 def test_suite_under_sanitizers(tmp_path):
     """The C-heavy tests with the engine built with ASan and UBSan (any error
-    aborts the run). Locally: see README.md, "Robustness"."""
+    aborts the run). docs/robustness.md says what it covers."""
     root = package_built(  # at -O0: the quickest build, with nothing optimised out of the checks
         tmp_path, MICROGPT_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -DMG_NO_CLONES "
         "-fno-omit-frame-pointer -O0", MICROGPT_LDFLAGS="-fsanitize=address,undefined")

@@ -64,6 +64,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "microgpt.h"
+#include "clones.h"
 #ifdef __GLIBC__
 #include <gnu/libc-version.h>
 #endif
@@ -172,16 +173,11 @@ static int disjoint(const double *a, const double *b, int64_t n) {
     return x + len <= y || y + len <= x;
 }
 
-/* On x86-64 a second build of each step for CPUs with AVX2 and FMA, picked
-   per call (__builtin_cpu_supports reads a word the loader filled): there
-   fma() is one instruction, and square roots and divisions run 4 wide.
-   MG_NO_CLONES builds the plain one alone (the sanitizer runs). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 6 && !defined(MG_NO_CLONES)
-#include <immintrin.h>
-#define WIDE_BUILD 1
-#define WIDE __attribute__((target("avx2,fma")))
-#define HAVE_WIDE() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-WIDE static void roots4(double *b, const double *h, int k) {
+/* A second build of each step for CPUs with AVX2 and FMA (clones.h's
+   MG_WIDE): there fma() is one instruction, and square roots and divisions
+   run 4 wide. */
+#ifdef MG_WIDE_BUILD
+MG_WIDE static void roots4(double *b, const double *h, int k) {
     int i = 0;
     for (; i + 4 <= k; i += 4) _mm256_storeu_pd(b + i, _mm256_sqrt_pd(_mm256_loadu_pd(h + i)));
     for (; i < k; i++) b[i] = sqrt(h[i]);
@@ -191,7 +187,7 @@ WIDE static void roots4(double *b, const double *h, int k) {
    but masked off): a word of 64 bits, one per value not
    surely right, made by 4-wide compares, then its set bits in order. Few
    values take pow, so this beats pending()'s pass over every index. */
-WIDE static int pending4(int *todo, const int64_t *sure, int k, int check) {
+MG_WIDE static int pending4(int *todo, const int64_t *sure, int k, int check) {
     if (check) return pending(todo, sure, k, check);
     int n = 0;
     for (int i0 = 0; i0 < k; i0 += 64) {
@@ -207,8 +203,6 @@ WIDE static int pending4(int *todo, const int64_t *sure, int k, int check) {
     return n;
 }
 #else
-#define WIDE
-#define HAVE_WIDE() 0
 #define roots4 roots
 #define pending4 pending
 #endif
@@ -246,7 +240,7 @@ INLINE int64_t exact_step(double *p, double *g, double *m, double *v, int64_t n,
     if (mismatch) *mismatch = bad;
     return slow;
 }
-WIDE static int64_t exact_wide(double *p, double *g, double *m, double *v, int64_t n, double lr_t, double b1,
+MG_WIDE static int64_t exact_wide(double *p, double *g, double *m, double *v, int64_t n, double lr_t, double b1,
                                double b2, double bc1, double bc2, double eps, int64_t *mismatch) {
     return exact_step(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, mismatch, 1);
 }
@@ -268,8 +262,8 @@ static void fast_plain(double *restrict p, double *restrict g, double *restrict 
         g[i] = 0;
     }
 }
-#ifdef WIDE_BUILD
-WIDE static void fast_wide(double *restrict p, double *restrict g, double *restrict m, double *restrict v,
+#ifdef MG_WIDE_BUILD
+MG_WIDE static void fast_wide(double *restrict p, double *restrict g, double *restrict m, double *restrict v,
                            int64_t n, double b1, double b2, double s, double r2, double eps) {
     const __m256d B1 = _mm256_set1_pd(b1), C1 = _mm256_set1_pd(1 - b1), B2 = _mm256_set1_pd(b2);
     const __m256d C2 = _mm256_set1_pd(1 - b2), S = _mm256_set1_pd(s), R2 = _mm256_set1_pd(r2);
@@ -298,7 +292,7 @@ int64_t mg_adam(double *p, double *g, double *m, double *v, int64_t n, double lr
     if (!disjoint(p, g, n) || !disjoint(p, m, n) || !disjoint(p, v, n) ||
         !disjoint(g, m, n) || !disjoint(g, v, n) || !disjoint(m, v, n))
         return MG_EARG;
-    const int wide = HAVE_WIDE();
+    const int wide = MG_HAVE_WIDE();
     if (exact)
         return (wide ? exact_wide : exact_plain)(p, g, m, v, n, lr_t, b1, b2, bc1, bc2, eps, mismatch);
     if (mismatch) *mismatch = 0;

@@ -13,11 +13,8 @@
 #include "doc_back.h"
 #include "product.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(MG_NO_CLONES)
-#include <immintrin.h>
-#define WIDE_BUILD 1
-#define WIDE __attribute__((target("avx2,fma")))
-WIDE INLINE void madd_fused(v4 *c, const v4 *a, const v4 *b) {
+#ifdef MG_WIDE_BUILD
+MG_WIDE INLINE void madd_fused(v4 *c, const v4 *a, const v4 *b) {
     *c = (v4)_mm256_fmadd_pd((__m256d)*a, (__m256d)*b, (__m256d)*c);
 }
 #endif
@@ -26,8 +23,8 @@ static void product_plain(double *c, const double *a, int64_t ars, int64_t aks, 
                           int32_t m, int32_t K, int32_t nc) {
     product(c, a, ars, aks, b, 0, bp, m, K, nc, 0, madd_plain);
 }
-#ifdef WIDE_BUILD
-WIDE static void product_fused(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp,
+#ifdef MG_WIDE_BUILD
+MG_WIDE static void product_fused(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp,
                                int32_t m, int32_t K, int32_t nc) {
     product(c, a, ars, aks, b, 0, bp, m, K, nc, 0, madd_fused);
 }
@@ -35,8 +32,8 @@ WIDE static void product_fused(double *c, const double *a, int64_t ars, int64_t 
 
 void doc_product(double *c, const double *a, int64_t ars, int64_t aks, const double *b, double *bp, int32_t m,
                  int32_t K, int32_t nc) {
-#ifdef WIDE_BUILD
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+#ifdef MG_WIDE_BUILD
+    if (MG_HAVE_WIDE()) {
         product_fused(c, a, ars, aks, b, bp, m, K, nc);
         return;
     }

@@ -119,7 +119,7 @@ def new_run(a, engine, mode):
     from .text import load_docs
 
     cfg, schedule = settings(a)
-    docs = load_docs(a.data)
+    docs = None if a.data is None else load_docs(a.data)  # None: the packaged names, which Run reads
     try:
         return Run(cfg, docs, engine=engine, mode=mode, **asdict(schedule))
     except ValueError as e:  # val_docs against the documents' count

@@ -64,8 +64,11 @@ class Run:
                  val_docs=Schedule.val_docs.default):
         schedule = Schedule(seed, steps, lr, decay_steps, val_docs)
         rng = random.Random(seed)
-        docs = list(load_docs() if docs is None else docs)
-        check_docs(docs)
+        if docs is None:
+            docs = load_docs()  # checked as it is read
+        else:
+            docs = list(docs)
+            check_docs(docs)
         shuffle(rng, docs)  # rng.shuffle(docs), in C
         self._start(cfg or Config(), schedule, docs, rng, make_engine(engine, mode))
         self.P = init_params(self.E, self.cfg, self.tok.vocab_size, rng)

@@ -118,7 +118,10 @@ class CEngine(Engine):
         V = P["wte"][1]
         out = ffi.new("double[]", V)
         self._doc_ok(lib.mg_doc_logits(self.doc, len(tokens) - 1, out, V))
-        return [self._ok(lib.mg_leaf(self.s, x)) for x in out][0], V
+        first = self._ok(lib.mg_leaf(self.s, out[0]))
+        for x in out[1:]:  # on consecutive ids, a vector
+            self._ok(lib.mg_leaf(self.s, x))
+        return first, V
 
     def _doc_forward(self, P, cfg, tokens, n, out=None):
         """The whole-document kernel's forward: the loss, a float (into out,

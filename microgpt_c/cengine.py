@@ -119,8 +119,8 @@ class CEngine(Engine):
         out = ffi.new("double[]", V)
         self._doc_ok(lib.mg_doc_logits(self.doc, len(tokens) - 1, out, V))
         first = self._ok(lib.mg_leaf(self.s, out[0]))
-        for x in out[1:]:  # on consecutive ids, a vector
-            self._ok(lib.mg_leaf(self.s, x))
+        for i in range(1, V):  # on consecutive ids, a vector
+            self._ok(lib.mg_leaf(self.s, out[i]))
         return first, V
 
     def _doc_forward(self, P, cfg, tokens, n, out=None):

@@ -3,7 +3,7 @@ heat map per layer and head of what each position of TEXT attends to (the
 model's softmax weights, as trace computes them), from a checkpoint."""
 import sys
 
-from .cli import PROG, Parser, flagged, message, require_numpy
+from .cli import flagged, message, require_numpy, subcommand
 from .files import check_paths
 from .plot import attention_maps, check
 from .run import Run
@@ -15,7 +15,7 @@ def labels(text):
 
 
 def parser():
-    p = Parser(prog=f"{PROG} attention", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = subcommand("attention", __doc__)
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
     p.add_argument("--text", required=True, help="what the model reads after BOS: characters of its vocabulary, "
                                                  "fewer than its block size")

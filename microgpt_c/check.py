@@ -5,7 +5,7 @@ import math
 import re
 import sys
 
-from .cli import PROG, Parser, add_sampling, add_settings, check_sampling_flags, message, new_run, samples, train_step
+from .cli import add_sampling, add_settings, check_sampling_flags, message, new_run, samples, subcommand, train_step
 from .files import check_paths, read_bounded
 from .config import asdict
 
@@ -180,7 +180,7 @@ class Report:
 
 
 def parser():
-    p = Parser(prog=f"{PROG} check", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p = subcommand("check", __doc__)
     p.add_argument("file", metavar="FILE", help="what the port printed (its stdout, captured)")
     add_settings(p, "the run's settings (as given to the run being checked)")
     add_sampling(p, num_samples=False)

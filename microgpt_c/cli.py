@@ -66,6 +66,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def subcommand(name, doc):
+    """The parser of `python -m microgpt_c <name>`, described by its module's first paragraph."""
+    return Parser(prog=f"{PROG} {name}", description=doc.split("\n\n")[0].replace("\n", " "))
+
+
 def flag(name):
     return "--" + name.replace("_", "-")
 

@@ -65,10 +65,12 @@ int32_t op_leaf(mg_store *s, double v);
 int32_t op_add(mg_store *s, int32_t a, int32_t b);
 int32_t op_mul(mg_store *s, int32_t a, int32_t b);
 int32_t op_pow(mg_store *s, int32_t a, double p);
-int32_t op_log(mg_store *s, int32_t a);
-int32_t op_exp(mg_store *s, int32_t a);
-int32_t op_relu(mg_store *s, int32_t a);
-int32_t op_tanh(mg_store *s, int32_t a);
+/* the one-input ops, op_<name>(s, a): the list is the Value API's too (value.c
+   makes mg_value_<name> of each), so a new one is a word here and its function */
+#define UNARY_OPS(X) X(log) X(exp) X(relu) X(tanh)
+#define DECLARE(name) int32_t op_##name(mg_store *s, int32_t a);
+UNARY_OPS(DECLARE)
+#undef DECLARE
 int32_t op_vadd(mg_store *s, int32_t a, int32_t b, int32_t n);
 int32_t op_embed(mg_store *s, int32_t wte, int32_t ntok, int32_t wpe, int32_t npos, int32_t n, int32_t tok, int32_t pos);
 int32_t op_vrelu(mg_store *s, int32_t x, int32_t n);

@@ -3,7 +3,7 @@ heat map per layer and head of what each position of TEXT attends to (the
 model's softmax weights, as trace computes them), from a checkpoint."""
 import sys
 
-from .cli import flagged, message, require_numpy, subcommand
+from .cli import described, flagged, message, require_numpy
 from .files import check_paths
 from .plot import attention_maps, check
 from .run import Run
@@ -14,8 +14,8 @@ def labels(text):
     return ["BOS"] + ["␣" if ch == " " else ch for ch in text]
 
 
-def parser():
-    p = subcommand("attention", __doc__)
+def parser(p):
+    described(p, __doc__)
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
     p.add_argument("--text", required=True, help="what the model reads after BOS: characters of its vocabulary, "
                                                  "fewer than its block size")
@@ -23,9 +23,7 @@ def parser():
     return p
 
 
-def main(argv):
-    p = parser()
-    a = p.parse_args(argv)
+def main(p, a):
     try:
         check_paths(inputs=[("--load", a.load)], outputs=[("--out", a.out)])
         require_numpy("reading a checkpoint")

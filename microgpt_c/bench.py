@@ -17,7 +17,7 @@ import threading
 import time
 
 from . import memory
-from .cli import Parser, add_settings, flagged, handling, message, new_run, settings
+from .cli import add_settings, flag, flagged, given_settings, handling, message, new_run, settings
 from .files import atomic_write, check_paths
 from .registry import ENGINES, PAIRS, require
 from .run import split
@@ -105,6 +105,12 @@ def worker(p, a):
         p.error(message(e))
 
 
+def worker_flags(a):
+    """The flags of the run a worker times: the settings and --data given, and --python-steps."""
+    given = [word for name in given_settings(a) for word in (flag(name), str(getattr(a, name)))]
+    return given + ["--data", a.data] * (a.data is not None) + ["--python-steps", str(a.python_steps)]
+
+
 def run_worker(worker, argv):
     """(exit status, stdout, stderr) of a worker process; ended with this
     process's own end (an exception, a signal turned into SystemExit)."""
@@ -190,8 +196,8 @@ PROG = "python -m microgpt_c bench"
 WIDTH = 100  # the table and its notes fit this many columns
 
 
-def parser():
-    p = Parser(prog=PROG, description=__doc__)
+def parser(p):
+    p.description = __doc__
     add_settings(p, "the run to time")
     p.add_argument("--python-steps", type=int, default=30,
                    help="the pure-Python engine runs only the first N steps of the same schedule "
@@ -204,12 +210,7 @@ def parser():
     return p
 
 
-def main(argv):
-    if argv[:1] == ["value"]:  # the Value API's benchmark
-        from .valuebench import main as value_bench
-        return value_bench(argv[1:])
-    p = parser()
-    a = p.parse_args(argv)
+def main(p, a):
     if a.worker:
         return worker(p, a)
     try:
@@ -219,7 +220,7 @@ def main(argv):
 
     # a stop signal ends this process through SystemExit, so that run_worker ends the worker too
     with handling((signal.SIGTERM, signal.SIGHUP), lambda signum, frame: sys.exit(128 + signum)):
-        results = [result(p, engine, mode, argv) for engine, mode in a.engines]
+        results = [result(p, engine, mode, worker_flags(a)) for engine, mode in a.engines]
     base = results[0]
     name = f"{base['engine']}:{base['mode']}"
     rows = [["engine:mode", "steps", "ms/step", "speedup", "graph nodes/step", "RSS MB", "loss @ step",

@@ -5,7 +5,8 @@ import math
 import re
 import sys
 
-from .cli import add_sampling, add_settings, check_sampling_flags, message, new_run, samples, subcommand, train_step
+from .cli import (add_sampling, add_settings, check_sampling_flags, described, message, new_run, samples,
+                  train_step)
 from .files import check_paths, read_bounded
 from .config import asdict
 
@@ -179,8 +180,8 @@ class Report:
                 f"(trace --step {key} has the reference's numbers)")
 
 
-def parser():
-    p = subcommand("check", __doc__)
+def parser(p):
+    described(p, __doc__)
     p.add_argument("file", metavar="FILE", help="what the port printed (its stdout, captured)")
     add_settings(p, "the run's settings (as given to the run being checked)")
     add_sampling(p, num_samples=False)
@@ -189,9 +190,7 @@ def parser():
     return p
 
 
-def main(argv):
-    p = parser()
-    a = p.parse_args(argv)
+def main(p, a):
     try:
         check_paths(inputs=[("FILE", a.file), ("--data", a.data)])
         check_sampling_flags(a)

@@ -66,9 +66,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def subcommand(name, doc):
-    """The parser of `python -m microgpt_c <name>`, described by its module's first paragraph."""
-    return Parser(prog=f"{PROG} {name}", description=doc.split("\n\n")[0].replace("\n", " "))
+# python -m microgpt_c COMMAND: each command's module (which fills in its parser), what follows the command word
+# in the usage, and what it does. __main__ makes an argparse subparser of each; the main job needs no word.
+COMMANDS = {
+    "train": ("train", "[options]", "train, then sample: the main job, run when no command is given"),
+    "sample": ("sample", "--load PATH [options]", "print samples from a checkpoint written by --save"),
+    "attention": ("attention", "--load PATH --text TEXT --out PATH.png",
+                  "draw what each attention head looks at, reading a text"),
+    "bench": ("bench", "[options]", "time the same training on each engine and mode"),
+    "bench value": ("valuebench", "[options]", "time micrograd's demo on each Value engine"),
+    "check": ("check", "FILE [the run's options]", "compare a port's printed output with the reference's"),
+    "trace": ("trace", "--step K --out PATH.npz [the run's options]",
+              "write every number of one training step, for a port to check"),
+}
+
+
+def described(p, doc):
+    """p, described by its module's first paragraph."""
+    p.description = doc.split("\n\n")[0].replace("\n", " ")
+    return p
 
 
 def flag(name):

@@ -1,15 +1,13 @@
 """python -m microgpt_c sample --load PATH: samples from a checkpoint written by --save."""
 import random
 
-from .cli import PROG, Parser, add_engine, add_sampling, check_sampling_flags, flagged, message, print_samples, \
-    require_numpy
+from .cli import add_engine, add_sampling, check_sampling_flags, flagged, message, print_samples, require_numpy
 from .files import check_paths
 from .run import Run
 
 
-def parser():
-    p = Parser(prog=f"{PROG} sample",
-               description="Sample documents (names, for the packaged data) from a checkpoint written by --save.")
+def parser(p):
+    p.description = "Sample documents (names, for the packaged data) from a checkpoint written by --save."
     p.add_argument("--load", metavar="PATH", required=True, help="a checkpoint written by --save")
     add_sampling(p)
     p.add_argument("--seed", type=int, help="start a new random stream from this seed "
@@ -19,9 +17,7 @@ def parser():
     return p
 
 
-def main(argv):
-    p = parser()
-    a = p.parse_args(argv)
+def main(p, a):
     try:
         check_paths(inputs=[("--load", a.load)])
         check_sampling_flags(a)

@@ -2,7 +2,7 @@
 reference's numbers at training step K (from 1), for finding the first number
 a port gets wrong. docs/checking.md lists the names in the file."""
 from .check import reference_run
-from .cli import add_settings, message, require_numpy, subcommand, train_step
+from .cli import add_settings, described, message, require_numpy, train_step
 from .files import atomic_write, check_paths
 from .model import param_shapes
 from .record import forward, weights
@@ -38,17 +38,15 @@ def trace(run, step):
     return arrays
 
 
-def parser():
-    p = subcommand("trace", __doc__)
+def parser(p):
+    described(p, __doc__)
     p.add_argument("--step", type=int, required=True, metavar="K", help="the training step, from 1 (as printed)")
     p.add_argument("--out", required=True, metavar="PATH.npz", help="where to write the arrays (numpy's .npz)")
     add_settings(p, "the run's settings (as given to the run being traced)")
     return p
 
 
-def main(argv):
-    p = parser()
-    a = p.parse_args(argv)
+def main(p, a):
     try:
         check_paths(inputs=[("--data", a.data)], outputs=[("--out", a.out)])
         require_numpy("trace")

@@ -1,19 +1,11 @@
 """Train microgpt's GPT on the packaged names (or --data), then print samples,
-as the reference does. With a command first, something else:
-
-  sample       print samples from a checkpoint written by --save
-  attention    draw what each attention head looks at, reading a text
-  bench        time the same training on each engine and mode
-  bench value  time micrograd's demo on each Value engine
-  check        compare a port's printed output with the reference's
-  trace        write every number of one training step, for a port to check
-
-Each command's --help lists its flags."""
+as the reference does, or, with a command first, something else:
+"""
 import signal
 import sys
 import time
 
-from .cli import (PROG, Parser, add_engine, add_sampling, add_settings, as_written, check_sampling_flags, flag,
+from .cli import (COMMANDS, PROG, add_engine, add_sampling, add_settings, as_written, check_sampling_flags, flag,
                   flagged, given_settings, handling, message, new_run, print_samples, require_numpy, train_step)
 from .files import check_paths, same
 from .run import Run
@@ -35,15 +27,16 @@ class EMA:
 
 
 class Progress:
-    """A live line on stderr (a terminal): step, loss, smoothed loss, speed, ETA."""
+    """A live line on stderr when it is a terminal (else nothing): step, loss,
+    smoothed loss, speed, ETA."""
 
     def __init__(self, first, total):
-        self.first, self.total = first, total
+        self.first, self.total, self.on = first, total, sys.stderr.isatty()
         self.start, self.drawn, self.visible = time.perf_counter(), 0.0, False
 
     def update(self, step, loss, smoothed):
         now = time.perf_counter()
-        if now - self.drawn < 0.1 and step < self.total:
+        if not self.on or now - self.drawn < 0.1 and step < self.total:
             return  # redrawn ten times a second at most: a terminal is slow
         rate = (step - self.first) / (now - self.start)
         eta = round((self.total - step) / rate)
@@ -66,13 +59,12 @@ def train(p, run, a):
     losses, their smoothed values, the seconds spent in training steps, and
     the last held-out loss with the seconds spent evaluating."""
     log_every = a.log_every or log_interval(run)
-    progress = Progress(run.step, run.steps) if sys.stderr.isatty() else None
-    shared = progress and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
+    progress = Progress(run.step, run.steps)
+    shared = progress.on and sys.stdout.isatty()  # the loss lines go to the progress line's terminal
     ema, losses, smoothed, stop, elapsed, saved, held = EMA(), [], [], [], 0.0, [], [None, 0.0]
 
     def fail(message):
-        if progress:
-            progress.clear()  # or it would run into the message, and its clearing erase it
+        progress.clear()  # or it would run into the message, and its clearing erase it
         p.error(message)
 
     def save(last=False):
@@ -82,8 +74,7 @@ def train(p, run, a):
             fail(f"cannot write {a.save}: {e.strerror}")
         saved.append(run.step)
         if last and not stop:  # a stop says what it saved in its own line
-            if progress:
-                progress.clear()
+            progress.clear()
             sys.stderr.write(f"{PROG}: wrote the checkpoint {a.save} (step {run.step} of {run.steps})\n")
 
     with handling(STOP_SIGNALS, lambda signum, frame: stop.append(signum)):
@@ -101,15 +92,13 @@ def train(p, run, a):
                     if shared:
                         progress.clear()
                     print(loss_line(run, loss, held, fail), flush=True)
-                if progress:
-                    progress.update(run.step, loss, smoothed[-1])
+                progress.update(run.step, loss, smoothed[-1])
                 if a.save_every and run.step % a.save_every == 0:
                     save()
             if a.save:
                 save(last=True)
         finally:
-            if progress:
-                progress.clear()
+            progress.clear()
     if stop:
         stopped(run, a, stop[0])
     return losses, smoothed, elapsed, held
@@ -145,17 +134,13 @@ def loss_line(run, loss, held, fail):
     return line
 
 
-USAGE = f"""{PROG} [options]            (train, then sample)
-       {PROG} sample --load PATH [options]
-       {PROG} attention --load PATH --text TEXT --out PATH.png
-       {PROG} bench [options]
-       {PROG} bench value [options]
-       {PROG} check FILE [the run's options]
-       {PROG} trace --step K --out PATH.npz [the run's options]"""
-
-
-def parser():
-    p = Parser(prog=PROG, usage=USAGE, description=__doc__, formatter_class=as_written)
+def parser(p):
+    """The main job's flags; its usage and description list every command (cli.COMMANDS)."""
+    p.prog, p.formatter_class = PROG, as_written
+    p.usage = "\n       ".join([f"{PROG} [options]            (train, then sample)"] +
+                                [f"{PROG} {name} {usage}" for name, (_, usage, _) in COMMANDS.items() if name != "train"])
+    p.description = (__doc__ + "".join(f"\n  {name:<12} {summary}" for name, (_, _, summary) in COMMANDS.items())
+                     + "\n\nEach command's --help lists its flags.")
     add_engine(p)
     model, schedule = add_settings(p, "the run")
     model.description = "A checkpoint keeps these: not with --resume."
@@ -216,9 +201,7 @@ def checked_run(a):
     return run
 
 
-def main(argv):
-    p = parser()
-    a = p.parse_args(argv)
+def main(p, a):
     try:  # every input checked before anything is printed
         run = checked_run(a)
     except (ValueError, MemoryError) as e:

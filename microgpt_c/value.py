@@ -238,8 +238,22 @@ def _class_of(store):
     return cls
 
 
+# the one-input ops: method -> micrograd's symbol (each is mg_value_<method> in C)
+UNARY = {"log": "log", "exp": "exp", "relu": "ReLU", "tanh": "tanh"}
+
+
 def _make_class(store):
-    p = store.s
+    cls = type("Value", (_Node,), {
+        "__slots__": (), "__module__": __name__, "store": store, "_pointer": store.s,
+        # backward drops the nodes no live Value reaches once the store is this big (the default store's only)
+        "reclaim_at": RECLAIM_AT if _default and store is _default[0] else float("inf")})
+    for name, method in _operators(cls, store.s).items():
+        setattr(cls, name, method)
+    return cls
+
+
+def _operators(cls, p):
+    """cls's ops, each with the store's pointer p and cls itself bound in."""
 
     def binary(symbol, op, op_number):
         """Value op other, other a Value of this store or a real number (which,
@@ -283,12 +297,6 @@ def _make_class(store):
 
     add = binary("+", lib.mg_value_add, lib.mg_value_addc)
     mul = binary("*", lib.mg_value_mul, lib.mg_value_mulc)
-    cls = type("Value", (_Node,), {
-        "__slots__": (), "__module__": __name__, "store": store, "_pointer": p,
-        # backward drops the nodes no live Value reaches once the store is this big (the default store's only)
-        "reclaim_at": RECLAIM_AT if _default and store is _default[0] else float("inf"),
-        "__add__": add, "__radd__": add,  # the reference's __radd__ and __rmul__: self + other
-        "__mul__": mul, "__rmul__": mul,
-        "log": unary("log", lib.mg_value_log), "exp": unary("exp", lib.mg_value_exp),
-        "relu": unary("ReLU", lib.mg_value_relu), "tanh": unary("tanh", lib.mg_value_tanh)})
-    return cls
+    # the reference's __radd__ and __rmul__: self + other
+    return {"__add__": add, "__radd__": add, "__mul__": mul, "__rmul__": mul,
+            **{name: unary(symbol, getattr(lib, "mg_value_" + name)) for name, symbol in UNARY.items()}}

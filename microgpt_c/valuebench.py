@@ -19,7 +19,6 @@ import sys
 import textwrap
 import time
 
-from .cli import Parser
 
 # engine name -> "module:class" of the Value it trains
 ENGINES = {"c": "microgpt_c.value:Value", "python": "microgpt_c.pyengine:Value",
@@ -165,8 +164,8 @@ def table(results, names, nodes):
     return rows
 
 
-def main(argv):
-    p = Parser(prog=PROG, description=__doc__)
+def parser(p):
+    p.description = __doc__
     p.add_argument("--steps", type=int, default=20, help="training steps per engine, at most the demo's 100 "
                    "(its learning rate falls to 0.1 by then) (default: %(default)s)")
     p.add_argument("--points", type=int, default=100, help="two-moons points (default: %(default)s)")
@@ -175,7 +174,10 @@ def main(argv):
                                                  if importlib.util.find_spec(m.split(".")[0])),
                    help="comma-separated, from " + ", ".join(ENGINES) + " (default: those installed: %(default)s)")
     p.add_argument("--worker", choices=list(ENGINES), help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(p, a):
     if not 1 <= a.steps <= 100 or a.points < 1:
         p.error("--steps must be in [1, 100] and --points at least 1")
     if a.worker:

@@ -443,11 +443,10 @@ def child(*args, cwd, limit=None, **kw):
                             preexec_fn=preexec if limit else None, **kw)
 
 
-def parsers():
-    from microgpt_c import bench
-    from microgpt_c.sample import parser as sample_parser
-    from microgpt_c.train import parser as train_parser
-    return {"train": train_parser(), "sample": sample_parser(), "bench": bench.parser()}
+def parser(command):
+    """The command's parser, as python -m microgpt_c fills it in."""
+    from microgpt_c.__main__ import parsers
+    return parsers(command)[2]
 
 
 def lines(out, start):
@@ -544,7 +543,7 @@ def test_a_failing_worker_shows_its_own_reason(capsys, monkeypatch):
 @pytest.mark.parametrize("command", ["train", "sample", "bench"])
 def test_every_flag_shows_its_default(command):
     import argparse
-    p = parsers()[command]
+    p = parser(command)
     shown = [a for a in p._actions if a.help != argparse.SUPPRESS and not a.required
              and a.nargs != 0]  # --help and --version take no value
     assert len(shown) >= 5
@@ -575,7 +574,7 @@ def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
     assert usage.startswith("usage: python -m microgpt_c [options]")
     assert "\n       python -m microgpt_c sample --load PATH [options]" in usage
     assert "\n       python -m microgpt_c bench [options]" in usage
-    mode = next(a for a in parsers()["train"]._actions if "--mode" in a.option_strings)
+    mode = next(a for a in parser("train")._actions if "--mode" in a.option_strings)
     assert "with --resume, the checkpoint's mode" in mode.help
 
 
@@ -590,7 +589,7 @@ def test_help_lists_each_command_on_its_own_line():
 def test_help_groups_say_what_resume_takes():
     """The model's sizes cannot be given with --resume; --steps can, and is
     listed with the run's settings, whose group says so."""
-    groups = {g.title: g for g in parsers()["train"]._action_groups}
+    groups = {g.title: g for g in parser("train")._action_groups}
     flags = {title: [s for a in g._group_actions for s in a.option_strings] for title, g in groups.items()}
     assert {"engine", "model size", "the run", "checkpoints", "output"} <= set(groups)
     assert flags["model size"] == ["--n-layer", "--n-embd", "--n-head", "--block-size"]
@@ -609,7 +608,7 @@ def test_mode_offers_the_torch_modes_only_with_torch(monkeypatch, torch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: (object() if torch else None) if name == "torch" else find_spec(name, *args))
-    mode = next(a for a in parsers()["train"]._actions if "--mode" in a.option_strings)
+    mode = next(a for a in parser("train")._actions if "--mode" in a.option_strings)
     assert mode.choices == (["eager", "exact", "fast", "user"] if torch else ["exact", "fast"])
     assert ("eager:" in mode.help and "user:" in mode.help) == torch
 

@@ -579,11 +579,56 @@ def test_usage_shows_the_subcommands_and_mode_says_resume(capsys):
 
 
 def test_help_lists_each_command_on_its_own_line():
+    from microgpt_c.cli import COMMANDS
     status, out, err = run_main("--help")
     described = out[out.index("\n\n") + 2:out.index("\noptions:")]
-    for command in ("sample", "attention", "bench", "bench value", "check", "trace"):
+    assert {"sample", "attention", "bench", "bench value", "check", "trace"} < set(COMMANDS)
+    for command in COMMANDS:
         assert re.search(rf"^  {command} +\w", described, re.M), command
-        assert f"python -m microgpt_c {command.split()[0]}" in out[:out.index("\n\n")]  # and in the usage
+        if command != "train":  # the main job's usage line has no command word
+            assert f"\n       python -m microgpt_c {command} " in out[:out.index("\n\n")]  # and in the usage
+
+
+def test_commands_are_argparse_subparsers_filled_in_when_chosen():
+    """Each command is a subparser of one parser; only the chosen one has its
+    flags, and only its module is imported (the main job imports no other)."""
+    import argparse
+    from microgpt_c.__main__ import parsers
+    from microgpt_c.cli import COMMANDS
+    top, module, p = parsers("sample")
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(commands.choices) == list(COMMANDS) and commands.choices["sample"] is p
+    assert "--load" in p._option_string_actions and "--steps" not in commands.choices["train"]._option_string_actions
+    code = ("import sys; from microgpt_c.__main__ import parse; parse(['--steps', '1'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[-1] in %r))" % sorted(m for m, _, _ in COMMANDS.values()))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['microgpt_c.train']"
+
+
+def test_the_main_job_answers_to_train_too():
+    (status, out, err), (status2, out2, err2) = run_main("train", *SMALL_ARGS), run_main(*SMALL_ARGS)
+    assert (status, err) == (status2, err2) == (0, "")
+    assert result_lines(out.splitlines()) == result_lines(out2.splitlines()) and "sample  1:" in out
+
+
+@pytest.mark.parametrize("args, says", [
+    (["bench", "--steps", "5", "value"], "unrecognized arguments: value"),
+    (["sample", "--load", "x", "--bogus"], "unrecognized arguments: --bogus"),
+    (["bench", "value", "--n-embd", "8"], "unrecognized arguments: --n-embd 8")])
+def test_a_flag_the_command_does_not_take_is_its_one_line(args, says):
+    prog = "python -m microgpt_c " + ("bench value" if args[:2] == ["bench", "value"] else args[0])
+    assert one_line_error(*run_main(*args), prog=prog) == says
+
+
+def test_bench_workers_time_the_run_the_flags_describe(tmp_path):
+    """bench passes each worker the settings and --data it was given."""
+    data = tmp_path / "words.txt"
+    data.write_text("abc\nbcd\ncab\nddd\n")
+    args = ["--steps", "3", "--n-embd", "8", "--n-head", "2", "--lr", "0.05", "--seed", "7"]
+    status, out, err = run_main("bench", "--engines", "c:exact", "--data", data, "--json", tmp_path / "b.json", *args)
+    assert status == 0, err
+    run = Run(microgpt_c.Config(n_embd=8, n_head=2), docs=["abc", "bcd", "cab", "ddd"], steps=3, lr=0.05, seed=7)
+    assert json.loads((tmp_path / "b.json").read_text())[0]["losses"] == [run.train_step() for _ in range(3)]
 
 
 def test_help_groups_say_what_resume_takes():

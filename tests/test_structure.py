@@ -78,3 +78,11 @@ def test_every_engine_implements_the_interface(name):
         assert not getattr(type(E), "__abstractmethods__", None)
     with pytest.raises(ValueError, match="mode"):
         make_engine(name, "no-such-mode")
+
+
+def test_no_function_is_over_50_lines():
+    for name in os.listdir(PACKAGE):
+        if name.endswith(".py"):
+            for node in ast.walk(ast.parse(open(os.path.join(PACKAGE, name)).read())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    assert node.end_lineno - node.lineno + 1 <= 50, (name, node.name)

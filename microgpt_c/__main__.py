@@ -26,7 +26,7 @@ def parsers(name):
     module and subparser, the only one filled in."""
     top = Parser(prog=PROG)
     commands = top.add_subparsers(dest="command", required=True)
-    subparsers = {c: commands.add_parser(c, help=summary) for c, (_, _, summary) in COMMANDS.items()}
+    subparsers = {c: commands.add_parser(c) for c in COMMANDS}
     module = importlib.import_module(f".{COMMANDS[name][0]}", __package__)
     return top, module, module.parser(subparsers[name])
 

@@ -69,7 +69,7 @@ class Parser(argparse.ArgumentParser):
 # python -m microgpt_c COMMAND: each command's module (which fills in its parser), what follows the command word
 # in the usage, and what it does. __main__ makes an argparse subparser of each; the main job needs no word.
 COMMANDS = {
-    "train": ("train", "[options]", "train, then sample: the main job, run when no command is given"),
+    "train": ("train", "[options]", "train, then sample: the main job, these flags"),
     "sample": ("sample", "--load PATH [options]", "print samples from a checkpoint written by --save"),
     "attention": ("attention", "--load PATH --text TEXT --out PATH.png",
                   "draw what each attention head looks at, reading a text"),
@@ -84,7 +84,6 @@ COMMANDS = {
 def described(p, doc):
     """p, described by its module's first paragraph."""
     p.description = doc.split("\n\n")[0].replace("\n", " ")
-    return p
 
 
 def flag(name):

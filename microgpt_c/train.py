@@ -1,6 +1,5 @@
 """Train microgpt's GPT on the packaged names (or --data), then print samples,
-as the reference does, or, with a command first, something else:
-"""
+as the reference does."""
 import signal
 import sys
 import time
@@ -139,7 +138,7 @@ def parser(p):
     p.prog, p.formatter_class = PROG, as_written
     p.usage = "\n       ".join([f"{PROG} [options]            (train, then sample)"] +
                                 [f"{PROG} {name} {usage}" for name, (_, usage, _) in COMMANDS.items() if name != "train"])
-    p.description = (__doc__ + "".join(f"\n  {name:<12} {summary}" for name, (_, _, summary) in COMMANDS.items())
+    p.description = (__doc__ + " The commands (the word train may be left out):\n" + "".join(f"\n  {name:<12} {summary}" for name, (_, _, summary) in COMMANDS.items())
                      + "\n\nEach command's --help lists its flags.")
     add_engine(p)
     model, schedule = add_settings(p, "the run")

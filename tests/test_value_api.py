@@ -15,7 +15,7 @@ import threading
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
-from test_value import apply, bits, build, comparable, graphs, python_result
+from test_value import apply, as_python, bits, comparable, graphs, python_result
 
 from microgpt_c import default_store
 from microgpt_c.cengine import CEngine
@@ -220,18 +220,10 @@ def hammer(store, seed, graphs, out):
             steps = [(rng.choice(["neg", "exp", "log", "relu", "tanh", "pow", "add", "sub", "mul", "div", "nadd",
                                   "nmul", "rsub", "rdiv"]), rng.randrange(10**6), rng.randrange(10**6),
                       rng.choice(numbers) or 1.0, rng.choice([2, 3, -1, 0.5, -2])) for _ in range(rng.randint(1, 25))]
-            steps = comparable(leaves, steps)
-            want = python_result(leaves, steps)
-            if want is None:
-                with pytest.raises(ArithmeticError):
-                    build(lambda x: CValue(x, store), leaves, steps)
-                continue
-            lv, nodes = build(lambda x: CValue(x, store), leaves, steps)
-            nodes[-1].backward()
-            got = [nodes[-1].data] + [v.grad for v in lv]
-            assert bits(got) == bits(want), (leaves, steps)
-            lv[0].grad = 0.25  # writes go through the lock too
-            assert lv[0].grad == 0.25
+            lv = as_python(store, leaves, steps)
+            if lv:
+                lv[0].grad = 0.25  # writes go through the lock too
+                assert lv[0].grad == 0.25
         out.append("ok")
     except BaseException as e:  # reported by the main thread
         out.append(e)

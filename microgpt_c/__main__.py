@@ -1,7 +1,7 @@
 """python -m microgpt_c [COMMAND] ...: argparse subparsers, one per command
 (cli.COMMANDS); with no command word, the main job (train: train, then
 sample). Only the chosen command's module is imported, and only its parser
-filled in: importing them all costs the main job ~35 ms. Every error a
+filled in: importing them all costs the main job ~37 ms. Every error a
 command does not report itself is one line here."""
 import importlib
 import os

@@ -97,9 +97,9 @@ class CEngine(Engine):
         self._doc_value = self._doc_forward(P, cfg, tokens, n)
         if self.verify and self.mode == "exact":
             self._doc_loss = self.run(build, tokens)
-            if self.values((self._doc_loss, 1))[0] != self._doc_value:
-                raise ArithmeticError(f"verifying: the kernel's loss is {self._doc_value!r}, the graph's "
-                                      f"{self.values((self._doc_loss, 1))[0]!r}")
+            graph = self.values((self._doc_loss, 1))[0]
+            if graph != self._doc_value:
+                raise ArithmeticError(f"verifying: the kernel's loss is {self._doc_value!r}, the graph's {graph!r}")
         else:
             self._doc_loss = self._ok(lib.mg_leaf(self.s, self._doc_value))
         return self._doc_loss

@@ -67,9 +67,10 @@ class Parser(argparse.ArgumentParser):
 
 
 # python -m microgpt_c COMMAND: each command's module (which fills in its parser), what follows the command word
-# in the usage, and what it does. __main__ makes an argparse subparser of each; the main job needs no word.
+# in the usage (the main job's word, train, is left out there), and what it does. __main__ makes an argparse
+# subparser of each.
 COMMANDS = {
-    "train": ("train", "[options]", "train, then sample: the main job, these flags"),
+    "train": ("train", "[options]            (train, then sample)", "train, then sample: the main job, these flags"),
     "sample": ("sample", "--load PATH [options]", "print samples from a checkpoint written by --save"),
     "attention": ("attention", "--load PATH --text TEXT --out PATH.png",
                   "draw what each attention head looks at, reading a text"),
@@ -170,8 +171,10 @@ def add_sampling(p, num_samples=True):
     """--temperature (and --num-samples): the flags every command that samples
     takes, checked by check_sampling_flags."""
     if num_samples:
-        p.add_argument("--num-samples", type=int, default=20, metavar="N", help="samples to draw (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.5, metavar="T", help="sampling temperature (default: %(default)s)")
+        p.add_argument("--num-samples", type=int, default=20, metavar="N",
+                       help="samples to draw (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.5, metavar="T",
+                   help="sampling temperature (default: %(default)s)")
 
 
 def check_sampling_flags(a):

@@ -5,6 +5,7 @@ package (an optional extra) and Graphviz's dot program (a system package);
 without either, rendering says in one line on stderr what to install, rather
 than raise: the lecture's code runs to its end either way."""
 import functools
+import re
 import sys
 
 PACKAGE = ("the graphviz Python package (pip install '.[graph]' from a checkout, or pip install "
@@ -16,8 +17,6 @@ DOT = "Graphviz's dot program, which is not on PATH (the system package graphviz
 def missing(what):
     """The one line saying what to install, instead of a picture (None)."""
     sys.stderr.write(f"draw_dot: no picture: it needs {what}\n")
-
-import re
 
 # Characters a Graphviz record label reads as its own syntax (fields, their
 # ports, line ends), escaped with a backslash to stand for themselves.

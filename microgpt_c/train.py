@@ -136,10 +136,11 @@ def loss_line(run, loss, held, fail):
 def parser(p):
     """The main job's flags; its usage and description list every command (cli.COMMANDS)."""
     p.prog, p.formatter_class = PROG, as_written
-    p.usage = "\n       ".join([f"{PROG} [options]            (train, then sample)"] +
-                                [f"{PROG} {name} {usage}" for name, (_, usage, _) in COMMANDS.items() if name != "train"])
-    p.description = (__doc__ + " The commands (the word train may be left out):\n" + "".join(f"\n  {name:<12} {summary}" for name, (_, _, summary) in COMMANDS.items())
-                     + "\n\nEach command's --help lists its flags.")
+    p.usage = "\n       ".join(f"{PROG} {'' if name == 'train' else name + ' '}{usage}"
+                                for name, (_, usage, _) in COMMANDS.items())
+    commands = "".join(f"\n  {name:<12} {summary}" for name, (_, _, summary) in COMMANDS.items())
+    p.description = (f"{__doc__} The commands (the word train may be left out):\n{commands}\n\n"
+                     "Each command's --help lists its flags.")
     add_engine(p)
     model, schedule = add_settings(p, "the run")
     model.description = "A checkpoint keeps these: not with --resume."

@@ -599,8 +599,9 @@ def test_commands_are_argparse_subparsers_filled_in_when_chosen():
     commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
     assert list(commands.choices) == list(COMMANDS) and commands.choices["sample"] is p
     assert "--load" in p._option_string_actions and "--steps" not in commands.choices["train"]._option_string_actions
+    modules = sorted(m for m, _, _ in COMMANDS.values())
     code = ("import sys; from microgpt_c.__main__ import parse; parse(['--steps', '1'])\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[-1] in %r))" % sorted(m for m, _, _ in COMMANDS.values()))
+            f"print(sorted(m for m in sys.modules if m.split('.')[-1] in {modules!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['microgpt_c.train']"
 

@@ -123,13 +123,13 @@ static int32_t cheap_powers(void) {
 }
 
 /* The library cannot change while the process runs: checked once. */
-static int32_t cheap;
-static void check_cheap(void) { cheap = cheap_powers(); }
+static int32_t cheap_ok;
+static void check_cheap(void) { cheap_ok = cheap_powers(); }
 
 int32_t mg_adam_cheap(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, check_cheap);
-    return cheap;
+    return cheap_ok;
 }
 
 /* The indices of the k values to settle into todo, in order: those not

@@ -176,9 +176,9 @@ static int32_t layout(mg_doc *d) {
     const int64_t panel = 8 * (wide > n ? wide : n);         /* gemm's K is nin, nout or n */
     const int64_t need = nd + 2 * n + nd + 3 * n * d->V + n * wide + panel
                          + d->L * (8 * nd + nf + 2 * n + 2 * att + d->H * n) + 6 * nd + nf + n;
-    layer_acts *l = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *l);
-    if (!l) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's layers");
-    d->layers = l;
+    layer_acts *layers = realloc(d->layers, (size_t)(d->L ? d->L : 1) * sizeof *layers);
+    if (!layers) return doc_fail(d, MG_ENOMEM, "cannot allocate a document's layers");
+    d->layers = layers;
     if (need > d->cap) {
         double *b = realloc(d->buf, (size_t)need * sizeof(double));
         if (!b) return doc_fail(d, MG_ENOMEM, "cannot allocate %lld doubles for a document", (long long)need);
@@ -192,7 +192,8 @@ static int32_t layout(mg_doc *d) {
     for (int32_t l = 0; l < d->L; l++) {
         layer_acts *a = &d->layers[l];
         TAKE(a->xin, nd), TAKE(a->xn, nd), TAKE(a->r1, n), TAKE(a->q, nd), TAKE(a->k, nd), TAKE(a->v, nd);
-        TAKE(a->att, att), TAKE(a->ex, att), TAKE(a->inv, d->H * n), TAKE(a->a, nd), TAKE(a->xmid, nd), TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
+        TAKE(a->att, att), TAKE(a->ex, att), TAKE(a->inv, d->H * n), TAKE(a->a, nd), TAKE(a->xmid, nd);
+        TAKE(a->xn2, nd), TAKE(a->r2, n), TAKE(a->h, nf);
     }
     TAKE(d->grad_buf, 6 * nd + nf + n); /* backward's dx, dxn, dq, dk, dv, da, dh, dw */
 #undef TAKE

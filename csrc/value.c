@@ -101,8 +101,8 @@ mg_handle mg_value_add(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); r
 mg_handle mg_value_mul(mg_store *s, mg_handle x, mg_handle y) { LOCK(MG_EARG); return unlock(s, binary(s, "mul", op_mul, x, y)); }
 mg_handle mg_value_addc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, "add", op_add, x, c)); }
 mg_handle mg_value_mulc(mg_store *s, mg_handle x, double c) { LOCK(MG_EARG); return unlock(s, with_number(s, "mul", op_mul, x, c)); }
-#define VALUE_OP(name) \
-    mg_handle mg_value_##name(mg_store *s, mg_handle x) { LOCK(MG_EARG); return unlock(s, unary(s, #name, op_##name, x)); }
+#define VALUE_OP(name) mg_handle mg_value_##name(mg_store *s, mg_handle x) { \
+    LOCK(MG_EARG); return unlock(s, unary(s, #name, op_##name, x)); }
 UNARY_OPS(VALUE_OP)
 #undef VALUE_OP
 
